@@ -1,0 +1,35 @@
+# Baton: `make run` serves, `make test` checks everything. Both work on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck pytest system-packages clean
+
+run: $(STAMP)
+	$(BIN)/baton db upgrade
+	$(BIN)/baton serve
+
+test: system-packages $(STAMP)
+	$(BIN)/ruff check bot webhooks tests benchmarks
+	$(BIN)/ruff format --check bot webhooks tests benchmarks
+	$(BIN)/mypy bot webhooks
+	$(BIN)/pytest
+
+# Tests use real git and bubblewrap; install them when missing (root on CI, sudo elsewhere).
+system-packages:
+	@missing=""; for tool in git bwrap; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update && $$sudo apt-get install -y git bubblewrap; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

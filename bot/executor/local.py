@@ -1,0 +1,257 @@
+"""The embedded executor: jobs from the database, run in this process with bounded concurrency.
+
+Claiming a job takes a lease that a heartbeat keeps renewing; a job whose lease ran out belongs to
+a process that died, and is claimed again. Jobs must therefore be idempotent. A failing job is
+retried with exponential backoff up to its `max_attempts`, then left `failed` with its last error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from bot.executor import JobArg, JobContext, JobFunction, enqueue
+from bot.logs import log_context
+from bot.metrics import Metrics
+from bot.settings import Settings
+from bot.store.db import Store
+from bot.store.models import Job, JobState
+from bot.store.types import utcnow
+
+log = logging.getLogger(__name__)
+JOBS: sa.Table = Job.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    name: str
+    args: dict[str, JobArg]
+    attempts: int
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class ExecutorTuning:
+    """Timings of the local executor; the defaults suit production, tests shorten them."""
+
+    concurrency: int = 4
+    lease_seconds: float = 60.0
+    poll_seconds: float = 2.0
+    backoff_base_seconds: float = 2.0
+    backoff_cap_seconds: float = 300.0
+
+
+class LocalExecutor:
+    """Runs jobs from the `jobs` table inside this process."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        functions: Mapping[str, JobFunction],
+        metrics: Metrics,
+        tuning: ExecutorTuning | None = None,
+    ) -> None:
+        self.worker_id = f"local-{uuid.uuid4().hex[:12]}"
+        self._store = store
+        self._functions = dict(functions)
+        self._metrics = metrics
+        self._tuning = tuning or ExecutorTuning(concurrency=settings.job_concurrency)
+        self._context = JobContext(store=store, settings=settings, executor=self)
+        self._wake = asyncio.Event()
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loops = [
+            asyncio.create_task(self._dispatch_forever(), name="executor-dispatch"),
+            asyncio.create_task(self._heartbeat_forever(), name="executor-heartbeat"),
+        ]
+
+    async def stop(self, grace_seconds: float = 10.0) -> None:
+        """Stop claiming, give running jobs a grace period, then hand the rest back to the queue."""
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        running = list(self._running.values())
+        if running:
+            await asyncio.wait(running, timeout=grace_seconds)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        await self._store.run_connection(self._release_mine)
+
+    def notify(self) -> None:
+        """New jobs were committed; safe to call from any thread."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def submit(self, job_name: str, **ids: JobArg) -> int:
+        def write(session: Any) -> int:
+            job = enqueue(session, job_name, **ids)  # type: ignore[arg-type]
+            session.flush()
+            assert job.id is not None
+            return job.id
+
+        job_id = await self._store.run(write)
+        self.notify()
+        return job_id
+
+    async def _dispatch_forever(self) -> None:
+        while True:
+            self._wake.clear()
+            free = self._tuning.concurrency - len(self._running)
+            try:
+                claimed = await self._store.run_connection(partial(self._claim, limit=free))
+            except Exception:
+                log.exception("could not claim jobs; trying again shortly")
+                claimed = []
+            for job in claimed:
+                self._running[job.id] = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+            if not claimed or len(self._running) >= self._tuning.concurrency:
+                await self._sleep_until_woken()
+
+    async def _sleep_until_woken(self) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=self._tuning.poll_seconds)
+        except TimeoutError:
+            pass
+
+    def _claim(self, connection: Connection, limit: int) -> list[Claimed]:
+        if limit <= 0:
+            return []
+        now = utcnow()
+        claimable = sa.or_(
+            sa.and_(JOBS.c.state == JobState.queued, JOBS.c.run_after <= now),
+            sa.and_(JOBS.c.state == JobState.running, JOBS.c.lease_expires_at < now),
+        )
+        candidates = sa.select(JOBS.c.id).where(claimable).order_by(JOBS.c.id).limit(limit)
+        if connection.dialect.name == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        claim = (
+            sa.update(JOBS)
+            .where(JOBS.c.id.in_(candidates.scalar_subquery()))
+            .values(
+                state=JobState.running,
+                locked_by=self.worker_id,
+                lease_expires_at=now + timedelta(seconds=self._tuning.lease_seconds),
+                attempts=JOBS.c.attempts + 1,
+                started_at=now,
+            )
+            .returning(JOBS.c.id, JOBS.c.name, JOBS.c.args, JOBS.c.attempts, JOBS.c.max_attempts)
+        )
+        jobs = [Claimed(*row) for row in connection.execute(claim)]
+        return sorted(jobs, key=lambda job: job.id)
+
+    async def _run(self, job: Claimed) -> None:
+        started = time.perf_counter()
+        outcome = "succeeded"
+        with log_context(job_id=job.id):
+            try:
+                await self._call(job)
+            except asyncio.CancelledError:
+                outcome = "cancelled"
+                raise
+            except Exception as error:
+                outcome = "failed"
+                log.exception(
+                    "job %s failed (attempt %d of %d)", job.name, job.attempts, job.max_attempts
+                )
+                await self._store.run_connection(
+                    partial(self._record_failure, job=job, error=error)
+                )
+            else:
+                await self._store.run_connection(partial(self._record_success, job=job))
+            finally:
+                elapsed = time.perf_counter() - started
+                self._metrics.job_duration.labels(job.name, outcome).observe(elapsed)
+                self._running.pop(job.id, None)
+                self._wake.set()
+
+    async def _call(self, job: Claimed) -> None:
+        if job.attempts > job.max_attempts:
+            raise _GiveUp(f"job {job.name} was claimed {job.attempts} times; its holders died")
+        function = self._functions.get(job.name)
+        if function is None:
+            raise _GiveUp(f"no job named {job.name!r} is registered with this executor")
+        await function(self._context, **job.args)
+
+    def _record_success(self, connection: Connection, job: Claimed) -> None:
+        connection.execute(
+            self._mine(job.id).values(
+                state=JobState.succeeded,
+                finished_at=utcnow(),
+                locked_by=None,
+                lease_expires_at=None,
+                last_error=None,
+            )
+        )
+
+    def _record_failure(self, connection: Connection, job: Claimed, error: Exception) -> None:
+        final = isinstance(error, _GiveUp) or job.attempts >= job.max_attempts
+        now = utcnow()
+        values: dict[str, Any] = {
+            "locked_by": None,
+            "lease_expires_at": None,
+            "last_error": f"{type(error).__name__}: {error}"[:4000],
+        }
+        if final:
+            values |= {"state": JobState.failed, "finished_at": now}
+        else:
+            values |= {"state": JobState.queued, "run_after": now + self._backoff(job.attempts)}
+        connection.execute(self._mine(job.id).values(**values))
+
+    def _backoff(self, attempts: int) -> timedelta:
+        base = self._tuning.backoff_base_seconds * 2 ** (attempts - 1)
+        delay = min(base, self._tuning.backoff_cap_seconds) * random.uniform(0.5, 1.0)
+        return timedelta(seconds=delay)
+
+    def _mine(self, job_id: int) -> sa.Update:
+        # Only the holder of the lease may settle a job; a job reclaimed after expiry is not ours.
+        return sa.update(JOBS).where(JOBS.c.id == job_id, JOBS.c.locked_by == self.worker_id)
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._tuning.lease_seconds / 3)
+            if self._running:
+                await self._store.run_connection(self._renew_leases)
+
+    def _renew_leases(self, connection: Connection) -> None:
+        expires = utcnow() + timedelta(seconds=self._tuning.lease_seconds)
+        connection.execute(
+            sa.update(JOBS)
+            .where(JOBS.c.locked_by == self.worker_id, JOBS.c.state == JobState.running)
+            .values(lease_expires_at=expires)
+        )
+
+    def _release_mine(self, connection: Connection) -> None:
+        # A job interrupted by shutdown is not its fault: give it back without spending an attempt.
+        connection.execute(
+            sa.update(JOBS)
+            .where(JOBS.c.locked_by == self.worker_id, JOBS.c.state == JobState.running)
+            .values(
+                state=JobState.queued,
+                locked_by=None,
+                lease_expires_at=None,
+                attempts=JOBS.c.attempts - 1,
+                run_after=utcnow(),
+            )
+        )
+
+
+class _GiveUp(Exception):
+    """A job failure that retrying cannot fix."""

@@ -1,0 +1,122 @@
+"""The jobs Baton runs, by name. Each takes ids only and is safe to run more than once."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TypeVar
+
+from pydantic import BaseModel
+from sqlmodel import Session
+
+from bot import installations, runs
+from bot.events import (
+    InstallationEvent,
+    InstallationRepositoriesEvent,
+    IssueCommentCreated,
+    IssueLabeled,
+    PullRequestReviewSubmitted,
+)
+from bot.executor import JobContext, JobFunction
+from bot.logs import log_context
+from bot.store.models import Delivery
+
+log = logging.getLogger(__name__)
+EventT = TypeVar("EventT", bound=BaseModel)
+
+
+class MissingDelivery(LookupError):
+    """The delivery a job refers to is not in the store."""
+
+
+def load_event(session: Session, delivery_id: int, model: type[EventT]) -> EventT:
+    """The delivery's payload read through `model` (the fields the job needs)."""
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is None or delivery.payload is None:
+        raise MissingDelivery(f"delivery {delivery_id} has no stored payload")
+    return model.model_validate(json.loads(delivery.payload))
+
+
+async def start_run(context: JobContext, delivery_id: int) -> None:
+    """`issues.labeled`: record a run in `planning` (the planner takes it from there)."""
+
+    def step(session: Session) -> str | None:
+        event = load_event(session, delivery_id, IssueLabeled)
+        run = runs.start_run(session, event, delivery_id)
+        return run.id if run else None
+
+    run_id = await context.store.run(step)
+    if run_id is not None:
+        with log_context(run_id=run_id):
+            log.info("run started")
+
+
+async def handle_issue_comment(context: JobContext, delivery_id: int) -> None:
+    """`issue_comment.created`: noted on the issue's active run's timeline."""
+
+    def step(session: Session) -> None:
+        event = load_event(session, delivery_id, IssueCommentCreated)
+        run = runs.active_run_for_issue(session, event.repository.id, event.issue.number)
+        if run is None:
+            return
+        runs.record_event(
+            session,
+            run.id,
+            "comment.received",
+            f"@{event.sender.login} commented",
+            delivery_id=delivery_id,
+            data={"comment_id": event.comment.id},
+        )
+
+    await context.store.run(step)
+
+
+async def handle_review(context: JobContext, delivery_id: int) -> None:
+    """`pull_request_review.submitted`: noted on the timeline of the run that owns the PR."""
+
+    def step(session: Session) -> None:
+        event = load_event(session, delivery_id, PullRequestReviewSubmitted)
+        run = runs.run_for_pull_request(session, event.repository.id, event.pull_request.number)
+        if run is None:
+            return
+        runs.record_event(
+            session,
+            run.id,
+            "review.received",
+            f"@{event.sender.login} submitted a review ({event.review.state})",
+            delivery_id=delivery_id,
+            data={"review_id": event.review.id},
+        )
+
+    await context.store.run(step)
+
+
+async def sync_installation(context: JobContext, delivery_id: int) -> None:
+    """`installation.*`: keep the installations table current."""
+
+    def step(session: Session) -> None:
+        installations.apply_installation_event(
+            session, load_event(session, delivery_id, InstallationEvent)
+        )
+
+    await context.store.run(step)
+
+
+async def sync_installation_repositories(context: JobContext, delivery_id: int) -> None:
+    """`installation_repositories.*`: keep the installation's repositories current."""
+
+    def step(session: Session) -> None:
+        installations.apply_repositories_event(
+            session, load_event(session, delivery_id, InstallationRepositoriesEvent)
+        )
+
+    await context.store.run(step)
+
+
+JOBS: dict[str, JobFunction] = {
+    "start_run": start_run,
+    "handle_issue_comment": handle_issue_comment,
+    "handle_review": handle_review,
+    "sync_installation": sync_installation,
+    "sync_installation_repositories": sync_installation_repositories,
+}

@@ -1,0 +1,71 @@
+"""JSON logs. Each line carries the delivery id and run id of the work that wrote it, if any."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+_delivery_id: ContextVar[Any] = ContextVar("delivery_id", default=None)
+_run_id: ContextVar[Any] = ContextVar("run_id", default=None)
+_job_id: ContextVar[Any] = ContextVar("job_id", default=None)
+
+
+@contextmanager
+def log_context(
+    *, delivery_id: str | None = None, run_id: str | None = None, job_id: int | None = None
+) -> Iterator[None]:
+    """Within the block, log lines carry the given ids (unset ones keep their outer value)."""
+    resets: list[Callable[[], None]] = []
+    for var, value in ((_delivery_id, delivery_id), (_run_id, run_id), (_job_id, job_id)):
+        if value is not None:
+            resets.append(partial(var.reset, var.set(value)))
+    try:
+        yield
+    finally:
+        for reset in reversed(resets):
+            reset()
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, context ids and `extra` fields."""
+
+    _standard = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, var in (("delivery_id", _delivery_id), ("run_id", _run_id), ("job_id", _job_id)):
+            value = var.get()
+            if value is not None:
+                line[key] = value
+        for key, value in record.__dict__.items():
+            if key not in self._standard and not key.startswith("_"):
+                line[key] = value
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Send every logger (ours, uvicorn's, alembic's) to stderr as JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "alembic"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    # Alembic narrates every schema check (readiness probes make many); keep its warnings only.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

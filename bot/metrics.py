@@ -1,0 +1,49 @@
+"""Prometheus metrics. Each app has its own registry, so several apps in one process never clash."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _JobStates(Collector):
+    """Reads the job table at scrape time, so the numbers hold across processes and restarts."""
+
+    def __init__(self, count_by_state: Callable[[], Mapping[str, int]]) -> None:
+        self._count_by_state = count_by_state
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily("baton_jobs", "Jobs in the store by state", labels=["state"])
+        for state, count in sorted(self._count_by_state().items()):
+            family.add_metric([state], count)
+        yield family
+
+
+class Metrics:
+    """The counters Baton keeps: deliveries by event and outcome, jobs by state, job durations."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.deliveries = Counter(
+            "baton_webhook_deliveries",
+            "Webhook deliveries answered, by event and outcome",
+            ["event", "outcome"],
+            registry=self.registry,
+        )
+        self.job_duration = Histogram(
+            "baton_job_duration_seconds",
+            "Time spent running a job, by job name and outcome",
+            ["job", "outcome"],
+            registry=self.registry,
+        )
+
+    def watch_job_states(self, count_by_state: Callable[[], Mapping[str, int]]) -> None:
+        self.registry.register(_JobStates(count_by_state))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

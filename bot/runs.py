@@ -1,0 +1,109 @@
+"""The life of a run. Each step loads state, does one thing and writes state in one transaction."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from bot.events import IssueLabeled
+from bot.store.db import insert_ignoring_conflicts
+from bot.store.models import Run, RunState, TimelineEvent
+from bot.store.types import utcnow
+
+log = logging.getLogger(__name__)
+
+# Until repository config is read (`.github/baton.yml`), the label is the documented default.
+DEFAULT_LABEL = "baton"
+DEFAULT_BRANCH_PREFIX = "baton/"
+
+
+def new_run_id() -> str:
+    """A short, unguessable id; it appears in the status comment marker and commit trailers."""
+    return uuid.uuid4().hex[:16]
+
+
+def start_run(session: Session, event: IssueLabeled, delivery_row_id: int) -> Run | None:
+    """Record a new run in `planning` for a labelled issue; None if nothing should start.
+
+    Idempotent: the run's unique trigger delivery, and the one-active-run-per-issue index,
+    make a repeated call (a job run again after a crash) insert nothing.
+    """
+    if event.label.name != DEFAULT_LABEL:
+        log.info("label %r is not Baton's label %r", event.label.name, DEFAULT_LABEL)
+        return None
+    now = utcnow()
+    run_id = new_run_id()
+    row = {
+        "id": run_id,
+        "installation_id": event.installation.id,
+        "repository_id": event.repository.id,
+        "repository": event.repository.full_name,
+        "issue_number": event.issue.number,
+        "issue_title": event.issue.title[:1024],
+        "state": RunState.planning,
+        "active": True,
+        "trigger_delivery_id": delivery_row_id,
+        "triggered_by": event.sender.login,
+        "branch": f"{DEFAULT_BRANCH_PREFIX}issue-{event.issue.number}",
+        "config": {},
+        "cost_usd": 0.0,
+        "created_at": now,
+        "updated_at": now,
+    }
+    if not insert_ignoring_conflicts(session, Run, [row]):
+        log.info("no new run: this delivery already started one, or the issue has an active run")
+        return None
+    record_event(
+        session,
+        run_id,
+        "run.started",
+        f"@{event.sender.login} labelled #{event.issue.number}; planning",
+        delivery_id=delivery_row_id,
+    )
+    return session.get(Run, run_id)
+
+
+def record_event(
+    session: Session,
+    run_id: str,
+    kind: str,
+    message: str,
+    *,
+    delivery_id: int | None = None,
+    task_key: str | None = None,
+    data: dict[str, object] | None = None,
+) -> bool:
+    """Add a timeline event; with a delivery id, a second copy of the same event is not added."""
+    row = {
+        "run_id": run_id,
+        "kind": kind,
+        "message": message,
+        "delivery_id": delivery_id,
+        "task_key": task_key,
+        "data": data or {},
+        "created_at": utcnow(),
+    }
+    return bool(insert_ignoring_conflicts(session, TimelineEvent, [row]))
+
+
+def active_run_for_issue(session: Session, repository_id: int, issue_number: int) -> Run | None:
+    """The issue's run that has not ended, if any."""
+    query = select(Run).where(
+        Run.repository_id == repository_id,
+        Run.issue_number == issue_number,
+        sa.true() == Run.active,
+    )
+    return session.exec(query).first()
+
+
+def run_for_pull_request(session: Session, repository_id: int, number: int) -> Run | None:
+    """The newest run whose draft pull request is `number`."""
+    query = (
+        select(Run)
+        .where(Run.repository_id == repository_id, Run.pull_request_number == number)
+        .order_by(sa.desc(Run.created_at))  # type: ignore[call-overload]
+    )
+    return session.exec(query).first()

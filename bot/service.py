@@ -1,0 +1,50 @@
+"""The running parts of one Baton process, started and stopped together."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import sqlalchemy as sa
+
+from bot.executor import Executor
+from bot.executor.local import ExecutorTuning, LocalExecutor
+from bot.ingress import DeliveryRecorder
+from bot.jobs import JOBS
+from bot.metrics import Metrics
+from bot.settings import Settings, SettingsError
+from bot.store.db import Store
+from bot.store.models import Job
+
+
+class Baton:
+    """Store, metrics, executor and delivery recorder of one process."""
+
+    def __init__(self, settings: Settings, tuning: ExecutorTuning | None = None) -> None:
+        self.settings = settings
+        self.store = Store(settings.resolved_database_url)
+        self.metrics = Metrics()
+        self.metrics.watch_job_states(self._count_jobs_by_state)
+        self.executor: Executor = self._make_executor(tuning)
+        self.recorder = DeliveryRecorder(self.store, on_jobs_committed=self.executor.notify)
+
+    def _make_executor(self, tuning: ExecutorTuning | None) -> Executor:
+        if self.settings.executor != "local":
+            raise SettingsError(
+                f"BATON_EXECUTOR={self.settings.executor!r}: only 'local' is available so far"
+            )
+        return LocalExecutor(self.store, self.settings, JOBS, self.metrics, tuning)
+
+    async def start(self) -> None:
+        self.recorder.start()
+        await self.executor.start()
+
+    async def stop(self) -> None:
+        await self.recorder.stop()
+        await self.executor.stop()
+        self.store.close()
+
+    def _count_jobs_by_state(self) -> Mapping[str, int]:
+        jobs: sa.Table = Job.__table__  # type: ignore[attr-defined]
+        query = sa.select(jobs.c.state, sa.func.count()).group_by(jobs.c.state)
+        with self.store.engine.connect() as connection:
+            return dict(connection.execute(query).tuples().all())

@@ -1,0 +1,106 @@
+"""One settings object for the whole process, read from the environment and `.env` on demand."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "BATON_"
+MODEL_PROVIDERS = ("anthropic", "openai")
+
+
+class SettingsError(ValueError):
+    """A setting has a value Baton cannot use; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """Process-wide settings (CONTRACT §3). Secrets are `SecretStr` so they never print."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=3000, ge=1, le=65535)
+    github_app_id: int | None = None
+    github_private_key: SecretStr | None = None
+    github_private_key_path: Path | None = None
+    webhook_secret: SecretStr | None = None
+    github_api_url: str = "https://api.github.com"
+    github_url: str = "https://github.com"
+    database_url: str | None = None
+    data_dir: Path = Path(".baton")
+    executor: Literal["local", "procrastinate"] = "local"
+    orchestrator_model: str = "anthropic/claude-opus-4-6"
+    worker_model: str = "anthropic/claude-sonnet-4-5"
+    max_parallel: int = Field(default=4, ge=1)
+    job_concurrency: int = Field(default=4, ge=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("webhook_secret", "github_private_key", mode="after")
+    @classmethod
+    def _blank_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty secret must behave as no secret, so the endpoint fails closed.
+        if value is None or not value.get_secret_value().strip():
+            return None
+        return value
+
+    @field_validator("orchestrator_model", "worker_model")
+    @classmethod
+    def _provider_and_model(cls, value: str) -> str:
+        provider, _, model = value.partition("/")
+        if provider not in MODEL_PROVIDERS or not model:
+            raise ValueError(
+                f"expected 'provider/model' with provider one of {', '.join(MODEL_PROVIDERS)}, "
+                f"got {value!r}"
+            )
+        return value
+
+    @field_validator("github_api_url", "github_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @property
+    def resolved_database_url(self) -> str:
+        """`DATABASE_URL`, or the embedded SQLite file inside `DATA_DIR`."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'baton.db').resolve()}"
+
+    @property
+    def has_app_credentials(self) -> bool:
+        """True with an App id and a private key; without them Baton is in setup mode."""
+        has_key = self.github_private_key is not None or self.github_private_key_path is not None
+        return self.github_app_id is not None and has_key
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning validation errors into one message that names each variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors(include_url=False, include_input=False):
+        field = str(problem["loc"][0]) if problem["loc"] else "?"
+        lines.append(f"{ENV_PREFIX}{field.upper()}: {problem['msg']}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once on first use (never at import)."""
+    return load_settings()

@@ -1,0 +1,340 @@
+"""Tables for the whole life of a run: deliveries in, runs and plans, tasks and their attempts,
+every tool and model call, a timeline, and the executor's jobs.
+
+States are stored as short strings (not database enums) so later states need no type migration.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import JSON, Field, SQLModel
+
+from bot.store.types import UTCDateTime, utcnow
+
+STATE = sa.String(24)
+
+
+def _github_id(**kwargs: Any) -> Any:
+    """A GitHub id: 64-bit, since comment and repository ids have outgrown 32."""
+    return Field(sa_type=sa.BigInteger, **kwargs)
+
+
+def _created() -> Any:
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+def _when() -> Any:
+    return Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+def _json_list() -> Any:
+    return Field(default_factory=list, sa_type=JSON, nullable=False)
+
+
+def _json_dict() -> Any:
+    return Field(default_factory=dict, sa_type=JSON, nullable=False)
+
+
+class Installation(SQLModel, table=True):
+    """A GitHub App installation, kept current by `installation` events."""
+
+    __tablename__ = "installations"
+
+    id: int = _github_id(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    account_login: str = Field(max_length=255)
+    account_type: str = Field(default="User", max_length=32)
+    repository_selection: str = Field(default="selected", max_length=16)
+    suspended_at: datetime | None = _when()
+    deleted_at: datetime | None = _when()
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class InstallationRepository(SQLModel, table=True):
+    """A repository an installation can reach, kept current by `installation_repositories`."""
+
+    __tablename__ = "installation_repositories"
+
+    id: int = _github_id(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    installation_id: int = _github_id(foreign_key="installations.id", index=True)
+    full_name: str = Field(max_length=255)
+    private: bool = False
+    removed_at: datetime | None = _when()
+    updated_at: datetime = _created()
+
+
+class DeliveryOutcome(StrEnum):
+    queued = "queued"
+    ignored = "ignored"
+
+
+class Delivery(SQLModel, table=True):
+    """One accepted webhook delivery; the unique `delivery_id` makes a redelivery a duplicate."""
+
+    __tablename__ = "deliveries"
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = Field(max_length=200, unique=True)
+    event: str = Field(max_length=64)
+    action: str | None = Field(default=None, max_length=64)
+    installation_id: int | None = _github_id(default=None, index=True)
+    repository: str | None = Field(default=None, max_length=255)
+    sender: str | None = Field(default=None, max_length=255)
+    outcome: str = Field(sa_type=STATE)
+    reason: str | None = Field(default=None, max_length=255)
+    payload: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    received_at: datetime = _created()
+
+
+class RunState(StrEnum):
+    planning = "planning"
+    awaiting_approval = "awaiting_approval"
+    executing = "executing"
+    pr_open = "pr_open"
+    revising = "revising"
+    needs_human = "needs_human"
+    done = "done"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+TERMINAL_RUN_STATES = frozenset({RunState.done, RunState.failed, RunState.cancelled})
+
+
+class Run(SQLModel, table=True):
+    """One issue's journey from label to draft pull request.
+
+    `active` is true until the run ends; a partial unique index allows one active run per issue.
+    """
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        sa.Index(
+            "uq_runs_active_issue",
+            "repository_id",
+            "issue_number",
+            unique=True,
+            sqlite_where=sa.text("active"),
+            postgresql_where=sa.text("active"),
+        ),
+    )
+
+    id: str = Field(primary_key=True, max_length=32)
+    installation_id: int | None = _github_id(default=None, index=True)
+    repository_id: int = _github_id()
+    repository: str = Field(max_length=255)
+    issue_number: int
+    issue_title: str = Field(default="", max_length=1024)
+    state: str = Field(default=RunState.planning, sa_type=STATE, index=True)
+    active: bool = True
+    trigger_delivery_id: int | None = Field(default=None, foreign_key="deliveries.id", unique=True)
+    triggered_by: str | None = Field(default=None, max_length=255)
+    branch: str | None = Field(default=None, max_length=255)
+    base_sha: str | None = Field(default=None, max_length=64)
+    head_sha: str | None = Field(default=None, max_length=64)
+    status_comment_id: int | None = _github_id(default=None)
+    pull_request_number: int | None = None
+    check_run_id: int | None = _github_id(default=None)
+    config: dict[str, Any] = _json_dict()
+    cost_usd: float = 0.0
+    error: str | None = None
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+    ended_at: datetime | None = _when()
+
+
+class PlanRevision(SQLModel, table=True):
+    """One revision (r1, r2, ...) of a run's plan, as proposed and, once, approved."""
+
+    __tablename__ = "plan_revisions"
+    __table_args__ = (sa.UniqueConstraint("run_id", "number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", index=True)
+    number: int
+    source: str = Field(default="planner", max_length=16)
+    summary: str = ""
+    plan: dict[str, Any] = _json_dict()
+    problems: list[str] = _json_list()
+    feedback: str | None = None
+    approved_by: str | None = Field(default=None, max_length=255)
+    approved_at: datetime | None = _when()
+    created_at: datetime = _created()
+
+
+class TaskState(StrEnum):
+    pending = "pending"
+    running = "running"
+    reviewing = "reviewing"
+    awaiting_approval = "awaiting_approval"
+    accepted = "accepted"
+    integrated = "integrated"
+    escalated = "escalated"
+    failed = "failed"
+    skipped = "skipped"
+    cancelled = "cancelled"
+
+
+class Task(SQLModel, table=True):
+    """A node of the plan graph: one worker role's job, its dependencies and its write set."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (sa.UniqueConstraint("run_id", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", index=True)
+    revision_id: int = Field(foreign_key="plan_revisions.id")
+    key: str = Field(max_length=16)
+    parent_key: str | None = Field(default=None, max_length=16)
+    title: str = Field(max_length=255)
+    role: str = Field(max_length=32)
+    description: str = ""
+    acceptance: str = ""
+    depends_on: list[str] = _json_list()
+    files: list[str] = _json_list()
+    context_files: list[str] = _json_list()
+    needs_approval: bool = False
+    approved_by: str | None = Field(default=None, max_length=255)
+    state: str = Field(default=TaskState.pending, sa_type=STATE)
+    attempts: int = 0
+    commit_sha: str | None = Field(default=None, max_length=64)
+    cost_usd: float = 0.0
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class AttemptStatus(StrEnum):
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    retried = "retried"
+    escalated = "escalated"
+    cancelled = "cancelled"
+
+
+class TaskAttempt(SQLModel, table=True):
+    """One worker attempt at a task, with everything CONTRACT §7 asks to be recorded."""
+
+    __tablename__ = "task_attempts"
+    __table_args__ = (sa.UniqueConstraint("task_id", "number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: int = Field(foreign_key="tasks.id", index=True)
+    run_id: str = Field(foreign_key="runs.id", index=True)
+    number: int
+    role: str = Field(max_length=32)
+    model: str = Field(default="", max_length=255)
+    input_summary: str = ""
+    status: str = Field(default=AttemptStatus.running, sa_type=STATE)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float | None = None
+    confidence: float | None = None
+    summary: str | None = None
+    notes: str | None = None
+    work_plan: list[str] = _json_list()
+    commit_sha: str | None = Field(default=None, max_length=64)
+    diff_stat: dict[str, Any] = _json_dict()
+    tests: dict[str, Any] = _json_dict()
+    review_verdict: str | None = Field(default=None, max_length=16)
+    review_feedback: str | None = None
+    error: str | None = None
+    started_at: datetime = _created()
+    ended_at: datetime | None = _when()
+    wall_seconds: float | None = None
+
+
+class ToolCall(SQLModel, table=True):
+    """One tool call made by a model during an attempt or a planning/review step."""
+
+    __tablename__ = "tool_calls"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", index=True)
+    attempt_id: int | None = Field(default=None, foreign_key="task_attempts.id", index=True)
+    sequence: int
+    tool: str = Field(max_length=64)
+    arguments: dict[str, Any] = _json_dict()
+    ok: bool = True
+    outcome: str = ""
+    duration_ms: float = 0.0
+    created_at: datetime = _created()
+
+
+class ModelCall(SQLModel, table=True):
+    """One request to a model provider, with its usage and cost (null cost: unknown price)."""
+
+    __tablename__ = "model_calls"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str | None = Field(default=None, foreign_key="runs.id", index=True)
+    task_id: int | None = Field(default=None, foreign_key="tasks.id")
+    attempt_id: int | None = Field(default=None, foreign_key="task_attempts.id", index=True)
+    role: str = Field(max_length=32)
+    provider: str = Field(max_length=32)
+    model: str = Field(max_length=255)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float | None = None
+    latency_ms: float = 0.0
+    retries: int = 0
+    stop_reason: str | None = Field(default=None, max_length=32)
+    error: str | None = None
+    created_at: datetime = _created()
+
+
+class TimelineEvent(SQLModel, table=True):
+    """Something that happened to a run, in order; the dashboard and status comment read these."""
+
+    __tablename__ = "timeline_events"
+    # With a delivery id, an event is recorded once however often its job runs.
+    __table_args__ = (sa.UniqueConstraint("run_id", "kind", "delivery_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", index=True)
+    task_key: str | None = Field(default=None, max_length=16)
+    kind: str = Field(max_length=64)
+    message: str = ""
+    data: dict[str, Any] = _json_dict()
+    delivery_id: int | None = Field(default=None, foreign_key="deliveries.id")
+    created_at: datetime = _created()
+
+
+class JobState(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class Job(SQLModel, table=True):
+    """A unit of work for the executor: a job name and the ids it works on, never whole objects.
+
+    A job in `running` whose lease has expired belongs to a dead process and is claimed again.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (sa.Index("ix_jobs_claim", "state", "run_after"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64)
+    args: dict[str, Any] = _json_dict()
+    state: str = Field(default=JobState.queued, sa_type=STATE)
+    attempts: int = 0
+    max_attempts: int = 5
+    run_after: datetime = _created()
+    locked_by: str | None = Field(default=None, max_length=64)
+    lease_expires_at: datetime | None = _when()
+    last_error: str | None = None
+    delivery_id: int | None = Field(default=None, foreign_key="deliveries.id", index=True)
+    created_at: datetime = _created()
+    started_at: datetime | None = _when()
+    finished_at: datetime | None = _when()

@@ -1,0 +1,1 @@
+"""The HTTP edge: webhook endpoint, setup pages, dashboard, health and metrics."""

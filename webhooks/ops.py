@@ -1,0 +1,43 @@
+"""Health, readiness and metrics."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from bot.metrics import CONTENT_TYPE
+from bot.store.migrate import current_revision, head_revision
+from webhooks.deps import BatonDep
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive and serving."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(baton: BatonDep) -> JSONResponse:
+    """The database answers and its schema is at the newest migration."""
+    try:
+        revision = await run_in_threadpool(current_revision, baton.store.engine)
+    except Exception as error:
+        log.warning("database unreachable: %s", error)
+        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+    expected = head_revision()
+    if revision != expected:
+        body = {"status": "unavailable", "migrations": f"at {revision}, need {expected}"}
+        return JSONResponse(body, status_code=503)
+    return JSONResponse({"status": "ready", "migrations": revision})
+
+
+@router.get("/metrics")
+async def metrics(baton: BatonDep) -> Response:
+    """Prometheus text format."""
+    return Response(await run_in_threadpool(baton.metrics.render), media_type=CONTENT_TYPE)
