@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from bot.events import (
     InstallationEvent,
@@ -76,8 +76,9 @@ def _upsert_repositories(
 
 def _mark_removed(session: Session, installation_id: int, ids: set[int] | None) -> None:
     """Mark repositories removed: the given ids, or all of the installation's when ids is None."""
-    for repository in session.query(InstallationRepository).filter_by(
-        installation_id=installation_id
-    ):
+    query = select(InstallationRepository).where(
+        InstallationRepository.installation_id == installation_id
+    )
+    for repository in session.exec(query):
         if ids is None or repository.id in ids:
             repository.removed_at = utcnow()

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     worker_model: str = "anthropic/claude-sonnet-4-5"
     max_parallel: int = Field(default=4, ge=1)
     job_concurrency: int = Field(default=4, ge=1)
+    # How long a dead process's job waits before another process takes it over.
+    job_lease_seconds: float = Field(default=60.0, ge=1.0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("webhook_secret", "github_private_key", mode="after")

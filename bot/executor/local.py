@@ -68,7 +68,9 @@ class LocalExecutor:
         self._store = store
         self._functions = dict(functions)
         self._metrics = metrics
-        self._tuning = tuning or ExecutorTuning(concurrency=settings.job_concurrency)
+        self._tuning = tuning or ExecutorTuning(
+            concurrency=settings.job_concurrency, lease_seconds=settings.job_lease_seconds
+        )
         self._context = JobContext(store=store, settings=settings, executor=self)
         self._wake = asyncio.Event()
         self._running: dict[int, asyncio.Task[None]] = {}

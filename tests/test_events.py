@@ -1,0 +1,104 @@
+"""Routing: which events Baton acts on, read tolerantly from real payload shapes."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from bot.events import IssueLabeled, route, summary_fields
+from bot.jobs import JOBS
+from tests.support import payload
+
+ACTED_ON = {
+    ("issues", "issues.labeled"): "start_run",
+    ("issue_comment", "issue_comment.created"): "handle_issue_comment",
+    ("pull_request_review", "pull_request_review.submitted"): "handle_review",
+    ("installation", "installation.created"): "sync_installation",
+    ("installation", "installation.deleted"): "sync_installation",
+    (
+        "installation_repositories",
+        "installation_repositories.added",
+    ): "sync_installation_repositories",
+    (
+        "installation_repositories",
+        "installation_repositories.removed",
+    ): "sync_installation_repositories",
+}
+
+
+@pytest.mark.parametrize(("event", "name"), list(ACTED_ON), ids=[name for _, name in ACTED_ON])
+def test_real_payloads_of_acted_on_events_route_to_their_job(event: str, name: str) -> None:
+    decision = route(event, payload(name))
+
+    assert decision.job == ACTED_ON[(event, name)]
+    assert decision.reason is None
+    assert decision.job in JOBS
+
+
+@pytest.mark.parametrize(
+    ("event", "name"),
+    [
+        ("issues", "issues.opened"),
+        ("push", "push"),
+        ("ping", "ping"),
+        ("pull_request_review_comment", "pull_request_review_comment.created"),
+    ],
+)
+def test_other_events_are_ignored_with_a_reason(event: str, name: str) -> None:
+    decision = route(event, payload(name))
+
+    assert decision.job is None
+    assert decision.reason is not None
+    assert decision.reason.startswith("Baton does not act on")
+
+
+def test_real_labels_without_archived_at_are_read() -> None:
+    body = payload("issues.labeled")
+    assert all("archived_at" not in label for label in body["issue"]["labels"])
+
+    event = IssueLabeled.model_validate(body)
+
+    assert event.label.name == "baton"
+    assert event.issue.number == body["issue"]["number"]
+
+
+def _mutated(change: Any) -> dict[str, Any]:
+    body = copy.deepcopy(payload("issues.labeled"))
+    change(body)
+    return body
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda b: b.pop("installation"), "installation"),
+        (lambda b: b["issue"].pop("number"), "issue.number"),
+        (lambda b: b.update(label=None), "label"),
+        (lambda b: b["repository"].update(id=-1), "repository.id"),
+        (lambda b: b["sender"].update(login=7), "sender.login"),
+    ],
+    ids=["no installation", "no issue number", "null label", "negative id", "login not text"],
+)
+def test_missing_or_odd_fields_mean_ignored_naming_the_field(change: Any, problem: str) -> None:
+    decision = route("issues", _mutated(change))
+
+    assert decision.job is None
+    assert decision.reason is not None
+    assert f"lacks what Baton reads: {problem}" in decision.reason
+
+
+def test_added_fields_are_ignored() -> None:
+    body = _mutated(lambda b: b.update(brand_new_field={"x": 1}, issue={**b["issue"], "extra": 2}))
+
+    assert route("issues", body).job == "start_run"
+
+
+def test_summary_fields_tolerate_any_shape() -> None:
+    assert summary_fields({"installation": "x", "repository": [], "sender": {"login": None}}) == {
+        "installation_id": None,
+        "repository": None,
+        "sender": None,
+    }
+    assert summary_fields(payload("issues.labeled"))["repository"] == "octo-org/widgets"

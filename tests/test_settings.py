@@ -1,0 +1,128 @@
+"""Settings: read from the environment and `.env` when asked, with errors that name the variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.settings import Settings, SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env from the checkout
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("BATON_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_are_the_embedded_setup(tmp_path: Path) -> None:
+    settings = load_settings()
+
+    assert (settings.host, settings.port, settings.executor) == ("127.0.0.1", 3000, "local")
+    assert settings.resolved_database_url == f"sqlite:///{tmp_path / '.baton' / 'baton.db'}"
+    assert settings.webhook_secret is None
+    assert not settings.has_app_credentials
+
+
+def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("BATON_PORT=4000\nBATON_WEBHOOK_SECRET=from-dotenv\n")
+    monkeypatch.setenv("BATON_PORT", "5000")
+    monkeypatch.setenv("BATON_GITHUB_APP_ID", "123")
+    monkeypatch.setenv("BATON_GITHUB_PRIVATE_KEY", "-----BEGIN PRIVATE KEY-----")
+
+    settings = load_settings()
+
+    assert settings.port == 5000  # the environment wins over .env
+    assert settings.webhook_secret is not None
+    assert settings.webhook_secret.get_secret_value() == "from-dotenv"
+    assert settings.has_app_credentials
+    assert "from-dotenv" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("BATON_PORT", "three thousand", "BATON_PORT: Input should be a valid integer"),
+        (
+            "BATON_MAX_PARALLEL",
+            "0",
+            "BATON_MAX_PARALLEL: Input should be greater than or equal to 1",
+        ),
+        ("BATON_EXECUTOR", "celery", "BATON_EXECUTOR: Input should be 'local' or 'procrastinate'"),
+        (
+            "BATON_WORKER_MODEL",
+            "gpt-5",
+            "BATON_WORKER_MODEL: Value error, expected 'provider/model'",
+        ),
+        (
+            "BATON_GITHUB_API_URL",
+            "ghe.example/api/v3",
+            "BATON_GITHUB_API_URL: Value error, expected an http(s) URL",
+        ),
+    ],
+)
+def test_invalid_value_names_the_variable_and_what_it_expects(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+
+    assert expected in str(raised.value)
+
+
+def test_model_names_split_at_the_first_slash_only() -> None:
+    settings = Settings(_env_file=None, worker_model="openai/meta-llama/Llama-3.3-70B")  # type: ignore[call-arg]
+
+    assert settings.worker_model == "openai/meta-llama/Llama-3.3-70B"
+
+
+def test_enterprise_server_urls_are_kept_without_a_trailing_slash() -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        github_api_url="https://ghe.example.com/api/v3/",
+        github_url="https://ghe.example.com/",
+    )
+
+    assert settings.github_api_url == "https://ghe.example.com/api/v3"
+    assert settings.github_url == "https://ghe.example.com"
+
+
+def test_importing_baton_reads_no_settings(tmp_path: Path) -> None:
+    # An invalid environment must not break imports: settings are read on first use only.
+    env = {"BATON_PORT": "not-a-port", "PATH": "/usr/bin:/bin"}
+    code = "import bot.cli, webhooks.app, bot.jobs; print('imported')"
+
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+
+    assert result.stdout.strip() == "imported", result.stderr
+
+
+def test_cli_reports_an_invalid_setting_and_exits_2(tmp_path: Path) -> None:
+    env = {"BATON_PORT": "not-a-port", "BATON_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "db", "upgrade"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "BATON_PORT: Input should be a valid integer" in result.stderr
