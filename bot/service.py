@@ -47,4 +47,4 @@ class Baton:
         jobs: sa.Table = Job.__table__  # type: ignore[attr-defined]
         query = sa.select(jobs.c.state, sa.func.count()).group_by(jobs.c.state)
         with self.store.engine.connect() as connection:
-            return dict(connection.execute(query).tuples().all())
+            return dict(connection.execute(query).all())

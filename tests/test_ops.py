@@ -1,0 +1,66 @@
+"""Health, readiness, metrics and the setup page."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+
+from bot.settings import Settings
+from tests.conftest import FAST
+from tests.support import SECRET, delivery_headers, payload, serve, wait_for
+from webhooks.app import create_app
+
+
+def test_health_and_readiness_on_a_migrated_database(baton_url: str) -> None:
+    assert httpx.get(f"{baton_url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{baton_url}/readyz")
+    assert (ready.status_code, ready.json()["status"]) == (200, "ready")
+
+
+def test_not_ready_until_migrated(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path, webhook_secret=SECRET)  # type: ignore[call-arg]
+    with serve(create_app(settings, FAST)) as url:
+        health = httpx.get(f"{url}/healthz")
+        ready = httpx.get(f"{url}/readyz")
+
+    assert health.status_code == 200
+    assert ready.status_code == 503
+    assert ready.json()["migrations"].startswith("at None, need ")
+
+
+def test_not_ready_when_the_database_is_unreachable(tmp_path: Path) -> None:
+    unreachable = "postgresql+psycopg://postgres@127.0.0.1:1/none"
+    settings = Settings(_env_file=None, database_url=unreachable, webhook_secret=SECRET)  # type: ignore[call-arg]
+    with serve(create_app(settings, FAST)) as url:
+        ready = httpx.get(f"{url}/readyz", timeout=30)
+
+    assert (ready.status_code, ready.json()["database"]) == (503, "unreachable")
+
+
+def test_metrics_count_deliveries_and_jobs(baton_url: str, engine: sa.Engine) -> None:
+    body = json.dumps(payload("issues.labeled")).encode()
+    for delivery in ("m-1", "m-1"):
+        httpx.post(
+            f"{baton_url}/api/github/webhooks",
+            content=body,
+            headers=delivery_headers("issues", delivery, body),
+        )
+
+    def scraped() -> str | None:
+        text = httpx.get(f"{baton_url}/metrics").text
+        return text if 'baton_jobs{state="succeeded"} 1.0' in text else None
+
+    text = wait_for(scraped)
+    assert 'baton_webhook_deliveries_total{event="issues",outcome="queued"} 1.0' in text
+    assert 'baton_webhook_deliveries_total{event="issues",outcome="duplicate"} 1.0' in text
+    assert 'baton_job_duration_seconds_count{job="start_run",outcome="succeeded"} 1.0' in text
+
+
+def test_setup_mode_without_app_credentials(baton_url: str) -> None:
+    page = httpx.get(f"{baton_url}/")
+
+    assert page.status_code == 200
+    assert "setup mode" in page.text
