@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 
 # GitHub ids are stored as 64-bit integers; anything else is not a GitHub id.
 GitHubId = Annotated[int, Field(ge=0, lt=2**63)]
@@ -103,12 +110,46 @@ class InstallationRepositoriesEvent(_Tolerant):
     repositories_removed: list[RepositoryRef] = []
 
 
-@dataclass(frozen=True)
-class Route:
-    """What to do with a delivery: a job to enqueue, or none and the reason it is ignored."""
+class PayloadError(ValueError):
+    """The body is not a JSON object; the message says which."""
 
+
+def _none_if_invalid(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError:
+        return None
+
+
+def _lenient(model: type[_Tolerant]) -> Any:
+    """A field that holds `model` when the payload's value fits it, and None otherwise."""
+    return Annotated[model | None, WrapValidator(_none_if_invalid)]
+
+
+class _Named(_Tolerant):
+    full_name: str
+
+
+class _Envelope(_Tolerant):
+    """What every delivery is read for: its action, and who and where, when those are sane."""
+
+    action: Any = None
+    installation: _lenient(InstallationRef) = None  # type: ignore[valid-type]
+    repository: _lenient(_Named) = None  # type: ignore[valid-type]
+    sender: _lenient(Account) = None  # type: ignore[valid-type]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a delivery means: the job to enqueue with the fields it reads, or why it is ignored."""
+
+    action: str | None
     job: str | None
     reason: str | None = None
+    fields: bytes | None = None
+    installation_id: int | None = None
+    repository: str | None = None
+    sender: str | None = None
 
 
 # (event, action) -> (job, payload model); action None means every action of the event.
@@ -124,42 +165,41 @@ _ROUTES: dict[tuple[str, str | None], tuple[str, type[_Tolerant]]] = {
 }
 
 
-def route(event: str, payload: dict[str, Any]) -> Route:
-    """Decide what a delivery means. Never raises: an unexpected shape is `ignored` with why."""
-    action = payload.get("action")
-    key = (event, action if isinstance(action, str) else None)
-    target = _ROUTES.get(key) or _ROUTES.get((event, None))
+def decide(event: str, body: bytes) -> Decision:
+    """Read a delivery's body. Raises PayloadError only when it is not a JSON object; any other
+    unexpected shape is a Decision to ignore it, with the reason."""
+    envelope = _read_envelope(body)
+    action = envelope.action if isinstance(envelope.action, str) else None
+    summary = {
+        "installation_id": envelope.installation.id if envelope.installation else None,
+        "repository": envelope.repository.full_name[:255] if envelope.repository else None,
+        "sender": envelope.sender.login[:255] if envelope.sender else None,
+    }
+    target = _ROUTES.get((event, action)) or _ROUTES.get((event, None))
     if target is None:
-        label = f"{event}.{action}" if isinstance(action, str) else event
-        return Route(None, f"Baton does not act on {label}")
+        label = f"{event}.{action}" if action else event
+        return Decision(action, None, f"Baton does not act on {label}", **summary)
     job, model = target
     try:
-        model.model_validate(payload)
+        parsed = model.model_validate_json(body)
     except ValidationError as error:
-        return Route(None, f"{event} payload lacks what Baton reads: {_first_problem(error)}")
-    return Route(job)
+        reason = f"{event} payload lacks what Baton reads: {_first_problem(error)}"
+        return Decision(action, None, reason, **summary)
+    # Only the fields the job reads are kept: a few hundred bytes instead of the whole payload.
+    return Decision(action, job, None, parsed.model_dump_json().encode(), **summary)
+
+
+def _read_envelope(body: bytes) -> _Envelope:
+    try:
+        return _Envelope.model_validate_json(body)
+    except ValidationError as error:
+        kind = error.errors(include_url=False)[0]["type"]
+        if kind == "model_type":
+            raise PayloadError("body is JSON but not an object") from None
+        raise PayloadError("body is not JSON") from None
 
 
 def _first_problem(error: ValidationError) -> str:
     problem = error.errors(include_url=False, include_input=False)[0]
     where = ".".join(str(part) for part in problem["loc"])
     return f"{where}: {problem['msg']}"
-
-
-def summary_fields(payload: dict[str, Any]) -> dict[str, Any]:
-    """Installation id, repository and sender as recorded with a delivery, when present and sane."""
-    return {
-        "installation_id": _nested(payload, "installation", "id", int),
-        "repository": _nested(payload, "repository", "full_name", str),
-        "sender": _nested(payload, "sender", "login", str),
-    }
-
-
-def _nested(payload: dict[str, Any], outer: str, inner: str, kind: type) -> Any:
-    container = payload.get(outer)
-    value = container.get(inner) if isinstance(container, dict) else None
-    if isinstance(value, str) and kind is str:
-        return value[:255]
-    if isinstance(value, int) and not isinstance(value, bool) and kind is int:
-        return value if 0 <= value < 2**63 else None
-    return None

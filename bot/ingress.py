@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from bot.events import Decision
 from bot.store.db import Store, insert_ignoring_conflicts
 from bot.store.models import Delivery, DeliveryOutcome, Job, JobState
 from bot.store.types import utcnow
@@ -36,17 +37,11 @@ class Answer(StrEnum):
 
 @dataclass(frozen=True)
 class NewDelivery:
-    """A verified delivery, ready to record. `job` is None when Baton ignores the event."""
+    """A verified delivery, ready to record, and what it means."""
 
     delivery_id: str
     event: str
-    action: str | None
-    payload: bytes
-    job: str | None
-    reason: str | None = None
-    installation_id: int | None = None
-    repository: str | None = None
-    sender: str | None = None
+    decision: Decision
 
 
 @dataclass
@@ -135,29 +130,29 @@ def write_deliveries(
         row_id = inserted.pop(delivery.delivery_id, None)
         if row_id is None:
             answers.append(Answer.duplicate)
-        elif delivery.job is None:
+        elif delivery.decision.job is None:
             answers.append(Answer.ignored)
         else:
             answers.append(Answer.queued)
-            jobs.append(_job_row(delivery.job, row_id, now))
+            jobs.append(_job_row(delivery.decision.job, row_id, now))
     if jobs:
         connection.execute(Job.__table__.insert(), jobs)  # type: ignore[attr-defined]
     return answers, len(jobs)
 
 
 def _delivery_row(delivery: NewDelivery, now: Any) -> dict[str, Any]:
-    acted_on = delivery.job is not None
+    decision = delivery.decision
     return {
         "delivery_id": delivery.delivery_id,
         "event": delivery.event,
-        "action": delivery.action,
-        "installation_id": delivery.installation_id,
-        "repository": delivery.repository,
-        "sender": delivery.sender,
-        "outcome": DeliveryOutcome.queued if acted_on else DeliveryOutcome.ignored,
-        "reason": delivery.reason[:255] if delivery.reason else None,
-        # Only deliveries Baton acts on keep their payload: the job reads it from here.
-        "payload": delivery.payload if acted_on else None,
+        "action": decision.action[:64] if decision.action else None,
+        "installation_id": decision.installation_id,
+        "repository": decision.repository,
+        "sender": decision.sender,
+        "outcome": DeliveryOutcome.ignored if decision.job is None else DeliveryOutcome.queued,
+        "reason": decision.reason[:255] if decision.reason else None,
+        # The fields the job reads; the job loads them from here.
+        "payload": decision.fields,
         "received_at": now,
     }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TypeVar
 
@@ -30,11 +29,11 @@ class MissingDelivery(LookupError):
 
 
 def load_event(session: Session, delivery_id: int, model: type[EventT]) -> EventT:
-    """The delivery's payload read through `model` (the fields the job needs)."""
+    """The fields of the delivery that the job reads, as `model`."""
     delivery = session.get(Delivery, delivery_id)
     if delivery is None or delivery.payload is None:
         raise MissingDelivery(f"delivery {delivery_id} has no stored payload")
-    return model.model_validate(json.loads(delivery.payload))
+    return model.model_validate_json(delivery.payload)
 
 
 async def start_run(context: JobContext, delivery_id: int) -> None:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
 
-from bot.events import IssueLabeled, route, summary_fields
+from bot.events import IssueLabeled, PayloadError, decide
 from bot.jobs import JOBS
 from tests.support import payload
+
+
+def _body(data: dict[str, Any]) -> bytes:
+    return json.dumps(data).encode()
+
 
 ACTED_ON = {
     ("issues", "issues.labeled"): "start_run",
@@ -30,7 +36,7 @@ ACTED_ON = {
 
 @pytest.mark.parametrize(("event", "name"), list(ACTED_ON), ids=[name for _, name in ACTED_ON])
 def test_real_payloads_of_acted_on_events_route_to_their_job(event: str, name: str) -> None:
-    decision = route(event, payload(name))
+    decision = decide(event, _body(payload(name)))
 
     assert decision.job == ACTED_ON[(event, name)]
     assert decision.reason is None
@@ -47,9 +53,10 @@ def test_real_payloads_of_acted_on_events_route_to_their_job(event: str, name: s
     ],
 )
 def test_other_events_are_ignored_with_a_reason(event: str, name: str) -> None:
-    decision = route(event, payload(name))
+    decision = decide(event, _body(payload(name)))
 
     assert decision.job is None
+    assert decision.fields is None
     assert decision.reason is not None
     assert decision.reason.startswith("Baton does not act on")
 
@@ -82,7 +89,7 @@ def _mutated(change: Any) -> dict[str, Any]:
     ids=["no installation", "no issue number", "null label", "negative id", "login not text"],
 )
 def test_missing_or_odd_fields_mean_ignored_naming_the_field(change: Any, problem: str) -> None:
-    decision = route("issues", _mutated(change))
+    decision = decide("issues", _body(_mutated(change)))
 
     assert decision.job is None
     assert decision.reason is not None
@@ -92,13 +99,41 @@ def test_missing_or_odd_fields_mean_ignored_naming_the_field(change: Any, proble
 def test_added_fields_are_ignored() -> None:
     body = _mutated(lambda b: b.update(brand_new_field={"x": 1}, issue={**b["issue"], "extra": 2}))
 
-    assert route("issues", body).job == "start_run"
+    assert decide("issues", _body(body)).job == "start_run"
 
 
-def test_summary_fields_tolerate_any_shape() -> None:
-    assert summary_fields({"installation": "x", "repository": [], "sender": {"login": None}}) == {
-        "installation_id": None,
-        "repository": None,
-        "sender": None,
-    }
-    assert summary_fields(payload("issues.labeled"))["repository"] == "octo-org/widgets"
+def test_who_and_where_are_read_tolerantly() -> None:
+    odd = decide("push", b'{"installation": "x", "repository": [], "sender": {"login": null}}')
+    real = decide("issues", _body(payload("issues.labeled")))
+
+    assert (odd.installation_id, odd.repository, odd.sender) == (None, None, None)
+    assert (real.installation_id, real.repository, real.sender) == (
+        51234567,
+        "octo-org/widgets",
+        "alice",
+    )
+
+
+def test_the_job_gets_only_the_fields_it_reads() -> None:
+    decision = decide("issues", _body(payload("issues.labeled")))
+
+    assert decision.fields is not None
+    assert json.loads(decision.fields) == IssueLabeled.model_validate(
+        payload("issues.labeled")
+    ).model_dump(mode="json")
+    assert len(decision.fields) < len(_body(payload("issues.labeled"))) / 10
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"action=labeled", "body is not JSON"),
+        (b'{"action": "labeled"', "body is not JSON"),
+        (b'{"action": "labeled"} trailing', "body is not JSON"),
+        (b"[1, 2]", "body is JSON but not an object"),
+        (b'"labeled"', "body is JSON but not an object"),
+    ],
+)
+def test_a_body_that_is_not_a_json_object_is_a_payload_error(body: bytes, problem: str) -> None:
+    with pytest.raises(PayloadError, match=problem):
+        decide("issues", body)

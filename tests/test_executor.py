@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
+from bot.events import decide
 from bot.executor import JobContext, JobFunction, enqueue
 from bot.executor.local import ExecutorTuning, LocalExecutor
 from bot.jobs import JOBS
@@ -151,8 +152,8 @@ def _add(session: Any, name: str, max_attempts: int = 5, **ids: Any) -> int:
 
 
 def _labeled_delivery(session: Any) -> int:
-    body = json.dumps(payload("issues.labeled")).encode()
-    delivery = Delivery(delivery_id="d-crash", event="issues", outcome="queued", payload=body)
+    fields = decide("issues", json.dumps(payload("issues.labeled")).encode()).fields
+    delivery = Delivery(delivery_id="d-crash", event="issues", outcome="queued", payload=fields)
     session.add(delivery)
     session.flush()
     assert delivery.id is not None

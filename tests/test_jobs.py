@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlmodel import select
 
-from bot.events import route
+from bot.events import decide
 from bot.executor import JobContext
 from bot.jobs import JOBS
 from bot.settings import Settings
@@ -32,23 +33,23 @@ async def deliver(context: JobContext, name: str, body: dict[str, Any] | None = 
     """Store a delivery as the endpoint would and run the job it routes to; returns its row id."""
     data = json.dumps(body if body is not None else payload(name)).encode()
     event, _, action = name.partition(".")
+    decision = decide(event, data)
+    assert decision.job is not None
 
     def add(session: Any) -> int:
         row = Delivery(
-            delivery_id=f"{name}-{len(data)}-{hash(data)}",
+            delivery_id=f"{name}-{uuid.uuid4()}",
             event=event,
             action=action,
             outcome="queued",
-            payload=data,
+            payload=decision.fields,
         )
         session.add(row)
         session.flush()
         return row.id
 
     delivery_id = await context.store.run(add)
-    job = route(event, json.loads(data)).job
-    assert job is not None
-    await JOBS[job](context, delivery_id=delivery_id)
+    await JOBS[decision.job](context, delivery_id=delivery_id)
     return delivery_id
 
 

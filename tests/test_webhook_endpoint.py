@@ -11,6 +11,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from bot.events import decide
 from bot.settings import Settings
 from tests.conftest import FAST
 from tests.support import count_rows, delivery_headers, payload, serve, sign
@@ -52,7 +53,7 @@ def test_acted_on_event_is_queued_with_one_delivery_and_one_job(
         "labeled",
     )
     assert delivery["outcome"] == "queued"
-    assert bytes(delivery["payload"]) == LABELED
+    assert bytes(delivery["payload"]) == decide("issues", LABELED).fields
     assert job["name"] == "start_run"
     assert job["delivery_id"] == delivery["id"]
 

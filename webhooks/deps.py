@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from bot.service import Baton
 
 
-def get_baton(request: Request) -> Baton:
+async def get_baton(request: Request) -> Baton:
     baton: Baton = request.app.state.baton
     return baton
 

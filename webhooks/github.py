@@ -8,13 +8,13 @@ import re
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from githubkit.webhooks import verify
 
-from bot.events import route, summary_fields
+from bot.events import PayloadError, decide
 from bot.ingress import Answer, NewDelivery
 from bot.logs import log_context
-from webhooks.deps import BatonDep
+from bot.service import Baton
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -22,7 +22,15 @@ router = APIRouter()
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
 EVENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 DELIVERY_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
-STATUS_CODES = {Answer.queued: 202, Answer.ignored: 202, Answer.duplicate: 200}
+# Encoded once: this endpoint is the hot path of a webhook storm.
+ANSWERS = {
+    answer: Response(
+        content=json.dumps({"status": answer.value}).encode(),
+        status_code=200 if answer is Answer.duplicate else 202,
+        media_type="application/json",
+    )
+    for answer in Answer
+}
 
 
 class Refusal(Exception):
@@ -35,7 +43,8 @@ class Refusal(Exception):
 
 
 @router.post("/api/github/webhooks")
-async def receive_delivery(request: Request, baton: BatonDep) -> JSONResponse:
+async def receive_delivery(request: Request) -> Response:
+    baton: Baton = request.app.state.baton  # not a dependency: that would cost every delivery
     delivery_header = request.headers.get("x-github-delivery", "")
     with log_context(delivery_id=delivery_header[:200] or None):
         try:
@@ -44,9 +53,13 @@ async def receive_delivery(request: Request, baton: BatonDep) -> JSONResponse:
             log.warning("delivery refused: %s", refusal.detail, extra={"status": refusal.status})
             return JSONResponse({"detail": refusal.detail}, status_code=refusal.status)
         answer = await baton.recorder.record(delivery)
-        baton.metrics.deliveries.labels(delivery.event, answer).inc()
-        log.info("delivery %s", answer, extra={"event": delivery.event, "reason": delivery.reason})
-        return JSONResponse({"status": answer}, status_code=STATUS_CODES[answer])
+        baton.metrics.deliveries.labels(delivery.event, answer.value).inc()
+        log.info(
+            "delivery %s",
+            answer.value,
+            extra={"event": delivery.event, "reason": delivery.decision.reason},
+        )
+        return ANSWERS[answer]
 
 
 async def _verified_delivery(request: Request, secret: Any) -> NewDelivery:
@@ -56,18 +69,11 @@ async def _verified_delivery(request: Request, secret: Any) -> NewDelivery:
     _check_signature(secret.get_secret_value(), body, request.headers.get("x-hub-signature-256"))
     event = _header(request, "x-github-event", EVENT_NAME)
     delivery_id = _header(request, "x-github-delivery", DELIVERY_ID)
-    payload = _json_object(body)
-    decision = route(event, payload)
-    action = payload.get("action")
-    return NewDelivery(
-        delivery_id=delivery_id,
-        event=event,
-        action=action[:64] if isinstance(action, str) else None,
-        payload=body,
-        job=decision.job,
-        reason=decision.reason,
-        **summary_fields(payload),
-    )
+    try:
+        decision = decide(event, body)
+    except PayloadError as error:
+        raise Refusal(400, str(error)) from None
+    return NewDelivery(delivery_id=delivery_id, event=event, decision=decision)
 
 
 async def _read_capped(request: Request) -> bytes:
@@ -106,13 +112,3 @@ def _title(header: str) -> str:
     return "-".join(
         "GitHub" if part == "github" else part.capitalize() for part in header.split("-")
     )
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):
-        raise Refusal(400, "body is not JSON") from None
-    if not isinstance(payload, dict):
-        raise Refusal(400, "body is JSON but not an object")
-    return payload

@@ -121,13 +121,17 @@ def insert_ignoring_conflicts(
     if not rows:
         return {}
     sa_table: sa.Table = table.__table__  # type: ignore[attr-defined]
-    insert = _dialect_insert(connection, sa_table).values(list(rows))
     targets = [conflict_column] if conflict_column else None
     key, value = returning
-    statement = insert.on_conflict_do_nothing(index_elements=targets).returning(
-        sa_table.c[key], sa_table.c[value]
+    statement = (
+        _dialect_insert(connection, sa_table)
+        .on_conflict_do_nothing(index_elements=targets)
+        .returning(sa_table.c[key], sa_table.c[value])
     )
-    return {row[0]: row[1] for row in connection.execute(statement)}
+    # Rows go as parameters, not into the statement, so its compiled form is cached and reused;
+    # SQLAlchemy still sends them as one multi-row INSERT.
+    result = connection.execute(statement, list(rows))
+    return {row[0]: row[1] for row in result}
 
 
 def _dialect_insert(connection: sa.Connection | Session, table: sa.Table) -> Any:
