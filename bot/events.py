@@ -74,6 +74,7 @@ class ReviewRef(_Tolerant):
 
 
 class IssueLabeled(_Tolerant):
+    action: str
     installation: InstallationRef
     repository: RepositoryRef
     issue: IssueRef
@@ -82,6 +83,7 @@ class IssueLabeled(_Tolerant):
 
 
 class IssueCommentCreated(_Tolerant):
+    action: str
     installation: InstallationRef
     repository: RepositoryRef
     issue: IssueRef
@@ -90,6 +92,7 @@ class IssueCommentCreated(_Tolerant):
 
 
 class PullRequestReviewSubmitted(_Tolerant):
+    action: str
     installation: InstallationRef
     repository: RepositoryRef
     pull_request: PullRequestRef
@@ -130,10 +133,15 @@ class _Named(_Tolerant):
     full_name: str
 
 
-class _Envelope(_Tolerant):
-    """What every delivery is read for: its action, and who and where, when those are sane."""
+class _Action(_Tolerant):
+    """Just the action: enough to route, and reading it checks the body is one JSON object."""
 
     action: Any = None
+
+
+class _Summary(_Tolerant):
+    """Who and where, when those fields are sane; recorded with every delivery."""
+
     installation: _lenient(InstallationRef) = None  # type: ignore[valid-type]
     repository: _lenient(_Named) = None  # type: ignore[valid-type]
     sender: _lenient(Account) = None  # type: ignore[valid-type]
@@ -152,13 +160,14 @@ class Decision:
     sender: str | None = None
 
 
-# (event, action) -> (job, payload model); action None means every action of the event.
-_ROUTES: dict[tuple[str, str | None], tuple[str, type[_Tolerant]]] = {
-    ("issues", "labeled"): ("start_run", IssueLabeled),
-    ("issue_comment", "created"): ("handle_issue_comment", IssueCommentCreated),
-    ("pull_request_review", "submitted"): ("handle_review", PullRequestReviewSubmitted),
-    ("installation", None): ("sync_installation", InstallationEvent),
-    ("installation_repositories", None): (
+# event -> (the action Baton acts on, or None for all, job, the fields the job reads).
+_ROUTES: dict[str, tuple[str | None, str, type[_Tolerant]]] = {
+    "issues": ("labeled", "start_run", IssueLabeled),
+    "issue_comment": ("created", "handle_issue_comment", IssueCommentCreated),
+    "pull_request_review": ("submitted", "handle_review", PullRequestReviewSubmitted),
+    "installation": (None, "sync_installation", InstallationEvent),
+    "installation_repositories": (
+        None,
         "sync_installation_repositories",
         InstallationRepositoriesEvent,
     ),
@@ -168,35 +177,59 @@ _ROUTES: dict[tuple[str, str | None], tuple[str, type[_Tolerant]]] = {
 def decide(event: str, body: bytes) -> Decision:
     """Read a delivery's body. Raises PayloadError only when it is not a JSON object; any other
     unexpected shape is a Decision to ignore it, with the reason."""
-    envelope = _read_envelope(body)
-    action = envelope.action if isinstance(envelope.action, str) else None
-    summary = {
-        "installation_id": envelope.installation.id if envelope.installation else None,
-        "repository": envelope.repository.full_name[:255] if envelope.repository else None,
-        "sender": envelope.sender.login[:255] if envelope.sender else None,
-    }
-    target = _ROUTES.get((event, action)) or _ROUTES.get((event, None))
-    if target is None:
-        label = f"{event}.{action}" if action else event
-        return Decision(action, None, f"Baton does not act on {label}", **summary)
-    job, model = target
+    route = _ROUTES.get(event)
+    if route is None:
+        action = _read_action(body)
+        return _ignored(body, action, f"Baton does not act on {_label(event, action)}")
+    wanted, job, model = route
+    # One parse on the common path: the job's own model also reads the action.
     try:
         parsed = model.model_validate_json(body)
     except ValidationError as error:
+        action = _read_action(body)
+        if wanted is not None and action != wanted:
+            return _ignored(body, action, f"Baton does not act on {_label(event, action)}")
         reason = f"{event} payload lacks what Baton reads: {_first_problem(error)}"
-        return Decision(action, None, reason, **summary)
-    # Only the fields the job reads are kept: a few hundred bytes instead of the whole payload.
-    return Decision(action, job, None, parsed.model_dump_json().encode(), **summary)
+        return _ignored(body, action, reason)
+    action = getattr(parsed, "action", None)
+    if wanted is not None and action != wanted:
+        reason = f"Baton does not act on {_label(event, action)}"
+        return Decision(action, None, reason, None, **_who_and_where(parsed))
+    # Only the fields the job reads are kept: a few hundred bytes instead of the payload.
+    fields = parsed.model_dump_json().encode()
+    return Decision(action, job, None, fields, **_who_and_where(parsed))
 
 
-def _read_envelope(body: bytes) -> _Envelope:
+def _label(event: str, action: str | None) -> str:
+    return f"{event}.{action}" if action else event
+
+
+def _read_action(body: bytes) -> str | None:
     try:
-        return _Envelope.model_validate_json(body)
+        action = _Action.model_validate_json(body).action
     except ValidationError as error:
         kind = error.errors(include_url=False)[0]["type"]
         if kind == "model_type":
             raise PayloadError("body is JSON but not an object") from None
         raise PayloadError("body is not JSON") from None
+    return action if isinstance(action, str) else None
+
+
+def _ignored(body: bytes, action: str | None, reason: str) -> Decision:
+    return Decision(
+        action, None, reason, None, **_who_and_where(_Summary.model_validate_json(body))
+    )
+
+
+def _who_and_where(event: BaseModel) -> dict[str, Any]:
+    installation = getattr(event, "installation", None)
+    repository = getattr(event, "repository", None)
+    sender = getattr(event, "sender", None)
+    return {
+        "installation_id": installation.id if installation else None,
+        "repository": repository.full_name[:255] if repository else None,
+        "sender": sender.login[:255] if sender else None,
+    }
 
 
 def _first_problem(error: ValidationError) -> str:

@@ -2,7 +2,7 @@
 
 Each accepted delivery is one `deliveries` row (and, when Baton acts on it, one `jobs` row) that is
 committed before GitHub gets its answer. Commits are grouped: while one batch is being written,
-new deliveries queue for the next, so one disk flush serves many requests. Whether a delivery is a
+new deliveries gather for the next, so one disk flush serves many requests. Whether a delivery is a
 duplicate is decided by the unique constraint on `delivery_id` (INSERT ... ON CONFLICT DO NOTHING),
 never by reading first, so two copies arriving at once cannot both be queued.
 """
@@ -13,20 +13,35 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy.engine import Connection
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
 
 from bot.events import Decision
-from bot.store.db import Store, insert_ignoring_conflicts
-from bot.store.models import Delivery, DeliveryOutcome, Job, JobState
+from bot.store.db import Store
+from bot.store.models import Delivery, DeliveryOutcome
+from bot.store.prepared import PreparedInsert
 from bot.store.types import utcnow
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 64
+DELIVERY_COLUMNS = (
+    "delivery_id",
+    "event",
+    "action",
+    "job",
+    "installation_id",
+    "repository",
+    "sender",
+    "outcome",
+    "reason",
+    "payload",
+    "received_at",
+)
 
 
 class Answer(StrEnum):
@@ -44,127 +59,121 @@ class NewDelivery:
     decision: Decision
 
 
-@dataclass
-class _Pending:
-    delivery: NewDelivery
-    answer: asyncio.Future[Answer] = field(repr=False)
-
-
 class DeliveryRecorder:
     """Writes deliveries in grouped commits from one thread; `record` returns after the commit."""
 
     def __init__(self, store: Store, on_jobs_committed: Callable[[], None]) -> None:
         self._store = store
         self._on_jobs_committed = on_jobs_committed
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._insert = delivery_insert(store.engine.dialect)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baton-ingress")
+        self._gathering: list[_Pending] = []
+        self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._write_forever(), name="delivery-recorder")
 
     async def stop(self) -> None:
-        """Finish what is queued, then stop."""
+        """Finish what has gathered, then stop."""
         if self._task is not None:
-            await self._queue.join()
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+            if self._gathering:
+                await self._write_batch()
         self._writer.shutdown(wait=True)
 
     async def record(self, delivery: NewDelivery) -> Answer:
         """Store the delivery (and its job); returns once it is committed."""
         if self._task is None:
             raise RuntimeError("the delivery recorder is not running")
+        # Values are converted here so the writer thread, which competes with this one for the
+        # interpreter lock, does little more than the database calls.
+        row = self._insert.values(delivery_row(delivery, utcnow()))
         answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(delivery, answer))
+        self._gathering.append(_Pending(delivery, row, answer))
+        self._arrived.set()
         return await answer
 
     async def _write_forever(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                answers = await loop.run_in_executor(self._writer, self._write, batch)
-            except Exception as error:
-                log.exception("could not record %d deliveries", len(batch))
-                answers = [error] * len(batch)
-            for pending, answer in zip(batch, answers, strict=True):
+            await self._arrived.wait()
+            await self._write_batch()
+
+    async def _write_batch(self) -> None:
+        batch, self._gathering = self._gathering, []
+        self._arrived.clear()
+        try:
+            answers = await asyncio.get_running_loop().run_in_executor(
+                self._writer, self._write, batch
+            )
+        except Exception as error:
+            log.exception("could not record %d deliveries", len(batch))
+            for pending in batch:
                 if not pending.answer.done():
-                    _settle(pending.answer, answer)
-                self._queue.task_done()
+                    pending.answer.set_exception(error)
+            return
+        for pending, answer in zip(batch, answers, strict=True):
+            if not pending.answer.done():  # the request may have been cancelled meanwhile
+                pending.answer.set_result(answer)
 
-    def _write(self, batch: Sequence[_Pending]) -> list[Answer | Exception]:
+    def _write(self, batch: Sequence[_Pending]) -> list[Answer]:
         with self._store.engine.begin() as connection:
-            answers, jobs_written = write_deliveries(connection, [p.delivery for p in batch])
-        if jobs_written:
+            inserted = self._insert.run(connection, [pending.row for pending in batch])
+        answers = answers_for([pending.delivery for pending in batch], inserted)
+        if Answer.queued in answers:
             self._on_jobs_committed()
-        return list(answers)
+        return answers
 
 
-def _settle(future: asyncio.Future[Answer], answer: Answer | Exception) -> None:
-    if isinstance(answer, Exception):
-        future.set_exception(answer)
-    else:
-        future.set_result(answer)
+@dataclass(frozen=True)
+class _Pending:
+    delivery: NewDelivery
+    row: list[Any]
+    answer: asyncio.Future[Answer]
 
 
-def write_deliveries(
-    connection: Connection, deliveries: Sequence[NewDelivery]
-) -> tuple[list[Answer], int]:
-    """Insert deliveries and their jobs in the caller's transaction.
-
-    Returns each delivery's answer, in order, and how many jobs were written. Of several copies
-    of one delivery id in `deliveries`, the first is the one recorded.
-    """
-    now = utcnow()
-    rows = [_delivery_row(delivery, now) for delivery in deliveries]
-    inserted = insert_ignoring_conflicts(
-        connection, Delivery, rows, conflict_column="delivery_id", returning=("delivery_id", "id")
-    )
-    answers: list[Answer] = []
-    jobs: list[dict[str, Any]] = []
+def answers_for(deliveries: Sequence[NewDelivery], inserted: Sequence[str]) -> list[Answer]:
+    """Each delivery's answer, given the delivery ids the INSERT actually wrote. Of several
+    copies of one id in a batch, the first is the one that was written."""
+    written = set(inserted)
+    answers = []
     for delivery in deliveries:
-        row_id = inserted.pop(delivery.delivery_id, None)
-        if row_id is None:
+        if delivery.delivery_id not in written:
             answers.append(Answer.duplicate)
-        elif delivery.decision.job is None:
-            answers.append(Answer.ignored)
-        else:
-            answers.append(Answer.queued)
-            jobs.append(_job_row(delivery.decision.job, row_id, now))
-    if jobs:
-        connection.execute(Job.__table__.insert(), jobs)  # type: ignore[attr-defined]
-    return answers, len(jobs)
+            continue
+        written.discard(delivery.delivery_id)
+        answers.append(Answer.ignored if delivery.decision.job is None else Answer.queued)
+    return answers
 
 
-def _delivery_row(delivery: NewDelivery, now: Any) -> dict[str, Any]:
+def delivery_insert(dialect: Dialect) -> PreparedInsert:
+    """The INSERT that records deliveries; a trigger adds the job of each one that names one."""
+    deliveries: sa.Table = Delivery.__table__  # type: ignore[attr-defined]
+    return PreparedInsert(
+        deliveries,
+        DELIVERY_COLUMNS,
+        dialect,
+        conflict_column="delivery_id",
+        returning="delivery_id",
+    )
+
+
+def delivery_row(delivery: NewDelivery, now: datetime) -> dict[str, Any]:
     decision = delivery.decision
+    outcome = DeliveryOutcome.ignored if decision.job is None else DeliveryOutcome.queued
     return {
         "delivery_id": delivery.delivery_id,
         "event": delivery.event,
         "action": decision.action[:64] if decision.action else None,
+        "job": decision.job,
         "installation_id": decision.installation_id,
         "repository": decision.repository,
         "sender": decision.sender,
-        "outcome": DeliveryOutcome.ignored if decision.job is None else DeliveryOutcome.queued,
+        "outcome": outcome.value,
         "reason": decision.reason[:255] if decision.reason else None,
         # The fields the job reads; the job loads them from here.
         "payload": decision.fields,
         "received_at": now,
-    }
-
-
-def _job_row(name: str, delivery_row_id: int, now: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "args": {"delivery_id": delivery_row_id},
-        "state": JobState.queued,
-        "attempts": 0,
-        "max_attempts": 5,
-        "run_after": now,
-        "delivery_id": delivery_row_id,
-        "created_at": now,
     }

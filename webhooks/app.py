@@ -36,7 +36,7 @@ def create_app(settings: Settings, tuning: ExecutorTuning | None = None) -> Fast
             await baton.stop()
 
     app = FastAPI(title="Baton", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.include_router(github.router)
+    app.add_middleware(github.WebhookEndpoint)
     app.include_router(ops.router)
 
     @app.get("/", response_class=HTMLResponse)

@@ -73,7 +73,11 @@ class DeliveryOutcome(StrEnum):
 
 
 class Delivery(SQLModel, table=True):
-    """One accepted webhook delivery; the unique `delivery_id` makes a redelivery a duplicate."""
+    """One accepted webhook delivery; the unique `delivery_id` makes a redelivery a duplicate.
+
+    A delivery that names a `job` gets it from the database itself: a trigger (see migration
+    0001) adds the `jobs` row in the same statement, so recording a delivery is one INSERT.
+    """
 
     __tablename__ = "deliveries"
 
@@ -81,7 +85,8 @@ class Delivery(SQLModel, table=True):
     delivery_id: str = Field(max_length=200, unique=True)
     event: str = Field(max_length=64)
     action: str | None = Field(default=None, max_length=64)
-    installation_id: int | None = _github_id(default=None, index=True)
+    job: str | None = Field(default=None, max_length=64)
+    installation_id: int | None = _github_id(default=None)
     repository: str | None = Field(default=None, max_length=255)
     sender: str | None = Field(default=None, max_length=255)
     outcome: str = Field(sa_type=STATE)
@@ -327,9 +332,11 @@ class Job(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=64)
     args: dict[str, Any] = _json_dict()
-    state: str = Field(default=JobState.queued, sa_type=STATE)
-    attempts: int = 0
-    max_attempts: int = 5
+    state: str = Field(
+        default=JobState.queued, sa_type=STATE, sa_column_kwargs={"server_default": "queued"}
+    )
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    max_attempts: int = Field(default=5, sa_column_kwargs={"server_default": "5"})
     run_after: datetime = _created()
     locked_by: str | None = Field(default=None, max_length=64)
     lease_expires_at: datetime | None = _when()

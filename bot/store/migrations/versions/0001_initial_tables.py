@@ -12,6 +12,32 @@ from alembic import op
 
 import bot.store.types
 
+# A delivery that names a job gets its jobs row in the same INSERT (the webhook hot path makes
+# one statement per batch of deliveries); rows skipped by ON CONFLICT DO NOTHING fire nothing.
+SQLITE_ENQUEUE_TRIGGER = """
+CREATE TRIGGER deliveries_enqueue_job AFTER INSERT ON deliveries
+WHEN NEW.job IS NOT NULL
+BEGIN
+    INSERT INTO jobs (name, args, run_after, delivery_id, created_at)
+    VALUES (NEW.job, json_object('delivery_id', NEW.id), NEW.received_at, NEW.id,
+            NEW.received_at);
+END
+"""
+POSTGRESQL_ENQUEUE_FUNCTION = """
+CREATE FUNCTION deliveries_enqueue_job() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO jobs (name, args, run_after, delivery_id, created_at)
+    VALUES (NEW.job, json_build_object('delivery_id', NEW.id), NEW.received_at, NEW.id,
+            NEW.received_at);
+    RETURN NULL;
+END
+$$
+"""
+POSTGRESQL_ENQUEUE_TRIGGER = """
+CREATE TRIGGER deliveries_enqueue_job AFTER INSERT ON deliveries
+FOR EACH ROW WHEN (NEW.job IS NOT NULL) EXECUTE FUNCTION deliveries_enqueue_job()
+"""
+
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -25,6 +51,7 @@ def upgrade() -> None:
         sa.Column("delivery_id", sa.String(length=200), nullable=False),
         sa.Column("event", sa.String(length=64), nullable=False),
         sa.Column("action", sa.String(length=64), nullable=True),
+        sa.Column("job", sa.String(length=64), nullable=True),
         sa.Column("installation_id", sa.BigInteger(), nullable=True),
         sa.Column("repository", sa.String(length=255), nullable=True),
         sa.Column("sender", sa.String(length=255), nullable=True),
@@ -35,11 +62,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("delivery_id"),
     )
-    with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_deliveries_installation_id"), ["installation_id"], unique=False
-        )
-
     op.create_table(
         "installations",
         sa.Column("id", sa.BigInteger(), autoincrement=False, nullable=False),
@@ -78,9 +100,9 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("args", sa.JSON(), nullable=False),
-        sa.Column("state", sa.String(length=24), nullable=False),
-        sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("max_attempts", sa.Integer(), nullable=False),
+        sa.Column("state", sa.String(length=24), server_default="queued", nullable=False),
+        sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("max_attempts", sa.Integer(), server_default="5", nullable=False),
         sa.Column("run_after", bot.store.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("locked_by", sa.String(length=64), nullable=True),
         sa.Column("lease_expires_at", bot.store.types.UTCDateTime(timezone=True), nullable=True),
@@ -331,9 +353,24 @@ def upgrade() -> None:
     with op.batch_alter_table("tool_calls", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_tool_calls_attempt_id"), ["attempt_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_tool_calls_run_id"), ["run_id"], unique=False)
+    _create_enqueue_trigger()
+
+
+def _create_enqueue_trigger() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(POSTGRESQL_ENQUEUE_FUNCTION)
+        op.execute(POSTGRESQL_ENQUEUE_TRIGGER)
+    else:
+        op.execute(SQLITE_ENQUEUE_TRIGGER)
 
 
 def downgrade() -> None:
+    op.execute(
+        "DROP TRIGGER IF EXISTS deliveries_enqueue_job"
+        + (" ON deliveries" if op.get_bind().dialect.name == "postgresql" else "")
+    )
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS deliveries_enqueue_job()")
     with op.batch_alter_table("tool_calls", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_tool_calls_run_id"))
         batch_op.drop_index(batch_op.f("ix_tool_calls_attempt_id"))
@@ -381,7 +418,4 @@ def downgrade() -> None:
 
     op.drop_table("installation_repositories")
     op.drop_table("installations")
-    with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_deliveries_installation_id"))
-
     op.drop_table("deliveries")
