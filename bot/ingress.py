@@ -19,13 +19,13 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Dialect
 
 from bot.events import Decision
 from bot.store.db import Store
 from bot.store.models import Delivery, DeliveryOutcome
 from bot.store.prepared import PreparedInsert
 from bot.store.types import utcnow
+from bot.store.writers import BatchWriter, SqlAlchemyBatchWriter, SqliteBatchWriter
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,12 @@ class DeliveryRecorder:
     def __init__(self, store: Store, on_jobs_committed: Callable[[], None]) -> None:
         self._store = store
         self._on_jobs_committed = on_jobs_committed
-        self._insert = delivery_insert(store.engine.dialect)
+        self._insert, self._batches = delivery_writer(store)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baton-ingress")
         self._gathering: list[_Pending] = []
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._last_arrival = float("-inf")
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._write_forever(), name="delivery-recorder")
@@ -83,6 +84,7 @@ class DeliveryRecorder:
             if self._gathering:
                 await self._write_batch()
         self._writer.shutdown(wait=True)
+        self._batches.close()
 
     async def record(self, delivery: NewDelivery) -> Answer:
         """Store the delivery (and its job); returns once it is committed."""
@@ -91,10 +93,18 @@ class DeliveryRecorder:
         # Values are converted here so the writer thread, which competes with this one for the
         # interpreter lock, does little more than the database calls.
         row = self._insert.values(delivery_row(delivery, utcnow()))
-        answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._last_arrival = loop.time()
+        answer: asyncio.Future[Answer] = loop.create_future()
         self._gathering.append(_Pending(delivery, row, answer))
         self._arrived.set()
         return await answer
+
+    def busy(self, within_seconds: float) -> bool:
+        """True when a delivery arrived in the last `within_seconds` or some await their commit."""
+        if self._gathering:
+            return True
+        return asyncio.get_running_loop().time() - self._last_arrival < within_seconds
 
     async def _write_forever(self) -> None:
         while True:
@@ -119,8 +129,7 @@ class DeliveryRecorder:
                 pending.answer.set_result(answer)
 
     def _write(self, batch: Sequence[_Pending]) -> list[Answer]:
-        with self._store.engine.begin() as connection:
-            inserted = self._insert.run(connection, [pending.row for pending in batch])
+        inserted = self._batches.write([pending.row for pending in batch])
         answers = answers_for([pending.delivery for pending in batch], inserted)
         if Answer.queued in answers:
             self._on_jobs_committed()
@@ -148,16 +157,24 @@ def answers_for(deliveries: Sequence[NewDelivery], inserted: Sequence[str]) -> l
     return answers
 
 
-def delivery_insert(dialect: Dialect) -> PreparedInsert:
-    """The INSERT that records deliveries; a trigger adds the job of each one that names one."""
+def delivery_writer(store: Store) -> tuple[PreparedInsert, BatchWriter]:
+    """The INSERT that records deliveries (a trigger adds the job of each that names one) and
+    the writer that runs it for this store's database."""
     deliveries: sa.Table = Delivery.__table__  # type: ignore[attr-defined]
-    return PreparedInsert(
+    url = store.engine.url
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        insert = PreparedInsert(
+            deliveries, DELIVERY_COLUMNS, store.engine.dialect, conflict_column="delivery_id"
+        )
+        return insert, SqliteBatchWriter(url.database, insert, key_column="delivery_id")
+    insert = PreparedInsert(
         deliveries,
         DELIVERY_COLUMNS,
-        dialect,
+        store.engine.dialect,
         conflict_column="delivery_id",
         returning="delivery_id",
     )
+    return insert, SqlAlchemyBatchWriter(store.engine, insert)
 
 
 def delivery_row(delivery: NewDelivery, now: datetime) -> dict[str, Any]:

@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 _delivery_id: ContextVar[Any] = ContextVar("delivery_id", default=None)
@@ -17,20 +14,30 @@ _run_id: ContextVar[Any] = ContextVar("run_id", default=None)
 _job_id: ContextVar[Any] = ContextVar("job_id", default=None)
 
 
-@contextmanager
+class LogContext:
+    """Sets context ids on enter and restores the outer ones on exit (a class, not a generator:
+    it wraps every webhook delivery)."""
+
+    __slots__ = ("_values", "_tokens")
+
+    def __init__(self, values: list[tuple[ContextVar[Any], Any]]) -> None:
+        self._values = values
+        self._tokens: list[tuple[ContextVar[Any], Token[Any]]] = []
+
+    def __enter__(self) -> None:
+        self._tokens = [(var, var.set(value)) for var, value in self._values]
+
+    def __exit__(self, *_exc: object) -> None:
+        for var, token in reversed(self._tokens):
+            var.reset(token)
+
+
 def log_context(
     *, delivery_id: str | None = None, run_id: str | None = None, job_id: int | None = None
-) -> Iterator[None]:
+) -> LogContext:
     """Within the block, log lines carry the given ids (unset ones keep their outer value)."""
-    resets: list[Callable[[], None]] = []
-    for var, value in ((_delivery_id, delivery_id), (_run_id, run_id), (_job_id, job_id)):
-        if value is not None:
-            resets.append(partial(var.reset, var.set(value)))
-    try:
-        yield
-    finally:
-        for reset in reversed(resets):
-            reset()
+    given = ((_delivery_id, delivery_id), (_run_id, run_id), (_job_id, job_id))
+    return LogContext([(var, value) for var, value in given if value is not None])
 
 
 class JsonFormatter(logging.Formatter):

@@ -35,12 +35,21 @@ class Metrics:
             ["event", "outcome"],
             registry=self.registry,
         )
+        self._delivery_counts: dict[tuple[str, str], Counter] = {}
         self.job_duration = Histogram(
             "baton_job_duration_seconds",
             "Time spent running a job, by job name and outcome",
             ["job", "outcome"],
             registry=self.registry,
         )
+
+    def count_delivery(self, event: str, outcome: str) -> None:
+        # The labelled child is cached: looking it up costs more than the increment.
+        key = (event, outcome)
+        child = self._delivery_counts.get(key)
+        if child is None:
+            child = self._delivery_counts[key] = self.deliveries.labels(event, outcome)
+        child.inc()
 
     def watch_job_states(self, count_by_state: Callable[[], Mapping[str, int]]) -> None:
         self.registry.register(_JobStates(count_by_state))

@@ -24,15 +24,20 @@ class Baton:
         self.store = Store(settings.resolved_database_url)
         self.metrics = Metrics()
         self.metrics.watch_job_states(self._count_jobs_by_state)
+        self.recorder = DeliveryRecorder(self.store, on_jobs_committed=self._notify_executor)
         self.executor: Executor = self._make_executor(tuning)
-        self.recorder = DeliveryRecorder(self.store, on_jobs_committed=self.executor.notify)
 
     def _make_executor(self, tuning: ExecutorTuning | None) -> Executor:
         if self.settings.executor != "local":
             raise SettingsError(
                 f"BATON_EXECUTOR={self.settings.executor!r}: only 'local' is available so far"
             )
-        return LocalExecutor(self.store, self.settings, JOBS, self.metrics, tuning)
+        return LocalExecutor(
+            self.store, self.settings, JOBS, self.metrics, tuning, self.recorder.busy
+        )
+
+    def _notify_executor(self) -> None:
+        self.executor.notify()
 
     async def start(self) -> None:
         self.recorder.start()

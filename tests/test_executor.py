@@ -261,3 +261,48 @@ async def test_two_executors_never_run_the_same_job(
     with store.engine.connect() as connection:
         attempts = connection.execute(sa.text("SELECT DISTINCT attempts FROM jobs")).scalars().all()
     assert attempts == [1]
+
+
+async def test_jobs_wait_while_deliveries_stream_in_and_run_once_it_is_quiet(
+    store: Store, settings: Settings
+) -> None:
+    ran = asyncio.Event()
+    busy = True
+
+    async def mark(context: JobContext) -> None:
+        ran.set()
+
+    tuning = ExecutorTuning(poll_seconds=0.05, yield_seconds=30, quiet_seconds=0.01)
+    executor = LocalExecutor(
+        store, settings, {"mark": mark}, Metrics(), tuning, busy_elsewhere=lambda _: busy
+    )
+    await executor.start()
+    try:
+        await executor.submit("mark")
+        await asyncio.sleep(0.3)
+        assert not ran.is_set()
+
+        busy = False
+        await asyncio.wait_for(ran.wait(), 5)
+    finally:
+        await executor.stop(grace_seconds=1)
+
+
+async def test_jobs_are_not_held_back_forever_by_a_stream_of_deliveries(
+    store: Store, settings: Settings
+) -> None:
+    ran = asyncio.Event()
+
+    async def mark(context: JobContext) -> None:
+        ran.set()
+
+    tuning = ExecutorTuning(poll_seconds=0.05, yield_seconds=0.2, quiet_seconds=0.01)
+    executor = LocalExecutor(
+        store, settings, {"mark": mark}, Metrics(), tuning, busy_elsewhere=lambda _: True
+    )
+    await executor.start()
+    try:
+        await executor.submit("mark")
+        await asyncio.wait_for(ran.wait(), 5)
+    finally:
+        await executor.stop(grace_seconds=1)

@@ -29,6 +29,7 @@ WEBHOOK_PATH = "/api/github/webhooks"
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
 EVENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 DELIVERY_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+ENCODED_ANSWERS = {answer: json.dumps({"status": answer.value}).encode() for answer in Answer}
 WANTED_HEADERS = frozenset(
     {b"x-github-event", b"x-github-delivery", b"x-hub-signature-256", b"content-length"}
 )
@@ -65,7 +66,7 @@ class WebhookEndpoint:
 
 async def _receive_delivery(
     baton: Baton, headers: dict[str, str], receive: Receive
-) -> tuple[int, dict[str, str]]:
+) -> tuple[int, dict[str, Any] | bytes]:
     """Answer one delivery as CONTRACT §2 says: (status, JSON body)."""
     try:
         delivery = await _verified_delivery(headers, receive, baton.settings.webhook_secret)
@@ -73,13 +74,11 @@ async def _receive_delivery(
         log.warning("delivery refused: %s", refusal.detail, extra={"status": refusal.status})
         return refusal.status, {"detail": refusal.detail}
     answer = await baton.recorder.record(delivery)
-    baton.metrics.deliveries.labels(delivery.event, answer.value).inc()
-    log.info(
-        "delivery %s",
-        answer.value,
-        extra={"event": delivery.event, "reason": delivery.decision.reason},
-    )
-    return (200 if answer is Answer.duplicate else 202), {"status": answer.value}
+    baton.metrics.count_delivery(delivery.event, answer.value)
+    if log.isEnabledFor(logging.INFO):
+        reason = delivery.decision.reason
+        log.info("delivery %s", answer.value, extra={"event": delivery.event, "reason": reason})
+    return (200 if answer is Answer.duplicate else 202), ENCODED_ANSWERS[answer]
 
 
 async def _verified_delivery(
@@ -144,8 +143,8 @@ def _header(headers: dict[str, str], name: str, shape: re.Pattern[str]) -> str:
     return value
 
 
-async def _answer(send: Send, status: int, body: dict[str, Any]) -> None:
-    content = json.dumps(body).encode()
+async def _answer(send: Send, status: int, body: dict[str, Any] | bytes) -> None:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
     await send(
         {
             "type": "http.response.start",

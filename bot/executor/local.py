@@ -8,11 +8,12 @@ retried with exponential backoff up to its `max_attempts`, then left `failed` wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -51,6 +52,9 @@ class ExecutorTuning:
     poll_seconds: float = 2.0
     backoff_base_seconds: float = 2.0
     backoff_cap_seconds: float = 300.0
+    # While webhook deliveries stream in, claiming waits for a quiet moment, at most this long.
+    yield_seconds: float = 1.0
+    quiet_seconds: float = 0.02
 
 
 class LocalExecutor:
@@ -63,6 +67,7 @@ class LocalExecutor:
         functions: Mapping[str, JobFunction],
         metrics: Metrics,
         tuning: ExecutorTuning | None = None,
+        busy_elsewhere: Callable[[float], bool] | None = None,
     ) -> None:
         self.worker_id = f"local-{uuid.uuid4().hex[:12]}"
         self._store = store
@@ -72,8 +77,10 @@ class LocalExecutor:
             concurrency=settings.job_concurrency, lease_seconds=settings.job_lease_seconds
         )
         self._context = JobContext(store=store, settings=settings, executor=self)
+        self._busy_elsewhere = busy_elsewhere
         self._wake = asyncio.Event()
         self._running: dict[int, asyncio.Task[None]] = {}
+        self._succeeded: list[int] = []
         self._loops: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -95,6 +102,7 @@ class LocalExecutor:
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
+        await self._store.run_connection(self._record_successes)
         await self._store.run_connection(self._release_mine)
 
     def notify(self) -> None:
@@ -115,10 +123,13 @@ class LocalExecutor:
 
     async def _dispatch_forever(self) -> None:
         while True:
+            await self._yield_to_urgent_work()
             self._wake.clear()
             free = self._tuning.concurrency - len(self._running)
             try:
-                claimed = await self._store.run_connection(partial(self._claim, limit=free))
+                claimed = await self._store.run_connection(
+                    partial(self._settle_and_claim, limit=free)
+                )
             except Exception:
                 log.exception("could not claim jobs; trying again shortly")
                 claimed = []
@@ -127,11 +138,29 @@ class LocalExecutor:
             if not claimed or len(self._running) >= self._tuning.concurrency:
                 await self._sleep_until_woken()
 
+    async def _yield_to_urgent_work(self) -> None:
+        """Answering GitHub comes first: jobs are durable and can wait, a delivery left
+        unanswered for 10 s counts as failed. The wait is bounded, so jobs always progress."""
+        if self._busy_elsewhere is None:
+            return
+        quiet = self._tuning.quiet_seconds
+        for _ in range(int(self._tuning.yield_seconds / quiet)):
+            if not self._busy_elsewhere(quiet):
+                return
+            await asyncio.sleep(quiet)
+
     async def _sleep_until_woken(self) -> None:
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout=self._tuning.poll_seconds)
-        except TimeoutError:
-            pass
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+        # arrives as the event is set, and stop() would then wait for this loop forever.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._tuning.poll_seconds):
+                await self._wake.wait()
+
+    def _settle_and_claim(self, connection: Connection, limit: int) -> list[Claimed]:
+        # Successes are recorded with the next claim, one commit for many jobs; a crash before
+        # that runs those jobs again, which jobs are written to allow.
+        self._record_successes(connection)
+        return self._claim(connection, limit)
 
     def _claim(self, connection: Connection, limit: int) -> list[Claimed]:
         if limit <= 0:
@@ -177,7 +206,7 @@ class LocalExecutor:
                     partial(self._record_failure, job=job, error=error)
                 )
             else:
-                await self._store.run_connection(partial(self._record_success, job=job))
+                self._succeeded.append(job.id)
             finally:
                 elapsed = time.perf_counter() - started
                 self._metrics.job_duration.labels(job.name, outcome).observe(elapsed)
@@ -192,9 +221,15 @@ class LocalExecutor:
             raise _GiveUp(f"no job named {job.name!r} is registered with this executor")
         await function(self._context, **job.args)
 
-    def _record_success(self, connection: Connection, job: Claimed) -> None:
+    def _record_successes(self, connection: Connection) -> None:
+        succeeded, self._succeeded = self._succeeded, []
+        if not succeeded:
+            return
+        # Only the holder of the lease settles a job; one reclaimed after expiry is not ours.
         connection.execute(
-            self._mine(job.id).values(
+            sa.update(JOBS)
+            .where(JOBS.c.id.in_(succeeded), JOBS.c.locked_by == self.worker_id)
+            .values(
                 state=JobState.succeeded,
                 finished_at=utcnow(),
                 locked_by=None,

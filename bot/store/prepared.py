@@ -20,8 +20,8 @@ MAX_ROWS_PER_STATEMENT = 64
 
 
 class PreparedInsert:
-    """Multi-row INSERT of `columns` that skips rows breaking the unique `conflict_column` and
-    returns the `returning` column of each row actually inserted."""
+    """Multi-row INSERT of `columns` that skips rows breaking the unique `conflict_column` and,
+    with `returning`, returns that column of each row actually inserted."""
 
     def __init__(
         self,
@@ -30,23 +30,24 @@ class PreparedInsert:
         dialect: Dialect,
         *,
         conflict_column: str,
-        returning: str,
+        returning: str | None = None,
     ) -> None:
         self._table = table
-        self._columns = tuple(columns)
+        self.table_name = table.name
+        self.columns = tuple(columns)
         self._dialect = dialect
         self._conflict_column = conflict_column
         self._returning = returning
         self._convert: list[Callable[[Any], Any] | None] = [
             table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns
         ]
-        self._sql = lru_cache(maxsize=MAX_ROWS_PER_STATEMENT)(self._compile)
+        self.sql = lru_cache(maxsize=MAX_ROWS_PER_STATEMENT)(self._compile)
 
     def values(self, row: dict[str, Any]) -> list[Any]:
         """The row's values, converted for the driver, in column order."""
         return [
             convert(row[name]) if convert is not None else row[name]
-            for name, convert in zip(self._columns, self._convert, strict=True)
+            for name, convert in zip(self.columns, self._convert, strict=True)
         ]
 
     def run(self, connection: Connection, rows: Sequence[list[Any]]) -> list[Any]:
@@ -57,31 +58,34 @@ class PreparedInsert:
         try:
             for start in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
                 chunk = rows[start : start + MAX_ROWS_PER_STATEMENT]
-                cursor.execute(self._sql(len(chunk)), self._parameters(chunk))
+                cursor.execute(self.sql(len(chunk)), self.parameters(chunk))
                 inserted.extend(found[0] for found in cursor.fetchall())
         finally:
             cursor.close()
         return inserted
 
-    def _parameters(self, rows: Sequence[list[Any]]) -> Any:
+    def parameters(self, rows: Sequence[list[Any]]) -> Any:
+        """The driver's parameters for `sql(len(rows))`."""
         flat = [value for row in rows for value in row]
         if self._dialect.paramstyle == "qmark":
             return flat
         return {f"p{index}": value for index, value in enumerate(flat)}
 
     def _compile(self, count: int) -> str:
-        width = len(self._columns)
+        """The statement text for `count` rows."""
+        width = len(self.columns)
         rows: list[dict[str, Any]] = [
-            {column: sa.bindparam(f"p{row * width + n}") for n, column in enumerate(self._columns)}
+            {column: sa.bindparam(f"p{row * width + n}") for n, column in enumerate(self.columns)}
             for row in range(count)
         ]
         insert = sqlite.insert if self._dialect.name == "sqlite" else postgresql.insert
-        statement = (
+        statement: Any = (
             insert(self._table)
             .values(rows)
             .on_conflict_do_nothing(index_elements=[self._conflict_column])
-            .returning(self._table.c[self._returning])
         )
+        if self._returning is not None:
+            statement = statement.returning(self._table.c[self._returning])
         compiled = statement.compile(dialect=self._dialect)
         if self._dialect.paramstyle == "qmark":
             # Positional: the compiled order must be the row-by-row order values are sent in.

@@ -1,0 +1,94 @@
+"""Recording deliveries: answers decided by the unique constraint, jobs added by the database."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from bot.events import decide
+from bot.ingress import Answer, NewDelivery, answers_for, delivery_row, delivery_writer
+from bot.store.db import Store
+from bot.store.prepared import MAX_ROWS_PER_STATEMENT
+from bot.store.types import utcnow
+from tests.support import payload
+
+LABELED = decide("issues", json.dumps(payload("issues.labeled")).encode())
+PUSH = decide("push", json.dumps(payload("push")).encode())
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    store = Store(database_url)
+    yield store
+    store.close()
+
+
+def write(store: Store, deliveries: list[NewDelivery]) -> list[Answer]:
+    insert, writer = delivery_writer(store)
+    try:
+        rows = [insert.values(delivery_row(delivery, utcnow())) for delivery in deliveries]
+        return answers_for(deliveries, writer.write(rows))
+    finally:
+        writer.close()
+
+
+def labeled(delivery_id: str) -> NewDelivery:
+    return NewDelivery(delivery_id=delivery_id, event="issues", decision=LABELED)
+
+
+def test_a_batch_mixing_new_repeated_and_ignored_deliveries(store: Store) -> None:
+    assert write(store, [labeled("seen")]) == [Answer.queued]
+
+    answers = write(
+        store,
+        [
+            labeled("a"),
+            labeled("seen"),
+            NewDelivery(delivery_id="p", event="push", decision=PUSH),
+            labeled("a"),
+            labeled("b"),
+        ],
+    )
+
+    assert answers == [
+        Answer.queued,
+        Answer.duplicate,
+        Answer.ignored,
+        Answer.duplicate,
+        Answer.queued,
+    ]
+    with store.engine.connect() as connection:
+        deliveries = connection.execute(sa.text("SELECT delivery_id FROM deliveries")).scalars()
+        jobs = connection.execute(sa.text("SELECT count(*) FROM jobs")).scalar_one()
+    assert sorted(deliveries) == ["a", "b", "p", "seen"]
+    assert jobs == 3
+
+
+def test_the_database_adds_each_queued_delivery_s_job(store: Store) -> None:
+    write(store, [labeled("d-1"), NewDelivery(delivery_id="p", event="push", decision=PUSH)])
+
+    with store.engine.connect() as connection:
+        delivery = connection.execute(
+            sa.text("SELECT id, received_at FROM deliveries WHERE delivery_id = 'd-1'")
+        ).one()
+        job = connection.execute(sa.text("SELECT * FROM jobs")).mappings().one()
+    assert job["name"] == "start_run"
+    assert job["delivery_id"] == delivery.id
+    args = job["args"]  # text on SQLite, decoded JSON on PostgreSQL
+    assert (json.loads(args) if isinstance(args, str) else args) == {"delivery_id": delivery.id}
+    assert (job["state"], job["attempts"], job["max_attempts"]) == ("queued", 0, 5)
+    assert job["run_after"] == delivery.received_at
+
+
+def test_batches_larger_than_one_statement_are_split(store: Store) -> None:
+    count = MAX_ROWS_PER_STATEMENT * 2 + 3
+    batch = [labeled(f"d-{n}") for n in range(count)] + [labeled("d-0")]
+
+    answers = write(store, batch)
+
+    assert answers == [Answer.queued] * count + [Answer.duplicate]
+    with store.engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM jobs")).scalar_one() == count
