@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -163,14 +163,22 @@ class LocalExecutor:
         return self._claim(connection, limit)
 
     def _claim(self, connection: Connection, limit: int) -> list[Claimed]:
+        now = utcnow()
+        # Two claims rather than one OR: each then walks ix_jobs_claim in order and stops at
+        # `limit`, where an OR made the database gather and sort the whole backlog every time.
+        abandoned = sa.and_(JOBS.c.state == JobState.running, JOBS.c.lease_expires_at < now)
+        claimed = self._claim_where(connection, abandoned, limit, now)
+        due = sa.and_(JOBS.c.state == JobState.queued, JOBS.c.run_after <= now)
+        claimed += self._claim_where(connection, due, limit - len(claimed), now)
+        return sorted(claimed, key=lambda job: job.id)
+
+    def _claim_where(
+        self, connection: Connection, condition: sa.ColumnElement[bool], limit: int, now: datetime
+    ) -> list[Claimed]:
         if limit <= 0:
             return []
-        now = utcnow()
-        claimable = sa.or_(
-            sa.and_(JOBS.c.state == JobState.queued, JOBS.c.run_after <= now),
-            sa.and_(JOBS.c.state == JobState.running, JOBS.c.lease_expires_at < now),
-        )
-        candidates = sa.select(JOBS.c.id).where(claimable).order_by(JOBS.c.id).limit(limit)
+        order = (JOBS.c.run_after, JOBS.c.id)
+        candidates = sa.select(JOBS.c.id).where(condition).order_by(*order).limit(limit)
         if connection.dialect.name == "postgresql":
             candidates = candidates.with_for_update(skip_locked=True)
         claim = (
@@ -185,8 +193,7 @@ class LocalExecutor:
             )
             .returning(JOBS.c.id, JOBS.c.name, JOBS.c.args, JOBS.c.attempts, JOBS.c.max_attempts)
         )
-        jobs = [Claimed(*row) for row in connection.execute(claim)]
-        return sorted(jobs, key=lambda job: job.id)
+        return [Claimed(*row) for row in connection.execute(claim)]
 
     async def _run(self, job: Claimed) -> None:
         started = time.perf_counter()
