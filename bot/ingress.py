@@ -114,9 +114,11 @@ class DeliveryRecorder:
     async def _write_batch(self) -> None:
         batch, self._gathering = self._gathering, []
         self._arrived.clear()
+        rows = [pending.row for pending in batch]
         try:
-            answers = await asyncio.get_running_loop().run_in_executor(
-                self._writer, self._write, batch
+            # Only the database calls leave this thread.
+            inserted = await asyncio.get_running_loop().run_in_executor(
+                self._writer, self._batches.write, rows
             )
         except Exception as error:
             log.exception("could not record %d deliveries", len(batch))
@@ -124,16 +126,12 @@ class DeliveryRecorder:
                 if not pending.answer.done():
                     pending.answer.set_exception(error)
             return
-        for pending, answer in zip(batch, answers, strict=True):
-            if not pending.answer.done():  # the request may have been cancelled meanwhile
-                pending.answer.set_result(answer)
-
-    def _write(self, batch: Sequence[_Pending]) -> list[Answer]:
-        inserted = self._batches.write([pending.row for pending in batch])
         answers = answers_for([pending.delivery for pending in batch], inserted)
         if Answer.queued in answers:
             self._on_jobs_committed()
-        return answers
+        for pending, answer in zip(batch, answers, strict=True):
+            if not pending.answer.done():  # the request may have been cancelled meanwhile
+                pending.answer.set_result(answer)
 
 
 @dataclass(frozen=True)

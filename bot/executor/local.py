@@ -107,7 +107,11 @@ class LocalExecutor:
 
     def notify(self) -> None:
         """New jobs were committed; safe to call from any thread."""
-        if self._loop is not None and not self._loop.is_closed():
+        if self._loop is None or self._loop.is_closed():
+            return
+        if _running_loop() is self._loop:
+            self._wake.set()  # on the loop already: no need to wake it through its pipe
+        else:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     async def submit(self, job_name: str, **ids: JobArg) -> int:
@@ -295,6 +299,13 @@ class LocalExecutor:
                 run_after=utcnow(),
             )
         )
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class _GiveUp(Exception):

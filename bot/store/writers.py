@@ -59,6 +59,7 @@ class SqliteBatchWriter:
         self._connection = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=30
         )
+        self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA synchronous=FULL")
         self._connection.execute("PRAGMA foreign_keys=ON")
 
@@ -80,12 +81,9 @@ class SqliteBatchWriter:
     def _inserted_among(self, keys: list[Any], last_rowid: int, count: int) -> list[Any]:
         if count <= 0:
             return []
-        table = self._insert.table_name
-        placeholders = ", ".join("?" * len(keys))
-        query = (
-            f"SELECT {self._key_column} FROM {table} "  # noqa: S608  (names from the table definition)
-            f"WHERE rowid > ? AND rowid <= ? AND {self._key_column} IN ({placeholders})"
-        )
+        # Table and column names come from the table definition, values are bound.
+        table, key, marks = self._insert.table_name, self._key_column, ", ".join("?" * len(keys))
+        query = f"SELECT {key} FROM {table} WHERE rowid > ? AND rowid <= ? AND {key} IN ({marks})"
         found = self._connection.execute(query, [last_rowid - count, last_rowid, *keys])
         return [row[0] for row in found]
 
