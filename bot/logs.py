@@ -43,7 +43,12 @@ def log_context(
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, context ids and `extra` fields."""
 
-    _standard = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+    # uvicorn adds `color_message`, the same text with terminal colours.
+    _standard = frozenset(logging.makeLogRecord({}).__dict__) | {
+        "message",
+        "asctime",
+        "color_message",
+    }
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
