@@ -25,7 +25,7 @@ from bot.store.types import utcnow
 from tests.conftest import FAST
 from tests.support import payload
 
-Factory = Callable[[Mapping[str, JobFunction]], LocalExecutor]
+Factory = Callable[..., LocalExecutor]
 
 
 @pytest.fixture
@@ -40,8 +40,12 @@ async def executors(store: Store, settings: Settings) -> AsyncIterator[Factory]:
     """Makes started executors over the test store; all are stopped at the end."""
     started: list[LocalExecutor] = []
 
-    def make(functions: Mapping[str, JobFunction], tuning: ExecutorTuning = FAST) -> LocalExecutor:
-        executor = LocalExecutor(store, settings, functions, Metrics(), tuning)
+    def make(
+        functions: Mapping[str, JobFunction],
+        tuning: ExecutorTuning = FAST,
+        busy_elsewhere: Callable[[float], bool] | None = None,
+    ) -> LocalExecutor:
+        executor = LocalExecutor(store, settings, functions, Metrics(), tuning, busy_elsewhere)
         started.append(executor)
         return executor
 
@@ -264,7 +268,7 @@ async def test_two_executors_never_run_the_same_job(
 
 
 async def test_jobs_wait_while_deliveries_stream_in_and_run_once_it_is_quiet(
-    store: Store, settings: Settings
+    executors: Factory,
 ) -> None:
     ran = asyncio.Event()
     busy = True
@@ -273,23 +277,18 @@ async def test_jobs_wait_while_deliveries_stream_in_and_run_once_it_is_quiet(
         ran.set()
 
     tuning = ExecutorTuning(poll_seconds=0.05, yield_seconds=30, quiet_seconds=0.01)
-    executor = LocalExecutor(
-        store, settings, {"mark": mark}, Metrics(), tuning, busy_elsewhere=lambda _: busy
-    )
+    executor = executors({"mark": mark}, tuning, lambda _: busy)
     await executor.start()
-    try:
-        await executor.submit("mark")
-        await asyncio.sleep(0.3)
-        assert not ran.is_set()
+    await executor.submit("mark")
+    await asyncio.sleep(0.3)
+    assert not ran.is_set()
 
-        busy = False
-        await asyncio.wait_for(ran.wait(), 5)
-    finally:
-        await executor.stop(grace_seconds=1)
+    busy = False
+    await asyncio.wait_for(ran.wait(), 5)
 
 
 async def test_jobs_are_not_held_back_forever_by_a_stream_of_deliveries(
-    store: Store, settings: Settings
+    executors: Factory,
 ) -> None:
     ran = asyncio.Event()
 
@@ -297,12 +296,7 @@ async def test_jobs_are_not_held_back_forever_by_a_stream_of_deliveries(
         ran.set()
 
     tuning = ExecutorTuning(poll_seconds=0.05, yield_seconds=0.2, quiet_seconds=0.01)
-    executor = LocalExecutor(
-        store, settings, {"mark": mark}, Metrics(), tuning, busy_elsewhere=lambda _: True
-    )
+    executor = executors({"mark": mark}, tuning, lambda _: True)
     await executor.start()
-    try:
-        await executor.submit("mark")
-        await asyncio.wait_for(ran.wait(), 5)
-    finally:
-        await executor.stop(grace_seconds=1)
+    await executor.submit("mark")
+    await asyncio.wait_for(ran.wait(), 5)
