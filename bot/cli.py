@@ -20,9 +20,16 @@ def serve() -> None:
     """Serve webhooks, setup pages and the dashboard; run jobs in this process."""
     import uvicorn
 
+    from bot.service import executor_problem
     from webhooks.app import create_app
 
     settings = _settings()
+    if settings.executor != "local":
+        # Fail here with the reason, not as a traceback from inside the server's startup.
+        typer.echo(
+            f"BATON_EXECUTOR={settings.executor!r}: only 'local' is available so far", err=True
+        )
+        raise typer.Exit(2)
     mode = "ready" if settings.has_app_credentials else "setup mode (no GitHub App credentials)"
     log.info("serving on http://%s:%d: %s", settings.host, settings.port, mode)
     uvicorn.run(

@@ -16,6 +16,13 @@ from bot.store.db import Store
 from bot.store.models import Job
 
 
+def executor_problem(settings: Settings) -> str | None:
+    """Why the configured executor cannot run in this version, if it cannot."""
+    if settings.executor != "local":
+        return f"BATON_EXECUTOR={settings.executor!r}: only 'local' is available so far"
+    return None
+
+
 class Baton:
     """Store, metrics, executor and delivery recorder of one process."""
 
@@ -28,10 +35,9 @@ class Baton:
         self.executor: Executor = self._make_executor(tuning)
 
     def _make_executor(self, tuning: ExecutorTuning | None) -> Executor:
-        if self.settings.executor != "local":
-            raise SettingsError(
-                f"BATON_EXECUTOR={self.settings.executor!r}: only 'local' is available so far"
-            )
+        problem = executor_problem(self.settings)
+        if problem:
+            raise SettingsError(problem)
         return LocalExecutor(
             self.store, self.settings, JOBS, self.metrics, tuning, self.recorder.busy
         )

@@ -50,3 +50,12 @@ def test_unknown_command_is_refused(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert "No such command" in result.stderr
+
+
+def test_serve_refuses_an_executor_that_is_not_available_yet(tmp_path: Path) -> None:
+    result = run_baton(
+        "serve", env={"BATON_DATA_DIR": str(tmp_path), "BATON_EXECUTOR": "procrastinate"}
+    )
+
+    assert result.returncode == 2
+    assert "BATON_EXECUTOR='procrastinate': only 'local' is available so far" in result.stderr
