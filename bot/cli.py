@@ -20,7 +20,6 @@ def serve() -> None:
     """Serve webhooks, setup pages and the dashboard; run jobs in this process."""
     import uvicorn
 
-    from bot.service import executor_problem
     from webhooks.app import create_app
 
     settings = _settings()
