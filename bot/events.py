@@ -7,8 +7,7 @@ lacks one of those fields is answered `ignored`, never an error.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import (
     BaseModel,
@@ -147,8 +146,7 @@ class _Summary(_Tolerant):
     sender: _lenient(Account) = None  # type: ignore[valid-type]
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """What a delivery means: the job to enqueue with the fields it reads, or why it is ignored."""
 
     action: str | None

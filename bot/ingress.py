@@ -13,10 +13,9 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -50,8 +49,7 @@ class Answer(StrEnum):
     duplicate = "duplicate"
 
 
-@dataclass(frozen=True)
-class NewDelivery:
+class NewDelivery(NamedTuple):
     """A verified delivery, ready to record, and what it means."""
 
     delivery_id: str
@@ -134,8 +132,7 @@ class DeliveryRecorder:
                 pending.answer.set_result(answer)
 
 
-@dataclass(frozen=True)
-class _Pending:
+class _Pending(NamedTuple):
     delivery: NewDelivery
     row: list[Any]
     answer: asyncio.Future[Answer]
