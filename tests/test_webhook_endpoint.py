@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from bot.events import decide
 from bot.settings import Settings
 from tests.conftest import FAST
-from tests.support import count_rows, delivery_headers, payload, serve, sign
+from tests.support import SECRET, count_rows, delivery_headers, payload, serve, sign
 from webhooks.app import create_app
 
 URL = "/api/github/webhooks"
@@ -265,3 +265,16 @@ def test_blank_secret_counts_as_no_secret(database_url: str, tmp_path: Path) -> 
     blank = Settings(_env_file=None, database_url=database_url, webhook_secret="  ")  # type: ignore[call-arg]
 
     assert blank.webhook_secret is None
+
+
+def test_the_secret_never_reaches_the_logs(
+    client: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    post(client, LABELED, delivery_headers("issues", "d-log", LABELED))
+    post(client, LABELED, delivery_headers("issues", "d-bad", LABELED, secret="wrong"))
+    post(client, b"[]", delivery_headers("issues", "d-array", b"[]"))
+
+    assert caplog.records, "the endpoint logged nothing to check"
+    logged = "\n".join(str(record.__dict__) for record in caplog.records)
+    assert SECRET not in logged
