@@ -1,0 +1,1 @@
+"""Everything Baton says to GitHub, and how it reads what GitHub users wrote."""
