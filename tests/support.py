@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 PAYLOADS = Path(__file__).parent / "payloads"
 SECRET = "test-webhook-secret"
@@ -51,7 +51,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
+def serve(app: ASGIApp) -> Iterator[str]:
     """Serve `app` with uvicorn on a loopback port in a thread; yields its base URL."""
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)

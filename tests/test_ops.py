@@ -34,10 +34,19 @@ def test_not_ready_until_migrated(tmp_path: Path) -> None:
 def test_not_ready_when_the_database_is_unreachable(tmp_path: Path) -> None:
     unreachable = "postgresql+psycopg://postgres@127.0.0.1:1/none"
     settings = Settings(_env_file=None, database_url=unreachable, webhook_secret=SECRET)  # type: ignore[call-arg]
+    body = json.dumps(payload("issues.labeled")).encode()
     with serve(create_app(settings, FAST)) as url:
         ready = httpx.get(f"{url}/readyz", timeout=30)
+        delivery = httpx.post(
+            f"{url}/api/github/webhooks",
+            content=body,
+            headers=delivery_headers("issues", "d-1", body),
+            timeout=30,
+        )
 
     assert (ready.status_code, ready.json()["database"]) == (503, "unreachable")
+    assert delivery.status_code == 503
+    assert "could not store the delivery" in delivery.json()["detail"]
 
 
 def test_metrics_count_deliveries_and_jobs(baton_url: str, engine: sa.Engine) -> None:

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
+from starlette.types import ASGIApp
 
 from bot.executor.local import ExecutorTuning
 from bot.service import Baton
@@ -22,8 +23,12 @@ SETUP_PAGE = """<!doctype html>
 </body></html>"""
 
 
-def create_app(settings: Settings, tuning: ExecutorTuning | None = None) -> FastAPI:
+def create_app(settings: Settings, tuning: ExecutorTuning | None = None) -> ASGIApp:
     """Build the app; its store, executor and recorder start with the app and stop with it."""
+    return github.WebhookEndpoint(_create_api(settings, tuning))
+
+
+def _create_api(settings: Settings, tuning: ExecutorTuning | None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,7 +41,6 @@ def create_app(settings: Settings, tuning: ExecutorTuning | None = None) -> Fast
             await baton.stop()
 
     app = FastAPI(title="Baton", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.add_middleware(github.WebhookEndpoint)
     app.include_router(ops.router)
 
     @app.get("/", response_class=HTMLResponse)

@@ -1,10 +1,9 @@
 """`POST /api/github/webhooks`: verify, record, answer. The work itself happens in jobs.
 
-The endpoint is a small ASGI middleware in front of FastAPI's routing rather than a path
-operation: `benchmarks/ingress.py` measured FastAPI's per-request machinery (request object,
-dependency solving, response handling, and resuming a deep stack after awaiting the commit)
-at about 50 µs a delivery, a third of the budget, and this endpoint needs none of it. It still
-sits inside FastAPI's error middleware, so an unexpected failure is a plain 500.
+The endpoint is a small ASGI app in front of the FastAPI app rather than a path operation:
+`benchmarks/ingress.py` measured FastAPI's per-request machinery (request object, dependency
+solving, middleware, and resuming a deep stack after awaiting the commit) at about 50 µs a
+delivery, a third of the budget, and this endpoint needs none of it.
 """
 
 from __future__ import annotations
@@ -14,9 +13,10 @@ import logging
 import re
 from typing import Any
 
+from fastapi import FastAPI
 from githubkit.webhooks import verify
 from pydantic import SecretStr
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from bot.events import PayloadError, decide
 from bot.ingress import Answer, NewDelivery
@@ -45,9 +45,9 @@ class Refusal(Exception):
 
 
 class WebhookEndpoint:
-    """ASGI middleware answering `POST /api/github/webhooks`; everything else passes through."""
+    """Answers `POST /api/github/webhooks`; everything else (lifespan included) goes to `app`."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: FastAPI) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -57,7 +57,7 @@ class WebhookEndpoint:
         if scope["method"] != "POST":
             await _answer(send, 405, {"detail": "webhook deliveries are POSTed"})
             return
-        baton: Baton = scope["app"].state.baton
+        baton: Baton = self.app.state.baton
         headers = _headers(scope)
         with log_context(delivery_id=headers.get("x-github-delivery", "")[:200] or None):
             status, body = await _receive_delivery(baton, headers, receive)
@@ -73,7 +73,11 @@ async def _receive_delivery(
     except Refusal as refusal:
         log.warning("delivery refused: %s", refusal.detail, extra={"status": refusal.status})
         return refusal.status, {"detail": refusal.detail}
-    answer = await baton.recorder.record(delivery)
+    try:
+        answer = await baton.recorder.record(delivery)
+    except Exception:
+        log.exception("could not store the delivery")
+        return 503, {"detail": "could not store the delivery; it can be redelivered"}
     baton.metrics.count_delivery(delivery.event, answer.value)
     if log.isEnabledFor(logging.INFO):
         reason = delivery.decision.reason
