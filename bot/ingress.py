@@ -61,7 +61,6 @@ class DeliveryRecorder:
     """Writes deliveries in grouped commits from one thread; `record` returns after the commit."""
 
     def __init__(self, store: Store, on_jobs_committed: Callable[[], None]) -> None:
-        self._store = store
         self._on_jobs_committed = on_jobs_committed
         self._insert, self._batches = delivery_writer(store)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baton-ingress")
