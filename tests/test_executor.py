@@ -267,15 +267,21 @@ async def test_two_executors_never_run_the_same_job(
     assert attempts == [1]
 
 
-async def test_jobs_wait_while_deliveries_stream_in_and_run_once_it_is_quiet(
-    executors: Factory,
-) -> None:
+def marking_job() -> tuple[asyncio.Event, JobFunction]:
+    """A job that sets the returned event when it runs."""
     ran = asyncio.Event()
-    busy = True
 
     async def mark(context: JobContext) -> None:
         ran.set()
 
+    return ran, mark
+
+
+async def test_jobs_wait_while_deliveries_stream_in_and_run_once_it_is_quiet(
+    executors: Factory,
+) -> None:
+    ran, mark = marking_job()
+    busy = True
     tuning = ExecutorTuning(poll_seconds=0.05, yield_seconds=30, quiet_seconds=0.01)
     executor = executors({"mark": mark}, tuning, lambda _: busy)
     await executor.start()
@@ -290,11 +296,7 @@ async def test_jobs_wait_while_deliveries_stream_in_and_run_once_it_is_quiet(
 async def test_jobs_are_not_held_back_forever_by_a_stream_of_deliveries(
     executors: Factory,
 ) -> None:
-    ran = asyncio.Event()
-
-    async def mark(context: JobContext) -> None:
-        ran.set()
-
+    ran, mark = marking_job()
     tuning = ExecutorTuning(poll_seconds=0.05, yield_seconds=0.2, quiet_seconds=0.01)
     executor = executors({"mark": mark}, tuning, lambda _: True)
     await executor.start()

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlmodel import Session, SQLModel
 
 T = TypeVar("T")
@@ -124,7 +124,7 @@ def insert_ignoring_conflicts(
     targets = [conflict_column] if conflict_column else None
     key, value = returning
     statement = (
-        _dialect_insert(connection, sa_table)
+        conflict_aware_insert(_bind(connection).dialect, sa_table)
         .on_conflict_do_nothing(index_elements=targets)
         .returning(sa_table.c[key], sa_table.c[value])
     )
@@ -134,11 +134,14 @@ def insert_ignoring_conflicts(
     return {row[0]: row[1] for row in result}
 
 
-def _dialect_insert(connection: sa.Connection | Session, table: sa.Table) -> Any:
-    bind = connection.get_bind() if isinstance(connection, Session) else connection
-    dialect = bind.dialect.name
-    if dialect == "sqlite":
+def _bind(connection: sa.Connection | Session) -> sa.Connection | sa.Engine:
+    return connection.get_bind() if isinstance(connection, Session) else connection
+
+
+def conflict_aware_insert(dialect: Dialect, table: sa.Table) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT DO NOTHING (SQLite and PostgreSQL only)."""
+    if dialect.name == "sqlite":
         return sqlite.insert(table)
-    if dialect == "postgresql":
+    if dialect.name == "postgresql":
         return postgresql.insert(table)
-    raise RuntimeError(f"unsupported database {dialect!r}: Baton runs on SQLite or PostgreSQL")
+    raise RuntimeError(f"unsupported database {dialect.name!r}: Baton runs on SQLite or PostgreSQL")

@@ -13,8 +13,9 @@ from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
+
+from bot.store.db import conflict_aware_insert
 
 MAX_ROWS_PER_STATEMENT = 64
 
@@ -78,9 +79,8 @@ class PreparedInsert:
             {column: sa.bindparam(f"p{row * width + n}") for n, column in enumerate(self.columns)}
             for row in range(count)
         ]
-        insert = sqlite.insert if self._dialect.name == "sqlite" else postgresql.insert
         statement: Any = (
-            insert(self._table)
+            conflict_aware_insert(self._dialect, self._table)
             .values(rows)
             .on_conflict_do_nothing(index_elements=[self._conflict_column])
         )
