@@ -85,6 +85,22 @@ class Settings(BaseSettings):
         has_key = self.github_private_key is not None or self.github_private_key_path is not None
         return self.github_app_id is not None and has_key
 
+    def private_key_pem(self) -> str:
+        """The App's private key: `GITHUB_PRIVATE_KEY`, else the `GITHUB_PRIVATE_KEY_PATH` file."""
+        if self.github_private_key is not None:
+            return self.github_private_key.get_secret_value()
+        if self.github_private_key_path is None:
+            raise SettingsError(
+                f"{ENV_PREFIX}GITHUB_PRIVATE_KEY or {ENV_PREFIX}GITHUB_PRIVATE_KEY_PATH is needed"
+            )
+        try:
+            return self.github_private_key_path.read_text()
+        except OSError as error:
+            raise SettingsError(
+                f"{ENV_PREFIX}GITHUB_PRIVATE_KEY_PATH: cannot read {self.github_private_key_path}: "
+                f"{error.strerror}"
+            ) from None
+
 
 def load_settings(**overrides: object) -> Settings:
     """Build settings, turning validation errors into one message that names each variable."""

@@ -18,6 +18,9 @@ from bot.store.migrate import upgrade
 from tests.support import SECRET, serve
 from webhooks.app import create_app
 
+# The GitHub double, as the `github` fixture.
+pytest_plugins = ["tests.doubles.fixtures"]
+
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 FAST = ExecutorTuning(concurrency=4, lease_seconds=2.0, poll_seconds=0.1, backoff_base_seconds=0.05)
 

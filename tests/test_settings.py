@@ -126,3 +126,26 @@ def test_cli_reports_an_invalid_setting_and_exits_2(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert "BATON_PORT: Input should be a valid integer" in result.stderr
+
+
+def test_private_key_comes_from_the_variable_or_the_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "app.pem"
+    key_file.write_text("-----BEGIN RSA PRIVATE KEY-----\nfrom-file\n")
+    from_file = Settings(_env_file=None, github_private_key_path=key_file)  # type: ignore[call-arg]
+    assert from_file.private_key_pem().endswith("from-file\n")
+    inline = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        github_private_key="-----BEGIN RSA PRIVATE KEY-----\ninline\n",
+        github_private_key_path=key_file,
+    )
+    assert inline.private_key_pem().endswith("inline\n")
+
+
+def test_an_unreadable_private_key_file_names_the_variable(tmp_path: Path) -> None:
+    missing = Settings(_env_file=None, github_private_key_path=tmp_path / "gone.pem")  # type: ignore[call-arg]
+    with pytest.raises(
+        SettingsError, match="BATON_GITHUB_PRIVATE_KEY_PATH: cannot read .*gone.pem"
+    ):
+        missing.private_key_pem()
+    with pytest.raises(SettingsError, match="BATON_GITHUB_PRIVATE_KEY or"):
+        Settings(_env_file=None).private_key_pem()  # type: ignore[call-arg]

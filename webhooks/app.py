@@ -4,31 +4,28 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
 from starlette.types import ASGIApp
 
 from bot.executor.local import ExecutorTuning
 from bot.service import Baton
 from bot.settings import Settings
-from webhooks import github, ops
-
-SETUP_PAGE = """<!doctype html>
-<html><head><title>Baton setup</title></head><body>
-<h1>Baton is running in setup mode</h1>
-<p>No GitHub App credentials are configured. Set <code>BATON_GITHUB_APP_ID</code>,
-<code>BATON_GITHUB_PRIVATE_KEY</code> (or <code>BATON_GITHUB_PRIVATE_KEY_PATH</code>) and
-<code>BATON_WEBHOOK_SECRET</code>, then restart. The README explains how to register the app.</p>
-</body></html>"""
+from webhooks import github, ops, setup
 
 
-def create_app(settings: Settings, tuning: ExecutorTuning | None = None) -> ASGIApp:
-    """Build the app; its store, executor and recorder start with the app and stop with it."""
-    return github.WebhookEndpoint(_create_api(settings, tuning))
+def create_app(
+    settings: Settings, tuning: ExecutorTuning | None = None, *, env_path: Path | None = None
+) -> ASGIApp:
+    """Build the app; its store, executor and recorder start with the app and stop with it.
+
+    In setup mode the new App's credentials are written to `env_path` (default `./.env`).
+    """
+    return github.WebhookEndpoint(_create_api(settings, tuning, env_path or Path(".env")))
 
 
-def _create_api(settings: Settings, tuning: ExecutorTuning | None) -> FastAPI:
+def _create_api(settings: Settings, tuning: ExecutorTuning | None, env_path: Path) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -42,11 +39,5 @@ def _create_api(settings: Settings, tuning: ExecutorTuning | None) -> FastAPI:
 
     app = FastAPI(title="Baton", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.include_router(ops.router)
-
-    @app.get("/", response_class=HTMLResponse)
-    async def home() -> str:
-        if settings.has_app_credentials:
-            return "<!doctype html><title>Baton</title><h1>Baton</h1><p>Ready.</p>"
-        return SETUP_PAGE
-
+    app.include_router(setup.create_router(settings, env_path))
     return app

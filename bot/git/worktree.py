@@ -1,0 +1,191 @@
+"""A task's own working copy of a mirror (`git worktree`), and the commit it ends with (§5)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.git.runner import GitRunner
+
+# Ids become path components and trailer values: no separators, no leading dot or dash.
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Author and committer of Baton's commits."""
+
+    name: str = "baton-bot[bot]"
+    email: str = "baton-bot[bot]@users.noreply.github.com"
+
+    @classmethod
+    def for_github_app(cls, slug: str, bot_user_id: int) -> Identity:
+        """The identity GitHub shows as the App's bot user, e.g. `baton-bot[bot]`."""
+        return cls(f"{slug}[bot]", f"{bot_user_id}+{slug}[bot]@users.noreply.github.com")
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "GIT_AUTHOR_NAME": self.name,
+            "GIT_AUTHOR_EMAIL": self.email,
+            "GIT_COMMITTER_NAME": self.name,
+            "GIT_COMMITTER_EMAIL": self.email,
+        }
+
+
+@dataclass(frozen=True)
+class DiffStat:
+    """What a commit changed; a binary file counts as changed with no lines."""
+
+    files_changed: int
+    insertions: int
+    deletions: int
+
+
+@dataclass(frozen=True)
+class Commit:
+    sha: str
+    stat: DiffStat
+
+
+def check_id(kind: str, value: str) -> str:
+    """`value` if it is safe as a path component and a trailer value, else a `ValueError`."""
+    if not _ID.fullmatch(value):
+        raise ValueError(
+            f"{kind} {value!r} is not safe in a path or a commit trailer: use 1 to 64 letters, "
+            "digits, '_', '.' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+def commit_message(task_id: str, title: str, run_id: str, body: str = "") -> str:
+    """`T3: <title>`, a blank line, the optional body, then trailers `Baton-Run`, `Baton-Task`."""
+    check_id("run id", run_id)
+    check_id("task id", task_id)
+    subject = " ".join(title.split())
+    if not subject:
+        raise ValueError(f"task {task_id} has an empty title; a commit needs one")
+    paragraphs = [
+        f"{task_id}: {subject}",
+        body.strip(),
+        f"Baton-Run: {run_id}\nBaton-Task: {task_id}",
+    ]
+    return "\n\n".join(paragraph for paragraph in paragraphs if paragraph) + "\n"
+
+
+def parse_numstat(numstat: str) -> DiffStat:
+    """Sum `git diff --numstat -z` output; binary files show `-` for both counts."""
+    files = insertions = deletions = 0
+    for record in filter(None, numstat.split("\0")):
+        added, removed, _path = record.split("\t", 2)
+        files += 1
+        insertions += int(added) if added != "-" else 0
+        deletions += int(removed) if removed != "-" else 0
+    return DiffStat(files, insertions, deletions)
+
+
+class Worktree:
+    """A checkout of one commit of a mirror, private to one task of one run.
+
+    Two worktrees of one mirror share its objects but nothing else, so they may be used at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        mirror_path: Path,
+        run_id: str,
+        task_id: str,
+        base_sha: str,
+        runner: GitRunner,
+        admin_lock: asyncio.Lock,
+    ) -> None:
+        self.path = path
+        self.mirror_path = mirror_path
+        self.run_id = run_id
+        self.task_id = task_id
+        self.base_sha = base_sha
+        self._runner = runner
+        self._admin_lock = admin_lock
+
+    async def head(self) -> str:
+        """The sha checked out now: `base_sha`, or the task's commit once made."""
+        return (await self._runner.run(["rev-parse", "HEAD"], cwd=self.path)).stdout.strip()
+
+    async def commit(
+        self, title: str, body: str = "", identity: Identity = Identity()
+    ) -> Commit | None:
+        """Commit every change in the worktree as this task (CONTRACT §5) and say what changed.
+
+        Files the repository ignores are left out. Returns None, and makes no commit, when
+        nothing changed.
+        """
+        message = commit_message(self.task_id, title, self.run_id, body)
+        await self._runner.run(["add", "--all"], cwd=self.path)
+        staged = await self._runner.run(
+            ["diff", "--cached", "--numstat", "--no-renames", "-z"], cwd=self.path
+        )
+        if not staged.stdout:
+            return None
+        await self._runner.run(
+            # Hooks come from the repository's content, which Baton does not trust.
+            ["commit", "--quiet", "--no-verify", "--cleanup=whitespace", "--file=-"],
+            cwd=self.path,
+            environment=identity.environment(),
+            stdin=message.encode(),
+        )
+        return Commit(sha=await self.head(), stat=parse_numstat(staged.stdout))
+
+    async def remove(self) -> None:
+        """Delete the worktree and its bookkeeping in the mirror; the commits stay in the mirror."""
+        async with self._admin_lock:
+            await remove_worktree(self._runner, self.mirror_path, self.path)
+
+
+async def add_worktree(
+    runner: GitRunner,
+    *,
+    mirror_path: Path,
+    worktrees_root: Path,
+    run_id: str,
+    task_id: str,
+    sha: str,
+    admin_lock: asyncio.Lock,
+) -> Worktree:
+    """Check out `sha` of the mirror at `worktrees_root/{run_id}/{task_id}`, detached.
+
+    What a crashed earlier attempt left at that path is discarded first. `admin_lock` is the
+    mirror's: a `worktree prune` running beside a `worktree add` could drop the new worktree.
+    """
+    path = worktrees_root / check_id("run id", run_id) / check_id("task id", task_id)
+    async with admin_lock:
+        await remove_worktree(runner, mirror_path, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Detached, so fetching the mirror's branches never collides with a checkout.
+        add = ["worktree", "add", "--quiet", "--detach", str(path), sha]
+        await runner.run(add, cwd=mirror_path)
+    return Worktree(
+        path=path,
+        mirror_path=mirror_path,
+        run_id=run_id,
+        task_id=task_id,
+        base_sha=sha,
+        runner=runner,
+        admin_lock=admin_lock,
+    )
+
+
+async def remove_worktree(runner: GitRunner, mirror_path: Path, path: Path) -> None:
+    """Remove the worktree at `path` if there is one, then forget worktrees that are gone.
+
+    The caller holds the mirror's worktree lock.
+    """
+    # Twice forced: also removes a worktree locked by an `add` that crashed midway. It fails
+    # harmlessly when there is none; whatever git does not know of is deleted below.
+    remove = ["worktree", "remove", "--force", "--force", str(path)]
+    await runner.run(remove, cwd=mirror_path, check=False)
+    await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
+    await runner.run(["worktree", "prune"], cwd=mirror_path)

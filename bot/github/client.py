@@ -1,0 +1,91 @@
+"""The App's clients: one signed with the App's JWT, one per installation with its token."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Final, NamedTuple, TypeVar
+
+from githubkit import AppAuthStrategy, GitHub
+from githubkit.auth.base import BaseAuthStrategy
+from githubkit.retry import RetryChainDecision, RetryRateLimit, RetryServerError
+
+from bot.github.auth import (
+    REFRESH_MARGIN_SECONDS,
+    InstallationToken,
+    InstallationTokenAuth,
+    TokenCache,
+    parse_expiry,
+)
+from bot.github.pacing import WritePacer
+from bot.settings import Settings, SettingsError
+
+# Every supported GitHub Enterprise Server release accepts this REST API version.
+API_VERSION: Final = "2022-11-28"
+USER_AGENT = "baton-bot"
+
+AuthT = TypeVar("AuthT", bound=BaseAuthStrategy)
+
+
+class GitHubTuning(NamedTuple):
+    """How hard Baton leans on GitHub; tests shorten the waits."""
+
+    write_interval: float = 1.0
+    max_concurrency: int = 4
+    rate_limit_retries: int = 3
+    server_error_retries: int = 3
+    timeout_seconds: float = 30.0
+    refresh_margin: float = REFRESH_MARGIN_SECONDS
+
+
+class GitHubApp:
+    """Clients for one GitHub App: the App itself, and each installation (created on first use)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        tuning: GitHubTuning | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if settings.github_app_id is None:
+            raise SettingsError("BATON_GITHUB_APP_ID is needed to talk to GitHub")
+        self.settings = settings
+        self.tuning = tuning or GitHubTuning()
+        auth = AppAuthStrategy(settings.github_app_id, settings.private_key_pem())
+        self.app_client = self._client(auth, WritePacer(0.0, self.tuning.max_concurrency))
+        self.tokens = TokenCache(self._fetch_token, clock, self.tuning.refresh_margin)
+        self._installations: dict[int, GitHub[InstallationTokenAuth]] = {}
+
+    def installation(self, installation_id: int) -> GitHub[InstallationTokenAuth]:
+        """The client for one installation; its writes are paced apart from other installations'."""
+        client = self._installations.get(installation_id)
+        if client is None:
+            pacer = WritePacer(self.tuning.write_interval, self.tuning.max_concurrency)
+            client = self._client(InstallationTokenAuth(self.tokens, installation_id), pacer)
+            self._installations[installation_id] = client
+        return client
+
+    async def installation_token(self, installation_id: int) -> str:
+        """The installation's current token, for git; the same one its REST client uses."""
+        return await self.tokens.token(installation_id)
+
+    async def _fetch_token(self, installation_id: int) -> InstallationToken:
+        rest = self.app_client.rest(API_VERSION)
+        answer = await rest.apps.async_create_installation_access_token(installation_id)
+        token = answer.parsed_data
+        return InstallationToken(token.token, parse_expiry(token.expires_at))
+
+    def _client(self, auth: AuthT, pacer: WritePacer) -> GitHub[AuthT]:
+        return GitHub(
+            auth,
+            base_url=self.settings.github_api_url + "/",
+            user_agent=USER_AGENT,
+            timeout=self.tuning.timeout_seconds,
+            # GitHub marks answers cacheable for a minute; Baton must see its own writes at once.
+            http_cache=False,
+            throttler=pacer,
+            auto_retry=RetryChainDecision(
+                RetryRateLimit(self.tuning.rate_limit_retries),
+                RetryServerError(self.tuning.server_error_retries),
+            ),
+        )

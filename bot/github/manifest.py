@@ -1,0 +1,414 @@
+"""Registering Baton on GitHub through the App Manifest flow, and saving what GitHub gives back.
+
+The flow: the setup page builds a manifest from `app.yml` and a one-use `state`; the person's
+browser posts it to GitHub, which creates the App and sends the browser back with a `code`; the
+code is exchanged for the App's id, private key and webhook secret, which go into `.env`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import secrets
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+import yaml
+from dotenv import dotenv_values, set_key, unset_key
+from githubkit import GitHub, UnauthAuthStrategy
+from githubkit.exception import GitHubException, RequestFailed
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
+
+from bot.github.client import API_VERSION, USER_AGENT
+from bot.settings import ENV_PREFIX, Settings
+
+log = logging.getLogger(__name__)
+
+# app.yml sits at the repository root, not in the package: found through a source checkout.
+APP_YML = Path(__file__).resolve().parents[2] / "app.yml"
+GITHUB_COM = "https://github.com"
+GITHUB_COM_API = "https://api.github.com"
+MANIFEST_KEYS = ("name", "description", "public", "default_events", "default_permissions")
+# GitHub's manifest codes last an hour; a state need not outlive the code it comes back with.
+STATE_LIFETIME_SECONDS = 3600.0
+# Setup pages may be reachable by anyone; this bounds the memory their states can take.
+MAX_PENDING_STATES = 100
+EXCHANGE_TIMEOUT_SECONDS = 30.0
+LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
+CODE = re.compile(r"[A-Za-z0-9_-]{1,200}")
+
+
+class SetupError(Exception):
+    """Registration cannot go on; the message says what was wrong and what to do."""
+
+
+class ChoiceError(SetupError):
+    """The owner, GitHub address or public address typed on the setup page is unusable."""
+
+
+class ManifestError(SetupError):
+    """`app.yml` is missing or does not describe an App."""
+
+
+class UnknownState(SetupError):
+    """A callback whose state this process never issued, already used, or let expire."""
+
+
+class AlreadyRegistered(SetupError):
+    """This process has already saved an App's credentials; it must restart to use them."""
+
+
+class ExchangeError(SetupError):
+    """GitHub did not turn the code into credentials; nothing was written."""
+
+    def __init__(self, message: str, *, bad_code: bool) -> None:
+        super().__init__(message)
+        self.bad_code = bad_code  # the code itself was unusable, not GitHub or the network
+
+
+class CredentialsNotSaved(SetupError):
+    """GitHub created the App, but its credentials could not be written."""
+
+
+@dataclass(frozen=True)
+class GitHubSite:
+    """Where an App is registered: the web address people use and the REST API's address."""
+
+    web_url: str
+    api_url: str
+
+    @property
+    def is_github_com(self) -> bool:
+        return self.web_url == GITHUB_COM
+
+
+@dataclass(frozen=True)
+class RegistrationChoice:
+    """What the person chose on the setup page, checked."""
+
+    site: GitHubSite
+    organization: str | None  # None: the person's own account
+    public_url: str
+
+
+@dataclass(frozen=True)
+class RegistrationForm:
+    """The form the browser posts to GitHub: where, and the manifest it carries."""
+
+    action: str
+    manifest: dict[str, Any]
+
+
+class CreatedApp(BaseModel):
+    """The fields Baton needs from GitHub's answer to the code exchange (others are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: int
+    name: str
+    html_url: str
+    pem: SecretStr
+    webhook_secret: SecretStr
+
+    @field_validator("html_url")
+    @classmethod
+    def _web_address(cls, value: str) -> str:
+        # The address becomes a link on the success page, so only http(s) is accepted.
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("expected an http(s) URL")
+        return value.rstrip("/")
+
+
+def choose(
+    settings: Settings, *, account: str, organization: str, github_url: str, public_url: str
+) -> RegistrationChoice:
+    """Check the setup page's fields; `ChoiceError` says which one is wrong and why."""
+    if account not in ("personal", "organization"):
+        raise ChoiceError("choose a personal account or an organization as the App's owner")
+    login = organization.strip()
+    if account == "organization" and not LOGIN.fullmatch(login):
+        raise ChoiceError(
+            "type the organization's login (letters, digits and hyphens, as in its GitHub address)"
+        )
+    web_url = _web_address("GitHub address", github_url)
+    return RegistrationChoice(
+        site=GitHubSite(web_url, api_url_for(web_url, settings)),
+        organization=login if account == "organization" else None,
+        public_url=_web_address("public address", public_url),
+    )
+
+
+def api_url_for(web_url: str, settings: Settings) -> str:
+    """The REST API that goes with a GitHub web address (github.com or Enterprise Server)."""
+    if web_url == settings.github_url:
+        return settings.github_api_url
+    if web_url == GITHUB_COM:
+        return GITHUB_COM_API
+    return f"{web_url}/api/v3"
+
+
+def _web_address(what: str, typed: str) -> str:
+    url = typed.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ChoiceError(f"the {what} must be an http(s) address such as https://example.com")
+    if parts.query or parts.fragment:
+        raise ChoiceError(f"the {what} must not have a query or fragment ('?' or '#')")
+    return url
+
+
+def load_app_yml(path: Path = APP_YML) -> dict[str, Any]:
+    """The App description in `app.yml`; `ManifestError` when it is missing or malformed."""
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ManifestError(
+            f"cannot read the App description {path}: {error.strerror}; "
+            "run Baton from its source checkout (pip install -e .)"
+        ) from None
+    except yaml.YAMLError as error:
+        raise ManifestError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("name"), str):
+        raise ManifestError(f"{path} must be a mapping with at least a `name`")
+    return loaded
+
+
+def build_manifest(
+    app_yml: Mapping[str, Any], *, home_url: str, hook_url: str, redirect_url: str
+) -> dict[str, Any]:
+    """The manifest GitHub receives: `app.yml`'s description, pointed at this server."""
+    manifest = {key: app_yml[key] for key in MANIFEST_KEYS if key in app_yml}
+    hook_attributes = dict(app_yml.get("hook_attributes") or {})
+    hook_attributes["url"] = hook_url
+    manifest.update(url=home_url, hook_attributes=hook_attributes, redirect_url=redirect_url)
+    return manifest
+
+
+def registration_url(site: GitHubSite, organization: str | None, state: str) -> str:
+    """GitHub's page that creates an App from a posted manifest, for an account or organization."""
+    if organization is None:
+        return f"{site.web_url}/settings/apps/new?state={state}"
+    return f"{site.web_url}/organizations/{quote(organization)}/settings/apps/new?state={state}"
+
+
+class PendingStates:
+    """States handed to browsers: each is good for one callback, within its lifetime."""
+
+    def __init__(
+        self,
+        lifetime: float = STATE_LIFETIME_SECONDS,
+        limit: int = MAX_PENDING_STATES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._lifetime = lifetime
+        self._limit = limit
+        self._clock = clock
+        self._pending: OrderedDict[str, tuple[float, GitHubSite]] = OrderedDict()
+
+    def issue(self, site: GitHubSite) -> str:
+        """A new unguessable state remembering `site`; the oldest is forgotten past the limit."""
+        self._forget_expired()
+        while len(self._pending) >= self._limit:
+            self._pending.popitem(last=False)
+        state = secrets.token_urlsafe(32)
+        self._pending[state] = (self._clock() + self._lifetime, site)
+        return state
+
+    def take(self, state: str) -> GitHubSite | None:
+        """The site remembered with `state`, once; None when unknown, used or expired."""
+        self._forget_expired()
+        entry = self._pending.pop(state, None)
+        return None if entry is None else entry[1]
+
+    def _forget_expired(self) -> None:
+        now = self._clock()
+        while self._pending:
+            oldest_expiry, _ = next(iter(self._pending.values()))
+            if oldest_expiry > now:
+                return
+            self._pending.popitem(last=False)
+
+
+class ManifestFlow:
+    """One process's registration: issues states and completes at most one registration."""
+
+    def __init__(self, settings: Settings, env_path: Path, app_yml_path: Path = APP_YML) -> None:
+        self.settings = settings
+        self.env_path = env_path
+        self.app_yml_path = app_yml_path
+        self.states = PendingStates()
+        self.registered: CreatedApp | None = None
+        self._completing = asyncio.Lock()
+
+    def begin(
+        self, choice: RegistrationChoice, *, hook_url: str, redirect_url: str
+    ) -> RegistrationForm:
+        """The form to post to GitHub, with a fresh state remembered for the callback."""
+        self.refuse_if_registered()
+        manifest = build_manifest(
+            load_app_yml(self.app_yml_path),
+            home_url=choice.public_url,
+            hook_url=hook_url,
+            redirect_url=redirect_url,
+        )
+        state = self.states.issue(choice.site)
+        return RegistrationForm(registration_url(choice.site, choice.organization, state), manifest)
+
+    def refuse_if_registered(self) -> None:
+        """`AlreadyRegistered` once this process has saved an App: it must restart to use it."""
+        if self.registered is not None:
+            raise AlreadyRegistered(
+                f"the GitHub App {self.registered.name!r} is already registered and saved to "
+                f"{self.env_path}; restart Baton (make run) to use it"
+            )
+
+    async def complete(self, code: str, state: str) -> CreatedApp:
+        """Exchange `code` and save the App's credentials to `env_path`; once per process."""
+        async with self._completing:
+            self.refuse_if_registered()
+            site = self.states.take(state)
+            if site is None:
+                raise UnknownState(
+                    "this registration link is unknown, expired or already used; "
+                    "start again from Baton's home page"
+                )
+            app = await exchange_code(code, site.api_url)
+            save_credentials(self.env_path, credentials_for(app, site))
+            self.registered = app
+        log.info(
+            "registered GitHub App %r (id %d); credentials saved to %s",
+            app.name,
+            app.id,
+            self.env_path,
+        )
+        return app
+
+
+async def exchange_code(code: str, api_url: str) -> CreatedApp:
+    """GitHub's answer to `POST /app-manifests/{code}/conversions`; `ExchangeError` otherwise."""
+    if not CODE.fullmatch(code):
+        raise ExchangeError(
+            "GitHub's callback carried no usable code; start again from Baton's home page",
+            bad_code=True,
+        )
+    github = GitHub(
+        UnauthAuthStrategy(),
+        base_url=api_url + "/",
+        user_agent=USER_AGENT,
+        timeout=EXCHANGE_TIMEOUT_SECONDS,
+        http_cache=False,
+        # A code works once: a retried POST could only be refused.
+        auto_retry=False,
+    )
+    try:
+        response = await github.rest(API_VERSION).apps.async_create_from_manifest(code)
+    except RequestFailed as failure:
+        raise _failed_exchange(api_url, failure.response.status_code) from None
+    except GitHubException as error:
+        raise ExchangeError(
+            f"could not reach GitHub at {api_url} ({_cause(error)}); check the address and this "
+            "machine's network, then start again from Baton's home page",
+            bad_code=False,
+        ) from None
+    return _created_app(response.raw_response, api_url)
+
+
+def _failed_exchange(api_url: str, status: int) -> ExchangeError:
+    if 400 <= status < 500:
+        return ExchangeError(
+            f"GitHub at {api_url} refused the code (HTTP {status}): it is unknown, expired "
+            "(codes last an hour) or already used; start again from Baton's home page",
+            bad_code=True,
+        )
+    return ExchangeError(
+        f"GitHub at {api_url} failed to exchange the code (HTTP {status}); wait a minute, then "
+        "start again from Baton's home page",
+        bad_code=False,
+    )
+
+
+def _cause(error: GitHubException) -> str:
+    cause = getattr(error, "exc", None) or error
+    return f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+
+
+def _created_app(response: httpx.Response, api_url: str) -> CreatedApp:
+    try:
+        return CreatedApp.model_validate_json(response.content)
+    except ValidationError as error:
+        # Inputs are left out of the message: they include the private key.
+        problems = error.errors(include_url=False, include_input=False)
+        fields = ", ".join(
+            ".".join(str(part) for part in problem["loc"]) or "body" for problem in problems
+        )
+        raise ExchangeError(
+            f"GitHub at {api_url} answered the code exchange without a usable {fields}; "
+            "delete the new App in GitHub's settings and start again",
+            bad_code=False,
+        ) from None
+
+
+def credentials_for(app: CreatedApp, site: GitHubSite) -> dict[str, str | None]:
+    """`.env` entries for `app` on `site`; None removes an entry left from an earlier setup."""
+    enterprise = not site.is_github_com
+    entries: dict[str, str | None] = {
+        "GITHUB_APP_ID": str(app.id),
+        "GITHUB_PRIVATE_KEY": app.pem.get_secret_value(),
+        "GITHUB_PRIVATE_KEY_PATH": None,
+        "WEBHOOK_SECRET": app.webhook_secret.get_secret_value(),
+        "GITHUB_URL": site.web_url if enterprise else None,
+        "GITHUB_API_URL": site.api_url if enterprise else None,
+    }
+    return {ENV_PREFIX + key: value for key, value in entries.items()}
+
+
+def save_credentials(env_path: Path, entries: Mapping[str, str | None]) -> None:
+    """Set (or, for None, remove) `entries` in the `.env` file, keeping its other lines.
+
+    The file is replaced in one rename; the new file is readable by its owner only from the
+    moment it exists. `CredentialsNotSaved` names the file and the reason.
+    """
+    try:
+        _replace_env_file(env_path, entries)
+    except (OSError, UnicodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise CredentialsNotSaved(
+            f"GitHub created the App, but its credentials could not be written to {env_path}: "
+            f"{reason}; make that file (UTF-8 text) and its directory writable, delete the new "
+            "App in GitHub's settings and start again"
+        ) from None
+
+
+def _replace_env_file(env_path: Path, entries: Mapping[str, str | None]) -> None:
+    # mkstemp creates the file 0600 whatever the umask, so the key is never world-readable.
+    handle, name = tempfile.mkstemp(prefix=".env.", dir=env_path.parent)
+    draft = Path(name)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(_current_text(env_path))
+        present = dotenv_values(draft, interpolate=False)
+        for key, value in entries.items():
+            if value is not None:
+                set_key(draft, key, value)
+            elif key in present:
+                unset_key(draft, key)
+        os.replace(draft, env_path)
+    except BaseException:
+        draft.unlink(missing_ok=True)
+        raise
+
+
+def _current_text(env_path: Path) -> str:
+    try:
+        return env_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""

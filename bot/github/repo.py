@@ -1,0 +1,407 @@
+"""The GitHub operations Baton needs on one repository, each a small typed call.
+
+Answers are reduced to small immutable records holding only what Baton reads, so the rest of
+the code never depends on githubkit's generated models.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, cast
+
+from githubkit import GitHub, Response
+from githubkit.exception import RequestFailed
+from githubkit.rest.paginator import Paginator
+from githubkit.utils import UNSET
+
+from bot.github.client import API_VERSION
+from bot.github.permissions import may_command
+
+T = TypeVar("T")
+CheckStatus = Literal["queued", "in_progress", "completed"]
+CheckConclusion = Literal[
+    "action_required", "cancelled", "failure", "neutral", "success", "skipped", "timed_out"
+]
+Reaction = Literal["+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"]
+PER_PAGE = 100
+
+
+class GitHubError(Exception):
+    """GitHub refused or failed a request; the message says which and on what."""
+
+
+class NotFound(GitHubError):
+    """The thing does not exist, or the App's installation cannot see it."""
+
+
+def status_marker(run_id: str) -> str:
+    """The hidden first line that identifies a run's status comment (CONTRACT §5)."""
+    return f"<!-- baton:run:{run_id} -->"
+
+
+@dataclass(frozen=True)
+class Repository:
+    id: int
+    full_name: str
+    default_branch: str
+    private: bool
+
+
+@dataclass(frozen=True)
+class Comment:
+    id: int
+    author: str
+    author_is_bot: bool
+    body: str
+
+
+@dataclass(frozen=True)
+class IssueThread:
+    number: int
+    title: str
+    body: str
+    author: str
+    labels: tuple[str, ...]
+    state: str
+    comments: tuple[Comment, ...]
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    number: int
+    head_branch: str
+    head_sha: str
+    base_branch: str
+    draft: bool
+    state: str
+    html_url: str
+
+
+@dataclass(frozen=True)
+class ReviewComment:
+    id: int
+    author: str
+    path: str
+    line: int | None
+    body: str
+
+
+@dataclass(frozen=True)
+class Review:
+    id: int
+    author: str
+    state: str
+    body: str
+    comments: tuple[ReviewComment, ...]
+
+
+class RepoClient:
+    """Operations on one repository through one installation's client."""
+
+    def __init__(self, client: GitHub[Any], full_name: str) -> None:
+        owner, _, name = full_name.partition("/")
+        if not owner or not name or "/" in name:
+            raise ValueError(f"expected a repository as 'owner/name', got {full_name!r}")
+        self.full_name = full_name
+        self.owner = owner
+        self.name = name
+        self._client = client
+        self._rest = client.rest(API_VERSION)
+
+    async def repository(self) -> Repository:
+        """The repository, with its default branch."""
+        found = await self._call(
+            f"repository {self.full_name}", self._rest.repos.async_get(self.owner, self.name)
+        )
+        return Repository(found.id, found.full_name, found.default_branch, found.private)
+
+    async def file_at(self, path: str, ref: str) -> bytes | None:
+        """The bytes of `path` at `ref`, or None when there is no such file."""
+        what = f"file {path} at {ref} in {self.full_name}"
+        try:
+            found = await self._call(
+                what, self._rest.repos.async_get_content(self.owner, self.name, path, ref=ref)
+            )
+        except NotFound:
+            return None
+        content = getattr(found, "content", None)
+        if getattr(found, "type", None) != "file" or not isinstance(content, str):
+            return None
+        return base64.b64decode(content)
+
+    async def issue(self, number: int) -> IssueThread:
+        """The issue and all its comments, oldest first."""
+        what = f"issue {self.full_name}#{number}"
+        issue = await self._call(what, self._rest.issues.async_get(self.owner, self.name, number))
+        comments = tuple(await self._comments(number))
+        return IssueThread(
+            number=issue.number,
+            title=issue.title,
+            body=issue.body or "",
+            author=issue.user.login if issue.user else "",
+            labels=tuple(_label_name(label) for label in issue.labels),
+            state=issue.state,
+            comments=comments,
+        )
+
+    async def comment(self, number: int, body: str) -> Comment:
+        """Post a new comment on an issue or pull request."""
+        created = await self._call(
+            f"comment on {self.full_name}#{number}",
+            self._rest.issues.async_create_comment(self.owner, self.name, number, body=body),
+        )
+        return _comment(created)
+
+    async def upsert_status_comment(
+        self, number: int, run_id: str, body: str, known_id: int | None = None
+    ) -> int:
+        """Create or edit the run's one status comment; returns its id.
+
+        The comment is found again by its marker, so a retry, or a crash between creating it
+        and recording its id, edits the existing comment instead of adding a second.
+        """
+        marker = status_marker(run_id)
+        text = f"{marker}\n{body}"
+        comment_id = known_id or await self._find_status_comment(number, marker)
+        if comment_id is not None:
+            try:
+                return await self._edit_comment(comment_id, text)
+            except NotFound:
+                pass  # deleted by a person: post it again
+        return (await self.comment(number, text)).id
+
+    async def react(
+        self, content: Reaction, *, issue: int | None = None, comment: int | None = None
+    ) -> None:
+        """Add a reaction to an issue (`issue=`) or an issue comment (`comment=`)."""
+        if comment is not None:
+            call = self._rest.reactions.async_create_for_issue_comment(
+                self.owner, self.name, comment, content=content
+            )
+            await self._call(f"reaction on comment {comment} in {self.full_name}", call)
+        elif issue is not None:
+            call = self._rest.reactions.async_create_for_issue(
+                self.owner, self.name, issue, content=content
+            )
+            await self._call(f"reaction on {self.full_name}#{issue}", call)
+        else:
+            raise ValueError("react needs an issue number or a comment id")
+
+    async def permission(self, login: str) -> tuple[str | None, str]:
+        """The user's `role_name` and `permission` on this repository."""
+        answer = await self._call(
+            f"permission of {login} on {self.full_name}",
+            self._rest.repos.async_get_collaborator_permission_level(self.owner, self.name, login),
+        )
+        role_name = answer.role_name if isinstance(answer.role_name, str) else None
+        return role_name, answer.permission
+
+    async def may_command(self, login: str) -> bool:
+        """True when `login` has write, maintain or admin access (CONTRACT §5)."""
+        try:
+            return may_command(*await self.permission(login))
+        except NotFound:
+            return False
+
+    async def create_check_run(
+        self,
+        head_sha: str,
+        status: CheckStatus,
+        title: str,
+        summary: str,
+        conclusion: CheckConclusion | None = None,
+        name: str = "baton",
+    ) -> int:
+        """Start the `baton` check run on a commit; returns its id."""
+        data: dict[str, Any] = {
+            "name": name,
+            "head_sha": head_sha,
+            "status": status,
+            "output": {"title": title, "summary": summary},
+        }
+        if conclusion is not None:
+            data["conclusion"] = conclusion
+        created = await self._call(
+            f"check run on {self.full_name}@{head_sha}",
+            self._rest.checks.async_create(self.owner, self.name, data=cast(Any, data)),
+        )
+        return created.id
+
+    async def update_check_run(
+        self,
+        check_run_id: int,
+        status: CheckStatus,
+        title: str,
+        summary: str,
+        conclusion: CheckConclusion | None = None,
+    ) -> None:
+        """Bring a check run up to date; a `completed` one needs a conclusion."""
+        data: dict[str, Any] = {"status": status, "output": {"title": title, "summary": summary}}
+        if conclusion is not None:
+            data["conclusion"] = conclusion
+        call = self._rest.checks.async_update(
+            self.owner, self.name, check_run_id, data=cast(Any, data)
+        )
+        await self._call(f"check run {check_run_id} on {self.full_name}", call)
+
+    async def open_pull_requests(self, head_branch: str | None = None) -> list[PullRequest]:
+        """Open pull requests, or only the one whose head is `head_branch` of this repository."""
+        head = f"{self.owner}:{head_branch}" if head_branch else None
+        pulls: Paginator[Any] = self._client.rest.paginate(
+            self._rest.pulls.async_list,
+            owner=self.owner,
+            repo=self.name,
+            state="open",
+            head=head or UNSET,
+            per_page=PER_PAGE,
+        )
+        found = [_pull(pull) for pull in await _every(pulls, f"pull requests of {self.full_name}")]
+        return [pull for pull in found if head_branch is None or pull.head_branch == head_branch]
+
+    async def open_draft_pull_request(
+        self, branch: str, base: str, title: str, body: str
+    ) -> PullRequest:
+        """The open pull request for `branch`, or a new draft one; never a second."""
+        existing = await self.open_pull_requests(branch)
+        if existing:
+            return existing[0]
+        created = await self._call(
+            f"pull request for {branch} in {self.full_name}",
+            self._rest.pulls.async_create(
+                self.owner, self.name, head=branch, base=base, title=title, body=body, draft=True
+            ),
+        )
+        return _pull(created)
+
+    async def update_pull_request_body(self, number: int, body: str) -> None:
+        await self._call(
+            f"pull request {self.full_name}#{number}",
+            self._rest.pulls.async_update(self.owner, self.name, number, body=body),
+        )
+
+    async def review(self, pull_number: int, review_id: int) -> Review:
+        """A submitted review and all its comments."""
+        what = f"review {review_id} on {self.full_name}#{pull_number}"
+        review = await self._call(
+            what, self._rest.pulls.async_get_review(self.owner, self.name, pull_number, review_id)
+        )
+        comments: Paginator[Any] = self._client.rest.paginate(
+            self._rest.pulls.async_list_comments_for_review,
+            owner=self.owner,
+            repo=self.name,
+            pull_number=pull_number,
+            review_id=review_id,
+            per_page=PER_PAGE,
+        )
+        return Review(
+            id=review.id,
+            author=review.user.login if review.user else "",
+            state=review.state,
+            body=review.body or "",
+            comments=tuple(map(_review_comment, await _every(comments, what))),
+        )
+
+    async def reply_to_review_comment(self, pull_number: int, comment_id: int, body: str) -> int:
+        """Reply in a review comment's own thread; returns the reply's id."""
+        created = await self._call(
+            f"reply to review comment {comment_id} on {self.full_name}#{pull_number}",
+            self._rest.pulls.async_create_reply_for_review_comment(
+                self.owner, self.name, pull_number, comment_id, body=body
+            ),
+        )
+        return created.id
+
+    async def _comments(self, number: int) -> list[Comment]:
+        pages: Paginator[Any] = self._client.rest.paginate(
+            self._rest.issues.async_list_comments,
+            owner=self.owner,
+            repo=self.name,
+            issue_number=number,
+            per_page=PER_PAGE,
+        )
+        return list(map(_comment, await _every(pages, f"comments of {self.full_name}#{number}")))
+
+    async def _find_status_comment(self, number: int, marker: str) -> int | None:
+        for comment in await self._comments(number):
+            # Only a bot's comment counts: people may quote the marker; Baton never edits theirs.
+            if comment.author_is_bot and comment.body.startswith(marker):
+                return comment.id
+        return None
+
+    async def _edit_comment(self, comment_id: int, body: str) -> int:
+        edited = await self._call(
+            f"comment {comment_id} in {self.full_name}",
+            self._rest.issues.async_update_comment(self.owner, self.name, comment_id, body=body),
+        )
+        return edited.id
+
+    async def _call(self, what: str, call: Awaitable[Response[T, Any]]) -> T:
+        """The parsed answer of a githubkit call, or a GitHubError naming `what`."""
+        try:
+            response = await call
+        except RequestFailed as error:
+            raise _error(error, what) from None
+        return response.parsed_data
+
+
+async def _every(pages: Paginator[T], what: str) -> list[T]:
+    """Every item of every page, or a GitHubError naming `what`."""
+    try:
+        return [item async for item in pages]
+    except RequestFailed as error:
+        raise _error(error, what) from None
+
+
+def _error(error: RequestFailed, what: str) -> GitHubError:
+    status = error.response.status_code
+    if status == 404:
+        return NotFound(f"{what} was not found, or Baton's installation cannot see it")
+    return GitHubError(f"GitHub answered {status} for {what}: {_message(error)}")
+
+
+def _message(error: RequestFailed) -> str:
+    """GitHub's message, with the details a 422 lists under `errors`."""
+    try:
+        answer = error.response.json()
+        details = [item.get("message") or item.get("code") for item in answer.get("errors", [])]
+        return "; ".join([str(answer["message"]), *map(str, filter(None, details))])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return error.response.text[:200]
+
+
+def _label_name(label: Any) -> str:
+    return label if isinstance(label, str) else str(getattr(label, "name", "") or "")
+
+
+def _comment(comment: Any) -> Comment:
+    user = comment.user
+    return Comment(
+        id=comment.id,
+        author=user.login if user else "",
+        author_is_bot=bool(user and user.type == "Bot"),
+        body=comment.body or "",
+    )
+
+
+def _pull(pull: Any) -> PullRequest:
+    return PullRequest(
+        number=pull.number,
+        head_branch=pull.head.ref,
+        head_sha=pull.head.sha,
+        base_branch=pull.base.ref,
+        draft=bool(pull.draft),
+        state=pull.state,
+        html_url=pull.html_url,
+    )
+
+
+def _review_comment(comment: Any) -> ReviewComment:
+    return ReviewComment(
+        id=comment.id,
+        author=comment.user.login if comment.user else "",
+        path=comment.path,
+        line=comment.line if isinstance(comment.line, int) else None,
+        body=comment.body,
+    )

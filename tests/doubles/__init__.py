@@ -1,0 +1,1 @@
+"""Loopback doubles that speak the real wire formats of GitHub and the model providers."""

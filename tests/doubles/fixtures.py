@@ -1,0 +1,60 @@
+"""The `github` fixture: a served GitHub double holding the repository the payloads describe."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.doubles.github import GitHubDouble
+from tests.support import payload
+
+INSTALLATION_ID = 51234567
+REPOSITORY = "octo-org/widgets"
+REPOSITORY_ID = 712345678
+ISSUE_NUMBER = 42
+
+# A tiny Python package, enough for a planner to read and a worker to test.
+WIDGETS_FILES = {
+    "README.md": "# Widgets\n\nWidget rendering helpers.\n",
+    "pyproject.toml": (
+        "[project]\n"
+        'name = "widgets"\n'
+        'version = "0.1.0"\n'
+        'requires-python = ">=3.11"\n'
+        "\n"
+        "[tool.pytest.ini_options]\n"
+        'pythonpath = ["src"]\n'
+    ),
+    "src/widgets/__init__.py": (
+        '"""Widget rendering helpers."""\n'
+        "\n"
+        "\n"
+        "def render(name: str) -> str:\n"
+        '    return f"<widget>{name}</widget>"\n'
+    ),
+    "tests/test_widgets.py": (
+        "from widgets import render\n"
+        "\n"
+        "\n"
+        "def test_render_wraps_the_name() -> None:\n"
+        '    assert render("dial") == "<widget>dial</widget>"\n'
+    ),
+}
+
+
+@pytest.fixture
+def github(tmp_path: Path) -> Iterator[GitHubDouble]:
+    """A served GitHub double: installation 51234567 holds octo-org/widgets (id 712345678),
+    whose issue 42 (from the `issues.labeled` payload) was opened by alice, who may write."""
+    issue = payload("issues.labeled")["issue"]
+    with GitHubDouble(tmp_path / "github") as double:
+        double.add_installation(INSTALLATION_ID, "octo-org")
+        double.add_repository(
+            REPOSITORY, INSTALLATION_ID, WIDGETS_FILES, repository_id=REPOSITORY_ID
+        )
+        labels = [label["name"] for label in issue["labels"]]
+        double.add_issue(REPOSITORY, ISSUE_NUMBER, issue["title"], issue["body"], "alice", labels)
+        double.set_permission(REPOSITORY, "alice", "write")
+        yield double

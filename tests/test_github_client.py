@@ -1,0 +1,270 @@
+"""Baton's GitHub client and operations, with the real githubkit against the GitHub double.
+
+The double lays its API out like GitHub Enterprise Server (`/api/v3`), so every test here also
+shows that `BATON_GITHUB_API_URL` pointing at an Enterprise Server works.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from datetime import timedelta
+from itertools import pairwise
+
+import pytest
+
+from bot.github.client import GitHubApp, GitHubTuning
+from bot.github.repo import NotFound, RepoClient, status_marker
+from bot.settings import Settings
+from tests.doubles.fixtures import INSTALLATION_ID as INSTALLATION
+from tests.doubles.fixtures import REPOSITORY as REPO
+from tests.doubles.fixtures import WIDGETS_FILES
+from tests.doubles.github import GitHubDouble, RecordedRequest
+from tests.support import payload
+
+ISSUE_TITLE = payload("issues.labeled")["issue"]["title"]
+QUICK = GitHubTuning(write_interval=0.05)
+
+
+class OffsetClock:
+    """Real time plus an offset a test can push forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+def settings_for(github: GitHubDouble) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        github_app_id=github.app_id,
+        github_private_key=github.private_key_pem,
+        github_api_url=github.api_url,
+        github_url=github.url,
+    )
+
+
+@pytest.fixture
+def clock() -> OffsetClock:
+    return OffsetClock()
+
+
+@pytest.fixture
+def app(github: GitHubDouble, clock: OffsetClock) -> GitHubApp:
+    return GitHubApp(settings_for(github), QUICK, clock=clock)
+
+
+@pytest.fixture
+def repo(app: GitHubApp) -> RepoClient:
+    return RepoClient(app.installation(INSTALLATION), REPO)
+
+
+def calls_to(github: GitHubDouble, method: str, path: str) -> list[RecordedRequest]:
+    return [r for r in github.requests if r.method == method and r.path.endswith(path)]
+
+
+async def test_a_token_is_fetched_once_reused_and_refreshed_near_expiry(
+    github: GitHubDouble, repo: RepoClient, clock: OffsetClock
+) -> None:
+    await repo.repository()
+    await repo.issue(42)
+    await repo.file_at("README.md", "main")
+    assert len(github.tokens_issued) == 1
+    first = github.tokens_issued[0].token
+
+    clock.offset = timedelta(minutes=56).total_seconds()  # four minutes left: inside the margin
+    await repo.repository()
+    assert len(github.tokens_issued) == 2
+    latest = github.requests[-1]
+    assert latest.headers["authorization"] == f"token {github.tokens_issued[1].token}" != first
+
+
+async def test_a_token_github_no_longer_accepts_is_replaced(
+    github: GitHubDouble, repo: RepoClient
+) -> None:
+    await repo.repository()
+    github.expire_tokens()
+    found = await repo.repository()
+    assert found.full_name == REPO
+    assert len(github.tokens_issued) == 2
+
+
+async def test_git_gets_the_same_cached_token(github: GitHubDouble, app: GitHubApp) -> None:
+    token = await app.installation_token(INSTALLATION)
+    await RepoClient(app.installation(INSTALLATION), REPO).repository()
+    assert [issued.token for issued in github.tokens_issued] == [token]
+
+
+async def test_a_secondary_rate_limit_is_waited_out_and_retried(
+    github: GitHubDouble, repo: RepoClient
+) -> None:
+    github.fail_next("GET", rf"^/repos/{REPO}/issues/42$", 403, retry_after=1)
+    issue = await repo.issue(42)
+    assert issue.title == ISSUE_TITLE
+    statuses = [r.status for r in calls_to(github, "GET", f"/repos/{REPO}/issues/42")]
+    assert statuses == [403, 200]
+
+
+async def test_a_server_error_is_retried(github: GitHubDouble, repo: RepoClient) -> None:
+    github.fail_next("GET", rf"^/repos/{REPO}$", 502)
+    assert (await repo.repository()).default_branch == "main"
+    assert [r.status for r in calls_to(github, "GET", f"/repos/{REPO}")] == [502, 200]
+
+
+async def test_a_missing_issue_names_the_repository_and_number(repo: RepoClient) -> None:
+    with pytest.raises(NotFound, match="octo-org/widgets#999"):
+        await repo.issue(999)
+
+
+async def test_issue_with_all_its_comments_across_pages(
+    github: GitHubDouble, repo: RepoClient
+) -> None:
+    for index in range(105):
+        github.add_issue_comment(REPO, 42, f"comment {index}", user="bob")
+    issue = await repo.issue(42)
+    assert issue.author == "alice"
+    assert [comment.body for comment in issue.comments] == [f"comment {i}" for i in range(105)]
+
+
+async def test_a_file_at_a_ref_or_none(repo: RepoClient) -> None:
+    assert await repo.file_at("README.md", "main") == WIDGETS_FILES["README.md"].encode()
+    assert await repo.file_at(".github/baton.yml", "main") is None
+
+
+async def test_the_status_comment_upsert_run_twice_leaves_one_comment(
+    github: GitHubDouble, repo: RepoClient
+) -> None:
+    first = await repo.upsert_status_comment(42, "run1", "planning")
+    second = await repo.upsert_status_comment(42, "run1", "plan r1 ready", known_id=first)
+    assert first == second
+    bodies = [comment["body"] for comment in github.issue_comments(REPO, 42)]
+    assert bodies == [f"{status_marker('run1')}\nplan r1 ready"]
+
+
+async def test_a_crash_between_creating_and_recording_the_comment_leaves_one(
+    github: GitHubDouble, repo: RepoClient
+) -> None:
+    github.add_issue_comment(REPO, 42, f"> {status_marker('run1')} quoted by a person", user="bob")
+    created = await repo.upsert_status_comment(42, "run1", "planning")
+    # The id was never recorded: the process died. The retry finds the comment by its marker.
+    again = await repo.upsert_status_comment(42, "run1", "planning, resumed")
+    assert again == created
+    bot_comments = [c for c in github.issue_comments(REPO, 42) if c["user"]["type"] == "Bot"]
+    assert [c["body"].splitlines()[-1] for c in bot_comments] == ["planning, resumed"]
+    assert len(github.issue_comments(REPO, 42)) == 2  # the person's comment is untouched
+
+
+async def test_content_creating_calls_are_paced(github: GitHubDouble, repo: RepoClient) -> None:
+    for index in range(3):
+        await repo.comment(42, f"note {index}")
+    created = calls_to(github, "POST", f"/repos/{REPO}/issues/42/comments")
+    gaps = [later.at - earlier.at for earlier, later in pairwise(created)]
+    assert len(gaps) == 2
+    assert all(gap >= QUICK.write_interval for gap in gaps)
+
+
+@pytest.mark.parametrize(
+    ("role", "allowed"),
+    [
+        ("admin", True),
+        ("maintain", True),
+        ("write", True),
+        ("triage", False),
+        ("read", False),
+        ("none", False),
+    ],
+)
+async def test_who_may_command_baton(
+    github: GitHubDouble, repo: RepoClient, role: str, allowed: bool
+) -> None:
+    github.set_permission(REPO, "carol", role)
+    assert await repo.may_command("carol") is allowed
+
+
+async def test_reactions_on_an_issue_and_a_comment(github: GitHubDouble, repo: RepoClient) -> None:
+    comment = github.add_issue_comment(REPO, 42, "/approve-plan", user="alice")
+    await repo.react("eyes", issue=42)
+    await repo.react("+1", comment=comment["id"])
+    assert sorted(reaction["content"] for reaction in github.reactions(REPO)) == ["+1", "eyes"]
+
+
+async def test_check_run_created_then_completed(github: GitHubDouble, repo: RepoClient) -> None:
+    head = github.branch_sha(REPO, "main")
+    assert head is not None
+    check_id = await repo.create_check_run(head, "in_progress", "Baton", "running")
+    await repo.update_check_run(check_id, "completed", "Baton", "all done", conclusion="success")
+    (check,) = github.check_runs(REPO)
+    assert (check["name"], check["status"], check["conclusion"]) == (
+        "baton",
+        "completed",
+        "success",
+    )
+
+
+def _push_branch(github: GitHubDouble, branch: str) -> None:
+    """A branch one commit ahead of main, made directly in the github's repository."""
+    git_dir = str(github.root / f"{REPO}.git")
+    identity = {"GIT_AUTHOR_NAME": "Bob", "GIT_AUTHOR_EMAIL": "bob@example.com"}
+    environment = {**os.environ, **identity, "GIT_COMMITTER_NAME": "Bob"}
+    environment["GIT_COMMITTER_EMAIL"] = "bob@example.com"
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", git_dir, *args], check=True, capture_output=True, env=environment
+        )
+        return done.stdout.decode().strip()
+
+    commit = git("commit-tree", "main^{tree}", "-p", "main", "-m", "Work")
+    git("update-ref", f"refs/heads/{branch}", commit)
+
+
+async def test_a_draft_pull_request_is_opened_once_per_branch(
+    github: GitHubDouble, repo: RepoClient
+) -> None:
+    _push_branch(github, "baton/issue-42")
+    first = await repo.open_draft_pull_request("baton/issue-42", "main", "Widgets", "Closes #42")
+    second = await repo.open_draft_pull_request("baton/issue-42", "main", "Widgets", "again")
+    assert first.number == second.number
+    assert first.draft
+    assert len(github.pulls(REPO)) == 1
+    await repo.update_pull_request_body(first.number, "Closes #42\n\nupdated")
+    assert github.pulls(REPO)[0]["body"].endswith("updated")
+    assert [pull.number for pull in await repo.open_pull_requests()] == [first.number]
+
+
+async def test_a_review_with_its_comments_and_a_reply(
+    github: GitHubDouble, repo: RepoClient
+) -> None:
+    _push_branch(github, "baton/issue-42")
+    pull = await repo.open_draft_pull_request("baton/issue-42", "main", "Widgets", "Closes #42")
+    submitted = github.add_review(
+        REPO,
+        pull.number,
+        user="alice",
+        state="CHANGES_REQUESTED",
+        body="Two things.",
+        comments=[{"path": "README.md", "line": 1, "body": "Say more."}],
+    )
+    review = await repo.review(pull.number, submitted["id"])
+    assert (review.author, review.state, review.body) == (
+        "alice",
+        "CHANGES_REQUESTED",
+        "Two things.",
+    )
+    (comment,) = review.comments
+    assert (comment.path, comment.line, comment.body) == ("README.md", 1, "Say more.")
+    await repo.reply_to_review_comment(pull.number, comment.id, "Addressed in abc1234.")
+    replies = github.review_comment_replies(REPO, pull.number)
+    assert [reply["body"] for reply in replies] == ["Addressed in abc1234."]
+
+
+async def test_no_request_went_to_a_route_the_double_does_not_know(
+    github: GitHubDouble, repo: RepoClient
+) -> None:
+    await repo.issue(42)
+    await repo.upsert_status_comment(42, "run1", "planning")
+    await repo.may_command("alice")
+    assert github.unknown_requests() == []

@@ -1,0 +1,497 @@
+"""CONTRACT §1 setup mode over real HTTP: registering Baton through the App Manifest flow."""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from bot.github.manifest import (
+    CreatedApp,
+    GitHubSite,
+    ManifestError,
+    PendingStates,
+    api_url_for,
+    credentials_for,
+    load_app_yml,
+    save_credentials,
+)
+from bot.settings import Settings
+from tests.conftest import FAST
+from tests.doubles.github import GitHubDouble, RecordedRequest
+from tests.support import free_port, payload, serve
+from webhooks.app import create_app
+
+APP_YML = yaml.safe_load((Path(__file__).parents[1] / "app.yml").read_text())
+PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAK\nline two\n-----END RSA PRIVATE KEY-----\n"
+
+
+@dataclass
+class Form:
+    """One HTML form as a browser would submit it: checked radios and every other named input."""
+
+    action: str
+    method: str
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+class FormReader(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[Form] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = {name: value or "" for name, value in attrs}
+        if tag == "form":
+            self.forms.append(Form(found.get("action", ""), found.get("method", "get").lower()))
+        elif tag == "input" and self.forms and "name" in found:
+            if found.get("type") == "radio" and "checked" not in found:
+                return
+            self.forms[-1].fields[found["name"]] = found.get("value", "")
+
+
+def only_form(page: httpx.Response) -> Form:
+    reader = FormReader()
+    reader.feed(page.text)
+    assert len(reader.forms) == 1, page.text
+    return reader.forms[0]
+
+
+def setup_settings(settings: Settings, github_url: str, github_api_url: str) -> Settings:
+    """The fixture's database and data directory, no App credentials: setup mode."""
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=settings.database_url,
+        data_dir=settings.data_dir,
+        github_url=github_url,
+        github_api_url=github_api_url,
+    )
+
+
+@pytest.fixture
+def env_path(tmp_path: Path) -> Path:
+    return tmp_path / ".env"
+
+
+@pytest.fixture
+def setup_client(settings: Settings, env_path: Path) -> Iterator[httpx.Client]:
+    """Baton in setup mode for github.com (never contacted by these tests)."""
+    app = create_app(
+        setup_settings(settings, "https://github.com", "https://api.github.com"),
+        FAST,
+        env_path=env_path,
+    )
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        yield client
+
+
+def manifest_page(client: httpx.Client, **typed: str) -> httpx.Response:
+    """Fill the setup page's form as a person would and submit it."""
+    form = only_form(client.get("/"))
+    return client.request(form.method, form.action, params={**form.fields, **typed})
+
+
+def test_setup_page_defaults_to_this_server_and_the_configured_github(
+    setup_client: httpx.Client,
+) -> None:
+    page = setup_client.get("/")
+
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    form = only_form(page)
+    assert (form.action, form.method) == ("/setup/manifest", "get")
+    assert form.fields == {
+        "account": "personal",
+        "organization": "",
+        "github_url": "https://github.com",
+        "public_url": str(setup_client.base_url).rstrip("/"),
+    }
+
+
+def test_manifest_page_posts_app_yml_pointed_at_the_typed_public_address(
+    setup_client: httpx.Client,
+) -> None:
+    page = manifest_page(setup_client, public_url="https://baton.example.org/")
+
+    assert page.status_code == 200
+    form = only_form(page)
+    assert form.method == "post"
+    assert form.action.startswith("https://github.com/settings/apps/new?state=")
+    assert json.loads(form.fields["manifest"]) == {
+        **{key: APP_YML[key] for key in ("name", "description", "public")},
+        "default_events": APP_YML["default_events"],
+        "default_permissions": APP_YML["default_permissions"],
+        "url": "https://baton.example.org",
+        "hook_attributes": {"url": "https://baton.example.org/api/github/webhooks", "active": True},
+        "redirect_url": "https://baton.example.org/setup/callback",
+    }
+
+
+def test_each_manifest_page_gets_its_own_state_for_an_organization(
+    setup_client: httpx.Client,
+) -> None:
+    actions = [
+        only_form(manifest_page(setup_client, account="organization", organization="acme")).action
+        for _ in range(2)
+    ]
+
+    prefix = "https://github.com/organizations/acme/settings/apps/new"
+    states = [parse_qs(urlsplit(action).query)["state"][0] for action in actions]
+    assert all(action.startswith(prefix + "?state=") for action in actions)
+    assert len(set(states)) == 2
+    assert all(len(state) >= 32 for state in states)
+
+
+@pytest.mark.parametrize(
+    ("typed", "complaint"),
+    [
+        ({"account": "organization", "organization": ""}, "organization&#x27;s login"),
+        ({"account": "organization", "organization": "a/b"}, "organization&#x27;s login"),
+        ({"account": "someone"}, "personal account or an organization"),
+        ({"github_url": "github.com"}, "GitHub address must be an http(s) address"),
+        ({"public_url": "ftp://baton.example.org"}, "public address must be an http(s) address"),
+        ({"public_url": "https://baton.example.org/?x=1"}, "must not have a query"),
+    ],
+    ids=["no-login", "bad-login", "no-owner", "github-no-scheme", "public-ftp", "public-query"],
+)
+def test_unusable_choice_shows_the_form_again_saying_what_to_fix(
+    setup_client: httpx.Client, typed: dict[str, str], complaint: str
+) -> None:
+    page = manifest_page(setup_client, **typed)
+
+    assert page.status_code == 400
+    assert complaint in page.text
+    assert only_form(page).action == "/setup/manifest"
+
+
+def test_typed_values_are_escaped_on_every_page(setup_client: httpx.Client) -> None:
+    hostile = 'https://baton.example.org/"><script>alert(1)</script>'
+
+    refused = manifest_page(setup_client, account="organization", organization=hostile)
+    accepted = manifest_page(setup_client, public_url=hostile)
+
+    for page in (refused, accepted):
+        assert "<script>" not in page.text
+    assert only_form(refused).fields["organization"] == hostile
+    manifest = json.loads(only_form(accepted).fields["manifest"])
+    assert manifest["redirect_url"] == hostile + "/setup/callback"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [{"code": "abc", "state": "forged"}, {"code": "abc"}, {}],
+    ids=["forged-state", "no-state", "nothing"],
+)
+def test_callback_with_a_state_never_issued_is_refused_and_writes_nothing(
+    setup_client: httpx.Client, env_path: Path, query: dict[str, str]
+) -> None:
+    page = setup_client.get("/setup/callback", params=query)
+
+    assert page.status_code == 400
+    assert "start again" in page.text
+    assert not env_path.exists()
+
+
+def test_configured_baton_says_so_and_has_no_setup_pages(
+    settings: Settings, env_path: Path
+) -> None:
+    configured = settings.model_copy(
+        update={"github_app_id": 42, "github_private_key": SecretStr(PEM)}
+    )
+
+    with serve(create_app(configured, FAST, env_path=env_path)) as url:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            home = client.get("/")
+            setup_pages = [client.get(path) for path in ("/setup/manifest", "/setup/callback")]
+
+    assert home.status_code == 200
+    assert "Baton is configured" in home.text
+    assert "42" in home.text
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert f'href="{path}"' in home.text
+    assert [page.status_code for page in setup_pages] == [404, 404]
+
+
+def created_app(**fields: Any) -> CreatedApp:
+    answer = {
+        "id": 7,
+        "name": "Baton",
+        "html_url": "https://github.com/apps/baton",
+        "pem": PEM,
+        "webhook_secret": "hook-secret",
+    }
+    return CreatedApp.model_validate({**answer, **fields})
+
+
+def test_saved_credentials_read_back_exactly_and_keep_other_lines(env_path: Path) -> None:
+    env_path.write_text(
+        "# my settings\nBATON_PORT=4000\nBATON_GITHUB_APP_ID=1\nBATON_GITHUB_URL=https://old.example\n"
+        "OPENAI_API_KEY='sk-keep'"
+    )
+    env_path.chmod(0o644)
+    site = GitHubSite("https://github.com", "https://api.github.com")
+
+    save_credentials(env_path, credentials_for(created_app(), site))
+
+    assert stat.S_IMODE(env_path.stat().st_mode) == 0o600
+    text = env_path.read_text()
+    assert text.startswith("# my settings\nBATON_PORT=4000\n")
+    assert "OPENAI_API_KEY='sk-keep'" in text
+    assert text.count("BATON_GITHUB_APP_ID") == 1
+    assert "BATON_GITHUB_URL" not in text
+    read_back = Settings(_env_file=env_path)  # type: ignore[call-arg]
+    assert read_back.port == 4000
+    assert read_back.github_app_id == 7
+    assert read_back.private_key_pem() == PEM
+    assert read_back.webhook_secret is not None
+    assert read_back.webhook_secret.get_secret_value() == "hook-secret"
+    assert read_back.github_url == "https://github.com"
+
+
+def test_enterprise_server_credentials_name_its_addresses(env_path: Path) -> None:
+    site = GitHubSite("https://ghe.example.com", "https://ghe.example.com/api/v3")
+
+    save_credentials(env_path, credentials_for(created_app(), site))
+
+    assert stat.S_IMODE(env_path.stat().st_mode) == 0o600
+    read_back = Settings(_env_file=env_path)  # type: ignore[call-arg]
+    assert (read_back.github_url, read_back.github_api_url) == (site.web_url, site.api_url)
+    assert [path.name for path in env_path.parent.iterdir()] == [".env"]
+
+
+@pytest.mark.parametrize(
+    ("web_url", "api_url"),
+    [
+        ("https://github.com", "https://api.github.com"),
+        ("https://ghe.example.com", "https://ghe.example.com/api/v3"),
+        ("http://127.0.0.1:9000", "http://127.0.0.1:9000/double-api"),
+    ],
+    ids=["github.com", "enterprise-server", "configured"],
+)
+def test_api_address_follows_the_github_address(web_url: str, api_url: str) -> None:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        github_url="http://127.0.0.1:9000",
+        github_api_url="http://127.0.0.1:9000/double-api",
+    )
+
+    assert api_url_for(web_url, settings) == api_url
+
+
+def test_a_state_is_good_once_and_only_within_its_lifetime() -> None:
+    now = [0.0]
+    states = PendingStates(lifetime=60.0, limit=2, clock=lambda: now[0])
+    site = GitHubSite("https://github.com", "https://api.github.com")
+
+    used, expiring = states.issue(site), states.issue(site)
+    assert states.take(used) == site
+    assert states.take(used) is None
+    now[0] = 61.0
+    assert states.take(expiring) is None
+    first, second, third = (states.issue(site) for _ in range(3))
+    assert states.take(first) is None  # over the limit, the oldest is forgotten
+    assert (states.take(second), states.take(third)) == (site, site)
+
+
+def issued_state(client: httpx.Client) -> str:
+    """The state of a manifest page, as GitHub would hand it back."""
+    action = only_form(manifest_page(client)).action
+    return parse_qs(urlsplit(action).query)["state"][0]
+
+
+def test_unreachable_github_is_a_clear_error_and_writes_nothing(
+    settings: Settings, env_path: Path
+) -> None:
+    nobody = f"http://127.0.0.1:{free_port()}"
+    app = create_app(setup_settings(settings, nobody, nobody + "/api/v3"), FAST, env_path=env_path)
+
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        state = issued_state(client)
+        page = client.get("/setup/callback", params={"code": "abc123", "state": state})
+        again = client.get("/setup/callback", params={"code": "abc123", "state": state})
+
+    assert page.status_code == 502
+    assert f"could not reach GitHub at {nobody}/api/v3" in page.text
+    assert "start again" in page.text
+    assert again.status_code == 400  # the state was used up
+    assert not env_path.exists()
+
+
+# The whole flow against the GitHub double: Baton, a browser and GitHub over real HTTP.
+
+
+@pytest.fixture
+def double(tmp_path: Path) -> Iterator[GitHubDouble]:
+    with GitHubDouble(tmp_path / "github") as double:
+        yield double
+
+
+@pytest.fixture
+def baton(settings: Settings, double: GitHubDouble, env_path: Path) -> Iterator[httpx.Client]:
+    """Baton in setup mode, its GitHub address the double's."""
+    app = create_app(setup_settings(settings, double.url, double.api_url), FAST, env_path=env_path)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        yield client
+
+
+def post_to_github(form: Form) -> httpx.Response:
+    """The browser posting the manifest page's form to GitHub, which answers with a redirect."""
+    assert form.method == "post"
+    answer = httpx.post(form.action, data=form.fields, timeout=30)
+    assert answer.status_code == 302, answer.text
+    return answer
+
+
+def register(baton: httpx.Client, **typed: str) -> httpx.Response:
+    """A person registering Baton: setup page, manifest page, GitHub, back to Baton's callback."""
+    github_answer = post_to_github(only_form(manifest_page(baton, **typed)))
+    return baton.get(github_answer.headers["location"])
+
+
+def conversions(double: GitHubDouble) -> list[RecordedRequest]:
+    return [r for r in double.requests if r.route == "POST /app-manifests/{code}/conversions"]
+
+
+def test_registering_on_github_saves_the_new_apps_credentials(
+    baton: httpx.Client, double: GitHubDouble, env_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    env_path.write_text("# mine\nOPENAI_API_KEY=sk-local\n")
+    public_url = str(baton.base_url).rstrip("/")
+
+    page = register(baton)
+
+    assert page.status_code == 200, page.text
+    assert f"GitHub created the App <strong>{APP_YML['name']}</strong>" in page.text
+    assert f'href="{double.url}/apps/{double.app_slug}/installations/new"' in page.text
+    assert "make run" in page.text
+    [manifest] = double.registered_manifests
+    assert manifest["url"] == public_url
+    assert manifest["hook_attributes"]["url"] == public_url + "/api/github/webhooks"
+    assert manifest["redirect_url"] == public_url + "/setup/callback"
+    assert manifest["default_permissions"] == APP_YML["default_permissions"]
+    assert stat.S_IMODE(env_path.stat().st_mode) == 0o600
+    assert env_path.read_text().startswith("# mine\nOPENAI_API_KEY=sk-local\n")
+    saved = Settings(_env_file=env_path)  # type: ignore[call-arg]
+    assert saved.github_app_id == double.app_id
+    assert saved.private_key_pem() == double.private_key_pem
+    assert saved.webhook_secret is not None
+    assert saved.webhook_secret.get_secret_value() == double.webhook_secret
+    assert (saved.github_url, saved.github_api_url) == (double.url, double.api_url)
+    assert "PRIVATE KEY" not in caplog.text
+    assert double.webhook_secret not in caplog.text
+
+
+def test_after_registering_no_other_callback_is_accepted(
+    baton: httpx.Client, double: GitHubDouble, env_path: Path
+) -> None:
+    first, second = (post_to_github(only_form(manifest_page(baton))) for _ in range(2))
+
+    assert baton.get(first.headers["location"]).status_code == 200
+    saved = env_path.read_text()
+    refused = baton.get(second.headers["location"])
+    home = baton.get("/")
+
+    assert refused.status_code == 409
+    assert "restart Baton (make run)" in refused.text
+    assert env_path.read_text() == saved
+    assert len(conversions(double)) == 1
+    assert "Baton is registered" in home.text
+    assert baton.get("/setup/manifest").status_code == 409
+
+
+def test_restarted_baton_uses_the_saved_app_and_takes_its_deliveries(
+    baton: httpx.Client, double: GitHubDouble, settings: Settings, env_path: Path
+) -> None:
+    assert register(baton, account="organization", organization="octo-org").status_code == 200
+    restarted = Settings(
+        _env_file=env_path,  # type: ignore[call-arg]
+        database_url=settings.database_url,
+        data_dir=settings.data_dir,
+    )
+
+    with serve(create_app(restarted, FAST, env_path=env_path)) as url:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            home = client.get("/")
+            callback = client.get("/setup/callback", params={"code": "c", "state": "s"})
+        delivery = double.send_webhook(
+            url + "/api/github/webhooks", "issues", payload("issues.labeled")
+        )
+
+    assert "Baton is configured" in home.text
+    assert f"GitHub App id {double.app_id}" in home.text
+    assert callback.status_code == 404
+    assert (delivery.status_code, delivery.json()) == (202, {"status": "queued"})
+
+
+def test_callback_with_a_forged_state_is_refused_before_asking_github(
+    baton: httpx.Client, double: GitHubDouble, env_path: Path
+) -> None:
+    form = only_form(manifest_page(baton))
+    form.action = form.action.split("?")[0] + "?state=forged"
+
+    page = baton.get(post_to_github(form).headers["location"])
+
+    assert page.status_code == 400
+    assert "unknown, expired or already used" in page.text
+    assert conversions(double) == []
+    assert not env_path.exists()
+
+
+def test_code_github_does_not_know_is_a_clear_error_and_writes_nothing(
+    baton: httpx.Client, double: GitHubDouble, env_path: Path
+) -> None:
+    env_path.write_text("BATON_PORT=4000\n")
+
+    page = baton.get("/setup/callback", params={"code": "0badc0de", "state": issued_state(baton)})
+
+    assert page.status_code == 400
+    assert f"GitHub at {double.api_url} refused the code (HTTP 404)" in page.text
+    assert "start again" in page.text
+    assert [request.status for request in conversions(double)] == [404]
+    assert env_path.read_text() == "BATON_PORT=4000\n"
+
+
+def test_github_failing_the_exchange_is_not_retried_and_writes_nothing(
+    baton: httpx.Client, double: GitHubDouble, env_path: Path
+) -> None:
+    double.fail_next("POST", "/app-manifests/.+/conversions", 502)
+    github_answer = post_to_github(only_form(manifest_page(baton)))
+
+    page = baton.get(github_answer.headers["location"])
+
+    assert page.status_code == 502
+    assert f"GitHub at {double.api_url} failed to exchange the code (HTTP 502)" in page.text
+    assert len(conversions(double)) == 1
+    assert not env_path.exists()
+
+
+def test_credentials_that_cannot_be_written_are_a_clear_error(
+    settings: Settings, double: GitHubDouble, tmp_path: Path
+) -> None:
+    env_path = tmp_path / "no-such-directory" / ".env"
+    app = create_app(setup_settings(settings, double.url, double.api_url), FAST, env_path=env_path)
+
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        page = register(client)
+
+    assert page.status_code == 500
+    assert f"could not be written to {env_path}: No such file or directory" in page.text
+    assert "delete the new App in GitHub&#x27;s settings and start again" in page.text
+    assert not env_path.parent.exists()
+
+
+def test_missing_app_yml_says_where_it_was_looked_for(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match=f"cannot read the App description {tmp_path}"):
+        load_app_yml(tmp_path / "app.yml")

@@ -1,0 +1,200 @@
+"""`GET /` and, in setup mode, `GET /setup/...`: registering Baton on GitHub (App Manifest flow).
+
+Pages are plain HTML forms, usable without JavaScript; every interpolated value is escaped.
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from bot.github.manifest import (
+    AlreadyRegistered,
+    ChoiceError,
+    CreatedApp,
+    CredentialsNotSaved,
+    ExchangeError,
+    ManifestError,
+    ManifestFlow,
+    RegistrationChoice,
+    RegistrationForm,
+    SetupError,
+    UnknownState,
+    choose,
+)
+from bot.settings import Settings
+from webhooks.github import WEBHOOK_PATH
+
+CALLBACK_PATH = "/setup/callback"
+# Pages carry one-use states and are forms: keep them out of caches and out of other sites' frames.
+PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY"}
+
+
+def create_router(settings: Settings, env_path: Path) -> APIRouter:
+    """Configured: `/` says so. Setup mode: `/` and `/setup/...` register Baton on GitHub."""
+    if settings.has_app_credentials:
+        return _configured_router(settings)
+    return _setup_router(ManifestFlow(settings, env_path))
+
+
+def _configured_router(settings: Settings) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/", response_class=HTMLResponse)
+    async def home() -> HTMLResponse:
+        return _page("Baton is configured", _configured_body(settings))
+
+    return router
+
+
+def _setup_router(flow: ManifestFlow) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/", response_class=HTMLResponse)
+    async def home(request: Request) -> HTMLResponse:
+        if flow.registered is not None:
+            return _page("Baton is registered", _success_body(flow.registered, flow))
+        fields = _default_fields(flow.settings, request)
+        return _page("Register Baton on GitHub", _register_body(fields))
+
+    @router.get("/setup/manifest", response_class=HTMLResponse)
+    async def manifest(
+        account: str = "personal",
+        organization: str = "",
+        github_url: str = "",
+        public_url: str = "",
+    ) -> HTMLResponse:
+        fields = {
+            "account": account,
+            "organization": organization,
+            "github_url": github_url,
+            "public_url": public_url,
+        }
+        try:
+            flow.refuse_if_registered()
+            choice = choose(flow.settings, **fields)
+            form = flow.begin(
+                choice,
+                hook_url=choice.public_url + WEBHOOK_PATH,
+                redirect_url=choice.public_url + CALLBACK_PATH,
+            )
+        except ChoiceError as error:
+            return _page("Register Baton on GitHub", _register_body(fields, str(error)), 400)
+        except SetupError as error:
+            return _error_page(error)
+        return _page("Create the App on GitHub", _manifest_body(choice, form))
+
+    @router.get(CALLBACK_PATH, response_class=HTMLResponse)
+    async def callback(code: str = "", state: str = "") -> HTMLResponse:
+        try:
+            app = await flow.complete(code, state)
+        except SetupError as error:
+            return _error_page(error)
+        return _page("Baton is registered", _success_body(app, flow))
+
+    return router
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    html = (
+        "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
+        f"<title>{escape(title)}</title></head><body>\n<h1>{escape(title)}</h1>\n{body}\n"
+        "</body></html>\n"
+    )
+    return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
+
+def _error_page(error: SetupError) -> HTMLResponse:
+    status, title = _error_status(error)
+    body = f'<p>{escape(str(error))}.</p>\n<p><a href="/">Back to the start</a></p>'
+    return _page(title, body, status)
+
+
+def _error_status(error: SetupError) -> tuple[int, str]:
+    """The page's status and title for each way registration can stop."""
+    if isinstance(error, UnknownState):
+        return 400, "Registration link not valid"
+    if isinstance(error, AlreadyRegistered):
+        return 409, "Baton is already registered"
+    if isinstance(error, ExchangeError):
+        return (400 if error.bad_code else 502), "GitHub did not hand over the App"
+    if isinstance(error, CredentialsNotSaved):
+        return 500, "Credentials not saved"
+    if isinstance(error, ManifestError):
+        return 500, "App description unusable"
+    return 400, "Registration stopped"
+
+
+def _default_fields(settings: Settings, request: Request) -> dict[str, str]:
+    # Behind a tunnel or proxy the address seen here is not GitHub's way in; the person can edit it.
+    return {
+        "account": "personal",
+        "organization": "",
+        "github_url": settings.github_url,
+        "public_url": str(request.base_url).rstrip("/"),
+    }
+
+
+def _register_body(fields: dict[str, str], error: str | None = None) -> str:
+    personal = " checked" if fields["account"] != "organization" else ""
+    organization = " checked" if fields["account"] == "organization" else ""
+    problem = f'<p role="alert"><strong>{escape(error)}.</strong></p>\n' if error else ""
+    return f"""{problem}<p>Baton has no GitHub App credentials yet, so it is in setup mode. This
+registers a GitHub App for it; GitHub then sends you back here and Baton saves the App's id,
+private key and webhook secret to its <code>.env</code> file.</p>
+<form action="/setup/manifest" method="get">
+<fieldset><legend>Owner of the App</legend>
+<label><input type="radio" name="account" value="personal"{personal}> My personal account
+</label><br>
+<label><input type="radio" name="account" value="organization"{organization}> The organization
+</label> <input name="organization" value="{escape(fields["organization"])}"
+ placeholder="organization login" aria-label="organization login">
+</fieldset>
+<p><label>GitHub address<br><input name="github_url" size="50" required
+ value="{escape(fields["github_url"])}"></label><br>
+<small>https://github.com, or your GitHub Enterprise Server's address.</small></p>
+<p><label>This server's public address<br><input name="public_url" size="50" required
+ value="{escape(fields["public_url"])}"></label><br>
+<small>GitHub sends webhooks here. Behind a tunnel or proxy, type the address GitHub can
+reach.</small></p>
+<p><button type="submit">Continue</button></p>
+</form>"""
+
+
+def _manifest_body(choice: RegistrationChoice, form: RegistrationForm) -> str:
+    owner = f"the organization {choice.organization}" if choice.organization else "your account"
+    manifest_json = json.dumps(form.manifest)
+    hook = form.manifest["hook_attributes"]["url"]
+    return f"""<p>GitHub will show the App <strong>{escape(str(form.manifest["name"]))}</strong>
+for {escape(owner)} on {escape(choice.site.web_url)}, sending webhooks to
+<code>{escape(hook)}</code>. Check it there and create it; GitHub then sends you back here.</p>
+<form action="{escape(form.action)}" method="post">
+<input type="hidden" name="manifest" value="{escape(manifest_json)}">
+<p><button type="submit">Create the App on GitHub</button></p>
+</form>
+<details><summary>The manifest</summary>
+<pre>{escape(json.dumps(form.manifest, indent=2))}</pre></details>"""
+
+
+def _success_body(app: CreatedApp, flow: ManifestFlow) -> str:
+    return f"""<p>GitHub created the App <strong>{escape(app.name)}</strong> (id {app.id}). Its
+id, private key and webhook secret are saved in <code>{escape(str(flow.env_path))}</code>, readable
+by its owner only.</p>
+<ol>
+<li><a href="{escape(app.html_url)}/installations/new">Install the App</a> on the repositories
+Baton should work on.</li>
+<li>Restart Baton (stop it, then <code>make run</code>) so it leaves setup mode.</li>
+</ol>"""
+
+
+def _configured_body(settings: Settings) -> str:
+    links = " · ".join(
+        f'<a href="{path}">{path}</a>' for path in ("/healthz", "/readyz", "/metrics")
+    )
+    return f"""<p>GitHub App id {escape(str(settings.github_app_id))} on
+{escape(settings.github_url)}. Label an issue to start a run.</p>
+<p>{links}</p>"""
