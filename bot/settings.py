@@ -39,12 +39,15 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".baton")
     executor: Literal["local", "procrastinate"] = "local"
     orchestrator_model: str = "anthropic/claude-opus-4-6"
-    worker_model: str = "anthropic/claude-sonnet-4-5"
+    worker_model: str = "anthropic/claude-sonnet-4-6"
     max_parallel: int = Field(default=4, ge=1)
     job_concurrency: int = Field(default=4, ge=1)
     # How long a dead process's job waits before another process takes it over.
     job_lease_seconds: float = Field(default=60.0, ge=1.0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Price overrides, dollars per million tokens, as JSON: {"openai/my-model": {"input": 0.5,
+    # "output": 1.5, "cache_read": 0.05}}; models absent here and from the list cost null.
+    model_prices: dict[str, dict[str, float]] = Field(default_factory=dict)
 
     @field_validator("webhook_secret", "github_private_key", mode="after")
     @classmethod

@@ -1,0 +1,72 @@
+"""Model calls into the store: one row per call, and the spend a budget starts from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from bot.llm.budget import Spend
+from bot.llm.metered import CallRecord
+from bot.store.db import Store
+from bot.store.models import ModelCall
+
+
+@dataclass(frozen=True)
+class StoreRecorder:
+    """Records each call of one role, in one task attempt of one run, as a `model_calls` row."""
+
+    store: Store
+    role: str
+    run_id: str | None = None
+    task_id: int | None = None
+    attempt_id: int | None = None
+
+    async def record(self, call: CallRecord) -> None:
+        row = ModelCall(
+            run_id=self.run_id,
+            task_id=self.task_id,
+            attempt_id=self.attempt_id,
+            role=self.role,
+            provider=call.provider,
+            model=call.model,
+            input_tokens=call.usage.input_tokens,
+            output_tokens=call.usage.output_tokens,
+            cache_read_tokens=call.usage.cache_read_tokens,
+            cache_write_tokens=call.usage.cache_write_tokens,
+            cost_usd=call.cost_usd,
+            latency_ms=call.latency_ms,
+            retries=call.retries,
+            stop_reason=call.stop_reason,
+            error=call.error,
+        )
+
+        def insert(session: Session) -> None:
+            session.add(row)  # one row, one transaction: a call is recorded whole or not at all
+
+        await self.store.run(insert)
+
+
+def task_spend(session: Session, task_id: int) -> Spend:
+    """Tokens and dollars the task's model calls have used so far."""
+    tokens = (
+        col(ModelCall.input_tokens)
+        + col(ModelCall.output_tokens)
+        + col(ModelCall.cache_read_tokens)
+        + col(ModelCall.cache_write_tokens)
+    )
+    query = select(sa.func.coalesce(sa.func.sum(tokens), 0), _dollars()).where(
+        ModelCall.task_id == task_id
+    )
+    used, dollars = session.exec(query).one()
+    return Spend(int(used), float(dollars))
+
+
+def run_spend(session: Session, run_id: str) -> float:
+    """Dollars the run's model calls have cost so far (calls of unknown price count nothing)."""
+    return float(session.exec(select(_dollars()).where(ModelCall.run_id == run_id)).one())
+
+
+def _dollars() -> sa.ColumnElement[float]:
+    return sa.func.coalesce(sa.func.sum(ModelCall.cost_usd), 0.0)

@@ -1,0 +1,1 @@
+"""Plans: the graph of tasks the orchestrator proposes, its schema, checks and rendering."""
