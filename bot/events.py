@@ -193,6 +193,11 @@ def decide(event: str, body: bytes) -> Decision:
     if wanted is not None and action != wanted:
         reason = f"Baton does not act on {_label(event, action)}"
         return Decision(action, None, reason, None, **_who_and_where(parsed))
+    sender = getattr(parsed, "sender", None)
+    if isinstance(sender, Account) and sender.type == "Bot":
+        # Baton's own comments and pushes come back as events; no bot may steer a run either.
+        reason = f"{_label(event, action)} was caused by the bot {sender.login}"
+        return Decision(action, None, reason, None, **_who_and_where(parsed))
     # Only the fields the job reads are kept: a few hundred bytes instead of the payload.
     fields = parsed.model_dump_json().encode()
     return Decision(action, job, None, fields, **_who_and_where(parsed))

@@ -137,3 +137,15 @@ def test_the_job_gets_only_the_fields_it_reads() -> None:
 def test_a_body_that_is_not_a_json_object_is_a_payload_error(body: bytes, problem: str) -> None:
     with pytest.raises(PayloadError, match=problem):
         decide("issues", body)
+
+
+@pytest.mark.parametrize(
+    ("event", "name"),
+    [("issue_comment", "issue_comment.created"), ("issues", "issues.labeled")],
+)
+def test_events_a_bot_caused_are_ignored(event: str, name: str) -> None:
+    body = payload(name)
+    body["sender"] = {"login": "baton-bot[bot]", "id": 9000, "type": "Bot"}
+    decision = decide(event, json.dumps(body).encode())
+    assert decision.job is None
+    assert decision.reason == f"{name} was caused by the bot baton-bot[bot]"

@@ -268,3 +268,11 @@ async def test_no_request_went_to_a_route_the_double_does_not_know(
     await repo.upsert_status_comment(42, "run1", "planning")
     await repo.may_command("alice")
     assert github.unknown_requests() == []
+
+
+async def test_a_zero_retry_after_is_retried_at_once_not_after_a_minute(
+    github: GitHubDouble, repo: RepoClient
+) -> None:
+    github.fail_next("GET", rf"/repos/{REPO}", 403, retry_after=0)
+    assert (await repo.repository()).full_name == REPO
+    assert [r.status for r in calls_to(github, "GET", f"/repos/{REPO}")] == [403, 200]

@@ -15,13 +15,14 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub, UnauthAuthStrategy
 from githubkit.cache import MemCacheStrategy
 from githubkit.exception import (
@@ -30,6 +31,7 @@ from githubkit.exception import (
     SecondaryRateLimitExceeded,
 )
 from githubkit.retry import RetryOption
+from githubkit.typing import RetryDecisionFunc
 from githubkit.webhooks import verify
 from starlette.types import Receive, Scope, Send
 
@@ -42,38 +44,43 @@ REPOSITORY = "octo-org/widgets"
 REPOSITORY_ID = 712345678
 ISSUE_NUMBER = 42
 OWNER, NAME = REPOSITORY.split("/")
-GADGETS = {
+GADGETS: dict[str, str | bytes] = {
     "README.md": "# Gadgets\n",
     "src/gadgets/dial.py": "DIAL = 1\n",
     "logo.bin": bytes(range(256)),
 }
 # Baton pins 2022-11-28; the newest version shows the bodies also fit what githubkit moves to.
-API_VERSIONS = ["2022-11-28", "2026-03-10"]
+ApiVersion = Literal["2022-11-28", "2026-03-10"]
+API_VERSIONS: list[ApiVersion] = ["2022-11-28", "2026-03-10"]
 
 
 # --- clients -------------------------------------------------------------------------------
 
 
-def app_client(github: GitHubDouble, **options: Any) -> GitHub[AppAuthStrategy]:
-    # githubkit caches JWTs and tokens process-wide by app id unless given a cache of its own.
-    settings = {"cache_strategy": MemCacheStrategy(), "http_cache": False, "auto_retry": False}
+def app_client(
+    github: GitHubDouble, auto_retry: bool | RetryDecisionFunc = False
+) -> GitHub[AppAuthStrategy]:
     return GitHub(
         AppAuthStrategy(github.app_id, github.private_key_pem),
         base_url=github.api_url,
-        **(settings | options),
+        # githubkit caches JWTs and tokens process-wide by app id unless given a cache of its own.
+        cache_strategy=MemCacheStrategy(),
+        http_cache=False,
+        auto_retry=auto_retry,
     )
 
 
 def installation_client(
-    github: GitHubDouble, **options: Any
+    github: GitHubDouble, auto_retry: bool | RetryDecisionFunc = False
 ) -> GitHub[AppInstallationAuthStrategy]:
-    app = app_client(github, **options)
+    app = app_client(github, auto_retry)
     return app.with_auth(app.auth.as_installation(INSTALLATION_ID))
 
 
 @pytest.fixture(params=API_VERSIONS)
-def version(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+def version(request: pytest.FixtureRequest) -> ApiVersion:
+    chosen: ApiVersion = request.param
+    return chosen
 
 
 @pytest.fixture
@@ -100,7 +107,7 @@ def error_message(error: RequestFailed) -> str:
     return str(error.response.json()["message"])
 
 
-# --- git -----------------------------------------------------------------------------------
+# --- git helpers ---------------------------------------------------------------------------
 
 
 def git(*args: str, cwd: Path | None = None, token: str | None = None) -> str:
@@ -158,7 +165,7 @@ def push_commit(github: GitHubDouble, checkout: Path, branch: str, files: dict[s
 
 
 def test_app_routes_parse_as_githubkit_models(
-    github: GitHubDouble, app: GitHub[AppAuthStrategy], version: str
+    github: GitHubDouble, app: GitHub[AppAuthStrategy], version: ApiVersion
 ) -> None:
     rest = app.rest(version)
     me = rest.apps.get_authenticated().parsed_data
@@ -173,7 +180,7 @@ def test_app_routes_parse_as_githubkit_models(
 
 
 def test_an_access_token_expires_after_the_token_lifetime(
-    github: GitHubDouble, app: GitHub[AppAuthStrategy], version: str
+    github: GitHubDouble, app: GitHub[AppAuthStrategy], version: ApiVersion
 ) -> None:
     github.token_lifetime = timedelta(minutes=7)
     before = datetime.now(UTC).replace(microsecond=0)
@@ -197,24 +204,20 @@ def test_an_unknown_installation_is_not_found(app: GitHub[AppAuthStrategy]) -> N
 
 
 def app_jwt(github: GitHubDouble, **changes: Any) -> str:
-    """A JWT as githubkit makes one, with `changes` to its claims, `key` or `algorithm`."""
+    """A JWT as githubkit makes one, with `changes` to its claims (`iat` and `exp` in seconds
+    from now), its `key` or its `algorithm`."""
     now = int(time.time())
     key = changes.pop("key", github.private_key_pem)
     algorithm = changes.pop("algorithm", "RS256")
-    claims = {"iss": str(github.app_id), "iat": now - 60, "exp": now + 540} | changes
+    times = {name: now + changes.pop(name) for name in ("iat", "exp") if name in changes}
+    claims = {"iss": str(github.app_id), "iat": now - 60, "exp": now + 540} | changes | times
     return jwt.encode(claims, key, algorithm=algorithm)
 
 
 @pytest.fixture(scope="module")
 def other_key() -> str:
-    from cryptography.hazmat.primitives import serialization
-
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.TraditionalOpenSSL, NoEncryption())
     return pem.decode()
 
 
@@ -222,12 +225,9 @@ def other_key() -> str:
     ("changes", "message"),
     [
         ({"iss": "31337"}, "'Issuer' claim ('iss') must be this App's id"),
-        ({"exp": int(time.time()) - 5}, "'Expiration time' claim ('exp') must be a numeric"),
-        ({"exp": int(time.time()) + 900}, "'Expiration time' claim ('exp') is too far"),
-        (
-            {"iat": int(time.time()) + 300, "exp": int(time.time()) + 600},
-            "'Issued at' claim ('iat')",
-        ),
+        ({"exp": -5}, "'Expiration time' claim ('exp') must be a numeric"),
+        ({"exp": 900}, "'Expiration time' claim ('exp') is too far"),
+        ({"iat": 300, "exp": 600}, "'Issued at' claim ('iat')"),
         ({"algorithm": "HS256", "key": "a-shared-secret-long-enough-for-hs256"}, "signed with"),
     ],
     ids=["wrong-issuer", "expired", "too-long-lived", "issued-in-the-future", "not-rs256"],
@@ -324,7 +324,7 @@ def test_another_installations_repository_is_not_found(github: GitHubDouble) -> 
 
 
 def test_repository_and_installation_repositories_parse(
-    client: GitHub[AppInstallationAuthStrategy], version: str
+    client: GitHub[AppInstallationAuthStrategy], version: ApiVersion
 ) -> None:
     rest = client.rest(version)
     repository = rest.repos.get(OWNER, NAME).parsed_data
@@ -345,7 +345,7 @@ def test_a_repository_keeps_its_default_branch(github: GitHubDouble) -> None:
 
 
 def test_a_branch_is_read_from_git(
-    github: GitHubDouble, client: GitHub[AppInstallationAuthStrategy], version: str
+    github: GitHubDouble, client: GitHub[AppInstallationAuthStrategy], version: ApiVersion
 ) -> None:
     branch = client.rest(version).repos.get_branch(OWNER, NAME, "main").parsed_data
     assert branch.name == "main"
@@ -357,7 +357,10 @@ def test_a_branch_is_read_from_git(
 
 @pytest.mark.parametrize("path", list(GADGETS))
 def test_file_contents_are_the_committed_bytes(
-    github: GitHubDouble, client: GitHub[AppInstallationAuthStrategy], version: str, path: str
+    github: GitHubDouble,
+    client: GitHub[AppInstallationAuthStrategy],
+    version: ApiVersion,
+    path: str,
 ) -> None:
     github.add_repository("octo-org/gadgets", INSTALLATION_ID, GADGETS)
     found = client.rest(version).repos.get_content("octo-org", "gadgets", path).parsed_data
@@ -405,7 +408,7 @@ def test_contents_follow_a_ref(
 
 
 def test_an_issue_parses_with_its_labels(
-    client: GitHub[AppInstallationAuthStrategy], version: str
+    client: GitHub[AppInstallationAuthStrategy], version: ApiVersion
 ) -> None:
     issue = client.rest(version).issues.get(OWNER, NAME, ISSUE_NUMBER).parsed_data
     expected = payload("issues.labeled")["issue"]
@@ -418,7 +421,7 @@ def test_an_issue_parses_with_its_labels(
 
 
 def test_comments_are_created_edited_and_read_back(
-    github: GitHubDouble, client: GitHub[AppInstallationAuthStrategy], version: str
+    github: GitHubDouble, client: GitHub[AppInstallationAuthStrategy], version: ApiVersion
 ) -> None:
     rest = client.rest(version)
     created = rest.issues.create_comment(OWNER, NAME, ISSUE_NUMBER, body="Planning…")
@@ -437,7 +440,7 @@ def test_comments_are_created_edited_and_read_back(
 
 
 def test_comments_page_with_githubs_link_header(
-    github: GitHubDouble, client: GitHub[AppInstallationAuthStrategy], version: str
+    github: GitHubDouble, client: GitHub[AppInstallationAuthStrategy], version: ApiVersion
 ) -> None:
     for number in range(5):
         github.add_issue_comment(REPOSITORY, ISSUE_NUMBER, f"comment {number}")
@@ -466,7 +469,7 @@ async def test_legacy_page_counting_ends_on_an_empty_page(
 ) -> None:
     for number in range(3):
         github.add_issue_comment(REPOSITORY, ISSUE_NUMBER, f"comment {number}")
-    pages = client.paginate(
+    pages: Any = client.paginate(
         client.rest("2022-11-28").issues.async_list_comments,
         owner=OWNER,
         repo=NAME,
@@ -477,7 +480,7 @@ async def test_legacy_page_counting_ends_on_an_empty_page(
 
 
 def test_a_reaction_is_created_once_per_user_and_content(
-    github: GitHubDouble, client: GitHub[AppInstallationAuthStrategy], version: str
+    github: GitHubDouble, client: GitHub[AppInstallationAuthStrategy], version: ApiVersion
 ) -> None:
     rest = client.rest(version)
     comment = github.add_issue_comment(REPOSITORY, ISSUE_NUMBER, "/approve-plan")
@@ -507,20 +510,22 @@ def test_a_reaction_is_created_once_per_user_and_content(
 def test_permission_folds_roles_as_github_does(
     github: GitHubDouble,
     client: GitHub[AppInstallationAuthStrategy],
-    version: str,
+    version: ApiVersion,
     role: str,
     permission: str,
 ) -> None:
-    github.set_permission(REPOSITORY, "bob", role)
-    found = client.rest(version).repos.get_collaborator_permission_level(OWNER, NAME, "bob")
+    github.set_permission(REPOSITORY, "octo-reviewer", role)
+    found = client.rest(version).repos.get_collaborator_permission_level(
+        OWNER, NAME, "octo-reviewer"
+    )
     assert (found.parsed_data.permission, found.parsed_data.role_name) == (permission, role)
-    assert getattr(found.parsed_data.user, "login", None) == "bob"
+    assert getattr(found.parsed_data.user, "login", None) == "octo-reviewer"
 
 
 def test_a_user_without_a_role_has_no_permission(
     client: GitHub[AppInstallationAuthStrategy],
 ) -> None:
-    found = client.rest.repos.get_collaborator_permission_level(OWNER, NAME, "mallory")
+    found = client.rest.repos.get_collaborator_permission_level(OWNER, NAME, "drive-by-user")
     assert (found.parsed_data.permission, found.parsed_data.role_name) == ("none", "none")
 
 
@@ -528,7 +533,7 @@ def test_a_user_without_a_role_has_no_permission(
 
 
 def test_a_check_run_is_created_completed_and_listed(
-    github: GitHubDouble, client: GitHub[AppInstallationAuthStrategy], version: str
+    github: GitHubDouble, client: GitHub[AppInstallationAuthStrategy], version: ApiVersion
 ) -> None:
     rest = client.rest(version)
     head = github.branch_sha(REPOSITORY, "main")
@@ -578,7 +583,7 @@ def test_a_draft_pull_request_is_opened_listed_and_edited(
     github: GitHubDouble,
     client: GitHub[AppInstallationAuthStrategy],
     checkout: Path,
-    version: str,
+    version: ApiVersion,
 ) -> None:
     rest = client.rest(version)
     head = push_commit(github, checkout, "baton/issue-42", {"src/widgets/cache.py": "CACHE = {}\n"})
@@ -665,7 +670,7 @@ def test_a_review_its_comments_and_replies(
     github: GitHubDouble,
     client: GitHub[AppInstallationAuthStrategy],
     checkout: Path,
-    version: str,
+    version: ApiVersion,
 ) -> None:
     rest = client.rest(version)
     head = push_commit(github, checkout, "feature", {"src/widgets/cache.py": "CACHE = {}\n"})
@@ -741,6 +746,14 @@ def test_server_errors_come_before_auth_and_githubkit_retries_them(
     assert failed.json()["message"] == "Service Unavailable"
 
 
+def test_a_body_that_is_not_json_is_400(github: GitHubDouble) -> None:
+    headers = {"Authorization": f"token {new_token(github)}"}
+    path = f"/repos/{REPOSITORY}/issues/{ISSUE_NUMBER}/comments"
+    answer = raw(github, "POST", path, content=b"{body: 1", headers=headers)
+    assert answer.status_code == 400
+    assert answer.json()["message"] == "Problems parsing JSON"
+
+
 def test_normal_answers_carry_rate_limit_headers(
     github: GitHubDouble, client: GitHub[AppInstallationAuthStrategy]
 ) -> None:
@@ -799,7 +812,7 @@ def post_manifest(github: GitHubDouble, path: str, manifest: Any) -> httpx.Respo
     ids=["personal", "organization"],
 )
 def test_the_manifest_flow_redirects_with_a_code_that_converts_once(
-    github: GitHubDouble, version: str, path: str, owner: str
+    github: GitHubDouble, version: ApiVersion, path: str, owner: str
 ) -> None:
     posted = post_manifest(github, path, MANIFEST)
     location = urlsplit(posted.headers["location"])
@@ -901,7 +914,18 @@ def test_a_webhook_takes_a_delivery_id_and_another_secret(
     assert not verify(github.webhook_secret, body, headers["x-hub-signature-256"])
 
 
-# --- git -----------------------------------------------------------------------------------
+def test_baton_takes_the_doubles_deliveries(github: GitHubDouble, baton_url: str) -> None:
+    target = baton_url + "/api/github/webhooks"
+    event = payload("pull_request_review_comment.created")
+    first = github.send_webhook(target, "pull_request_review_comment", event, delivery_id="d-7")
+    again = github.send_webhook(target, "pull_request_review_comment", event, delivery_id="d-7")
+    forged = github.send_webhook(target, "pull_request_review_comment", event, secret="guess")
+    assert (first.status_code, first.json()) == (202, {"status": "ignored"})
+    assert (again.status_code, again.json()) == (200, {"status": "duplicate"})
+    assert forged.status_code == 401
+
+
+# --- git (through tests/doubles/git_http.py) -----------------------------------------------
 
 
 def test_git_clones_and_pushes_with_an_installation_token(

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Final, NamedTuple, TypeVar
 
 from githubkit import AppAuthStrategy, GitHub
 from githubkit.auth.base import BaseAuthStrategy
+from githubkit.cache import MemCacheStrategy
+from githubkit.exception import GitHubException
 from githubkit.retry import RetryChainDecision, RetryRateLimit, RetryServerError
+from githubkit.typing import RetryDecisionFunc, RetryOption
 
 from bot.github.auth import (
     REFRESH_MARGIN_SECONDS,
@@ -24,6 +28,7 @@ from bot.settings import Settings, SettingsError
 API_VERSION: Final = "2022-11-28"
 USER_AGENT = "baton-bot"
 
+MINIMUM_RETRY_WAIT = timedelta(seconds=1)
 AuthT = TypeVar("AuthT", bound=BaseAuthStrategy)
 
 
@@ -84,8 +89,24 @@ class GitHubApp:
             # GitHub marks answers cacheable for a minute; Baton must see its own writes at once.
             http_cache=False,
             throttler=pacer,
-            auto_retry=RetryChainDecision(
-                RetryRateLimit(self.tuning.rate_limit_retries),
-                RetryServerError(self.tuning.server_error_retries),
+            auto_retry=_never_zero(
+                RetryChainDecision(
+                    RetryRateLimit(self.tuning.rate_limit_retries),
+                    RetryServerError(self.tuning.server_error_retries),
+                )
             ),
+            # githubkit's default cache is process-wide; each App keeps its own JWT.
+            cache_strategy=MemCacheStrategy(),
         )
+
+
+def _never_zero(decide: RetryDecisionFunc) -> RetryDecisionFunc:
+    """githubkit waits a whole minute when told to wait zero (`Retry-After: 0`, a past reset)."""
+
+    def decision(error: GitHubException, retry_count: int) -> RetryOption:
+        option = decide(error, retry_count)
+        if option.do_retry and not option.retry_after:
+            return RetryOption(True, MINIMUM_RETRY_WAIT)
+        return option
+
+    return decision
