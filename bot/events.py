@@ -7,6 +7,7 @@ lacks one of those fields is answered `ignored`, never an error.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, NamedTuple
 
 from pydantic import (
@@ -60,6 +61,7 @@ class IssueRef(_Tolerant):
 class CommentRef(_Tolerant):
     id: GitHubId
     body: str = ""
+    created_at: datetime | None = None
 
 
 class PullRequestRef(_Tolerant):

@@ -8,7 +8,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 from sqlmodel import Session
 
-from bot import installations, runs
+from bot import installations, planning, runs, steering
 from bot.events import (
     InstallationEvent,
     InstallationRepositoriesEvent,
@@ -37,37 +37,42 @@ def load_event(session: Session, delivery_id: int, model: type[EventT]) -> Event
 
 
 async def start_run(context: JobContext, delivery_id: int) -> None:
-    """`issues.labeled`: record a run in `planning` (the planner takes it from there)."""
-
-    def step(session: Session) -> str | None:
-        event = load_event(session, delivery_id, IssueLabeled)
-        run = runs.start_run(session, event, delivery_id)
-        return run.id if run else None
-
-    run_id = await context.store.run(step)
+    """`issues.labeled`: start a run when the label is the repository's and the sender may."""
+    event = await context.store.run(lambda session: load_event(session, delivery_id, IssueLabeled))
+    run_id = await steering.admit(context, event, delivery_id)
     if run_id is not None:
         with log_context(run_id=run_id):
             log.info("run started")
 
 
 async def handle_issue_comment(context: JobContext, delivery_id: int) -> None:
-    """`issue_comment.created`: noted on the issue's active run's timeline."""
+    """`issue_comment.created`: noted on the issue's active run, then obeyed if a command."""
 
-    def step(session: Session) -> None:
+    def step(session: Session) -> IssueCommentCreated:
         event = load_event(session, delivery_id, IssueCommentCreated)
         run = runs.active_run_for_issue(session, event.repository.id, event.issue.number)
-        if run is None:
-            return
-        runs.record_event(
-            session,
-            run.id,
-            "comment.received",
-            f"@{event.sender.login} commented",
-            delivery_id=delivery_id,
-            data={"comment_id": event.comment.id},
-        )
+        if run is not None:
+            runs.record_event(
+                session,
+                run.id,
+                "comment.received",
+                f"@{event.sender.login} commented",
+                delivery_id=delivery_id,
+                data={"comment_id": event.comment.id},
+            )
+        return event
 
-    await context.store.run(step)
+    event = await context.store.run(step)
+    await steering.steer(context, event, delivery_id)
+
+
+async def execute_run(context: JobContext, run_id: str) -> None:
+    """An approved run's tasks; the scheduler, workers and review take it from here."""
+
+    def note(session: Session) -> None:
+        runs.record_event(session, run_id, "run.execution_queued", "waiting for workers")
+
+    await context.store.run(note)
 
 
 async def handle_review(context: JobContext, delivery_id: int) -> None:
@@ -114,6 +119,8 @@ async def sync_installation_repositories(context: JobContext, delivery_id: int) 
 
 JOBS: dict[str, JobFunction] = {
     "start_run": start_run,
+    "plan_run": planning.plan_run,
+    "execute_run": execute_run,
     "handle_issue_comment": handle_issue_comment,
     "handle_review": handle_review,
     "sync_installation": sync_installation,

@@ -8,6 +8,7 @@ import uuid
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from bot.config import RepoConfig
 from bot.events import IssueLabeled
 from bot.store.db import insert_ignoring_conflicts
 from bot.store.models import Run, RunState, TimelineEvent
@@ -15,9 +16,8 @@ from bot.store.types import utcnow
 
 log = logging.getLogger(__name__)
 
-# Until repository config is read (`.github/baton.yml`), the label is the documented default.
+# The label when `.github/baton.yml` cannot be read (CONTRACT §4 default).
 DEFAULT_LABEL = "baton"
-DEFAULT_BRANCH_PREFIX = "baton/"
 
 
 def new_run_id() -> str:
@@ -25,15 +25,19 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def start_run(session: Session, event: IssueLabeled, delivery_row_id: int) -> Run | None:
-    """Record a new run in `planning` for a labelled issue; None if nothing should start.
+def start_run(
+    session: Session,
+    event: IssueLabeled,
+    delivery_row_id: int,
+    config: RepoConfig,
+    problem: str | None = None,
+) -> Run | None:
+    """Record a new run for a labelled issue: `planning`, or `failed` when its config has a
+    `problem`; None if nothing should start.
 
     Idempotent: the run's unique trigger delivery, and the one-active-run-per-issue index,
     make a repeated call (a job run again after a crash) insert nothing.
     """
-    if event.label.name != DEFAULT_LABEL:
-        log.info("label %r is not Baton's label %r", event.label.name, DEFAULT_LABEL)
-        return None
     now = utcnow()
     run_id = new_run_id()
     row = {
@@ -43,12 +47,13 @@ def start_run(session: Session, event: IssueLabeled, delivery_row_id: int) -> Ru
         "repository": event.repository.full_name,
         "issue_number": event.issue.number,
         "issue_title": event.issue.title[:1024],
-        "state": RunState.planning,
-        "active": True,
+        "state": RunState.failed if problem else RunState.planning,
+        "active": problem is None,
+        "error": problem,
         "trigger_delivery_id": delivery_row_id,
         "triggered_by": event.sender.login,
-        "branch": f"{DEFAULT_BRANCH_PREFIX}issue-{event.issue.number}",
-        "config": {},
+        "branch": f"{config.branch_prefix}issue-{event.issue.number}",
+        "config": config.model_dump(mode="json"),
         "cost_usd": 0.0,
         "created_at": now,
         "updated_at": now,
@@ -56,11 +61,12 @@ def start_run(session: Session, event: IssueLabeled, delivery_row_id: int) -> Ru
     if not insert_ignoring_conflicts(session, Run, [row]):
         log.info("no new run: this delivery already started one, or the issue has an active run")
         return None
+    outcome = f"cannot start: {problem}" if problem else "planning"
     record_event(
         session,
         run_id,
         "run.started",
-        f"@{event.sender.login} labelled #{event.issue.number}; planning",
+        f"@{event.sender.login} labelled #{event.issue.number}; {outcome}",
         delivery_id=delivery_row_id,
     )
     return session.get(Run, run_id)

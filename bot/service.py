@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from bot.executor import Executor
 from bot.executor.local import ExecutorTuning, LocalExecutor
 from bot.ingress import DeliveryRecorder
+from bot.integrations import Integrations
 from bot.jobs import JOBS
 from bot.metrics import Metrics
 from bot.settings import Settings, SettingsError
@@ -26,8 +27,14 @@ def executor_problem(settings: Settings) -> str | None:
 class Baton:
     """Store, metrics, executor and delivery recorder of one process."""
 
-    def __init__(self, settings: Settings, tuning: ExecutorTuning | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        tuning: ExecutorTuning | None = None,
+        integrations: Integrations | None = None,
+    ) -> None:
         self.settings = settings
+        self.integrations = integrations or Integrations.from_settings(settings)
         self.store = Store(settings.resolved_database_url)
         self.metrics = Metrics()
         self.metrics.watch_job_states(self._count_jobs_by_state)
@@ -39,7 +46,13 @@ class Baton:
         if problem:
             raise SettingsError(problem)
         return LocalExecutor(
-            self.store, self.settings, JOBS, self.metrics, tuning, self.recorder.busy
+            self.store,
+            self.settings,
+            JOBS,
+            self.metrics,
+            tuning,
+            self.recorder.busy,
+            self.integrations,
         )
 
     def _notify_executor(self) -> None:

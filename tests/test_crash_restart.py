@@ -63,24 +63,26 @@ def _answers(url: str) -> bool:
         return False
 
 
-def labeled_for_issue(number: int) -> bytes:
-    body = payload("issues.labeled")
-    body["issue"]["number"] = number
+def repository_added(number: int) -> bytes:
+    """An `installation_repositories.added` delivery whose job records one repository, `r{n}`."""
+    body = payload("installation_repositories.added")
+    body["repositories_added"] = [
+        {"id": 1_000_000 + number, "name": f"r{number}", "full_name": f"octo-org/r{number}"}
+    ]
     return json.dumps(body).encode()
 
 
 async def send_until_killed(url: str, process: subprocess.Popen[bytes]) -> list[int]:
-    """Send deliveries 16 at a time; SIGKILL the server halfway. Returns issues answered queued."""
+    """Send deliveries 16 at a time; SIGKILL the server halfway. Returns those answered queued."""
     queued: list[int] = []
     limit = asyncio.Semaphore(16)
 
     async def send(client: httpx.AsyncClient, number: int) -> None:
-        body = labeled_for_issue(number)
+        body = repository_added(number)
+        headers = delivery_headers("installation_repositories", f"d-{number}", body)
         async with limit:
             try:
-                response = await client.post(
-                    url, content=body, headers=delivery_headers("issues", f"d-{number}", body)
-                )
+                response = await client.post(url, content=body, headers=headers)
             except httpx.HTTPError:
                 return  # in flight when the server died: GitHub would see a failed delivery
         if response.status_code == 202:
@@ -115,8 +117,9 @@ async def test_sigkill_loses_no_answered_delivery_and_restart_finishes_every_job
     wait_for(lambda: count_rows(engine, "jobs", "state = 'succeeded'") == len(stored), timeout=60)
 
     assert count_rows(engine, "jobs") == len(stored)
-    assert count_rows(engine, "runs") == len(stored)
-    assert count_rows(engine, "timeline_events", "kind = 'run.started'") == len(stored)
     with engine.connect() as connection:
-        issues = connection.execute(sa.text("SELECT issue_number FROM runs")).scalars().all()
-    assert sorted(issues) == sorted(stored)
+        names = connection.execute(
+            sa.text("SELECT full_name FROM installation_repositories")
+        ).scalars()
+        recorded = sorted(int(name.removeprefix("octo-org/r")) for name in names)
+    assert recorded == sorted(stored)

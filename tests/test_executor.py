@@ -20,7 +20,7 @@ from bot.jobs import JOBS
 from bot.metrics import Metrics
 from bot.settings import Settings
 from bot.store.db import Store
-from bot.store.models import Delivery, Job, JobState, Run, TimelineEvent
+from bot.store.models import Delivery, InstallationRepository, Job, JobState
 from bot.store.types import utcnow
 from tests.conftest import FAST
 from tests.support import payload
@@ -155,9 +155,12 @@ def _add(session: Any, name: str, max_attempts: int = 5, **ids: Any) -> int:
     return job.id
 
 
-def _labeled_delivery(session: Any) -> int:
-    fields = decide("issues", json.dumps(payload("issues.labeled")).encode()).fields
-    delivery = Delivery(delivery_id="d-crash", event="issues", outcome="queued", payload=fields)
+def _repository_added_delivery(session: Any) -> int:
+    body = json.dumps(payload("installation_repositories.added")).encode()
+    fields = decide("installation_repositories", body).fields
+    delivery = Delivery(
+        delivery_id="d-crash", event="installation_repositories", outcome="queued", payload=fields
+    )
     session.add(delivery)
     session.flush()
     assert delivery.id is not None
@@ -177,27 +180,24 @@ def _left_running_by_a_dead_process(session: Any, job_id: int) -> None:
 async def test_job_interrupted_by_a_crash_runs_again_and_its_effect_happens_once(
     executors: Factory, store: Store, effect_committed: bool
 ) -> None:
-    delivery_id = await store.run(_labeled_delivery)
-    job_id = await store.run(lambda s: _add(s, "start_run", delivery_id=delivery_id))
+    delivery_id = await store.run(_repository_added_delivery)
+    job = "sync_installation_repositories"
+    job_id = await store.run(lambda s: _add(s, job, delivery_id=delivery_id))
     if effect_committed:
-        # The crash came after the job wrote its run, before it was marked succeeded.
-        async def first_half(context: JobContext, delivery_id: int) -> None:
-            await JOBS["start_run"](context, delivery_id=delivery_id)
-
-        await first_half(JobContext(store, None, None), delivery_id)  # type: ignore[arg-type]
+        # The crash came after the job wrote its rows, before it was marked succeeded.
+        context = JobContext(store, None, None, None)  # type: ignore[arg-type]
+        await JOBS[job](context, delivery_id=delivery_id)
     await store.run(lambda s: _left_running_by_a_dead_process(s, job_id))
 
     executor = executors(JOBS)
     await executor.start()
-    job = await wait_for_state(store, job_id, JobState.succeeded)
+    finished = await wait_for_state(store, job_id, JobState.succeeded)
 
-    assert job.attempts == 2
-    assert job.locked_by is None
-    runs = await store.run(lambda s: s.exec(select(Run)).all())
-    events = await store.run(lambda s: s.exec(select(TimelineEvent)).all())
-    assert len(runs) == 1
-    assert runs[0].state == "planning"
-    assert [event.kind for event in events] == ["run.started"]
+    assert finished.attempts == 2
+    assert finished.locked_by is None
+    repositories = await store.run(lambda s: s.exec(select(InstallationRepository)).all())
+    added = payload("installation_repositories.added")["repositories_added"]
+    assert [r.full_name for r in repositories] == [r["full_name"] for r in added]
 
 
 async def test_a_live_lease_is_not_taken_over(executors: Factory, store: Store) -> None:

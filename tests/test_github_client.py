@@ -19,7 +19,7 @@ from bot.github.repo import NotFound, RepoClient, status_marker
 from bot.settings import Settings
 from tests.doubles.fixtures import INSTALLATION_ID as INSTALLATION
 from tests.doubles.fixtures import REPOSITORY as REPO
-from tests.doubles.fixtures import WIDGETS_FILES
+from tests.doubles.fixtures import WIDGETS_FILES, as_app
 from tests.doubles.github import GitHubDouble, RecordedRequest
 from tests.support import payload
 
@@ -37,16 +37,6 @@ class OffsetClock:
         return time.time() + self.offset
 
 
-def settings_for(github: GitHubDouble) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        github_app_id=github.app_id,
-        github_private_key=github.private_key_pem,
-        github_api_url=github.api_url,
-        github_url=github.url,
-    )
-
-
 @pytest.fixture
 def clock() -> OffsetClock:
     return OffsetClock()
@@ -54,7 +44,7 @@ def clock() -> OffsetClock:
 
 @pytest.fixture
 def app(github: GitHubDouble, clock: OffsetClock) -> GitHubApp:
-    return GitHubApp(settings_for(github), QUICK, clock=clock)
+    return GitHubApp(as_app(Settings(_env_file=None), github), QUICK, clock=clock)  # type: ignore[call-arg]
 
 
 @pytest.fixture

@@ -11,20 +11,14 @@ from bot.git import Mirrors
 from bot.github.client import GitHubApp, GitHubTuning
 from bot.github.repo import RepoClient
 from bot.settings import Settings
-from tests.doubles.fixtures import INSTALLATION_ID, REPOSITORY
+from tests.doubles.fixtures import INSTALLATION_ID, REPOSITORY, as_app
 from tests.doubles.github import GitHubDouble
 
 BRANCH = "baton/issue-42"
 
 
 def app_for(github: GitHubDouble) -> GitHubApp:
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        github_app_id=github.app_id,
-        github_private_key=github.private_key_pem,
-        github_api_url=github.api_url,
-        github_url=github.url,
-    )
+    settings = as_app(Settings(_env_file=None), github)  # type: ignore[call-arg]
     return GitHubApp(settings, GitHubTuning(write_interval=0.0))
 
 

@@ -1,4 +1,4 @@
-"""The jobs of this stage: starting a run, keeping installations current, noting comments."""
+"""Jobs run directly: starting a run, keeping installations current, noting comments."""
 
 from __future__ import annotations
 
@@ -13,19 +13,28 @@ from sqlmodel import select
 
 from bot.events import decide
 from bot.executor import JobContext
+from bot.github.client import GitHubTuning
+from bot.integrations import Integrations
 from bot.jobs import JOBS
 from bot.settings import Settings
 from bot.store.db import Store
 from bot.store.models import Delivery, Installation, InstallationRepository, Run, TimelineEvent
+from tests.doubles.fixtures import as_app
+from tests.doubles.github import GitHubDouble
 from tests.support import payload
 
 WIDGETS = "octo-org/widgets"
 
 
 @pytest.fixture
-async def context(database_url: str, settings: Settings) -> AsyncIterator[JobContext]:
+async def context(
+    database_url: str, settings: Settings, github: GitHubDouble
+) -> AsyncIterator[JobContext]:
+    """Jobs run directly against the store, talking to the GitHub double as the App."""
     store = Store(database_url)
-    yield JobContext(store=store, settings=settings, executor=None)  # type: ignore[arg-type]
+    configured = as_app(settings, github)
+    integrations = Integrations.from_settings(configured, GitHubTuning(write_interval=0.0))
+    yield JobContext(store, configured, None, integrations)  # type: ignore[arg-type]
     store.close()
 
 

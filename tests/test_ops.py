@@ -50,12 +50,12 @@ def test_not_ready_when_the_database_is_unreachable(tmp_path: Path) -> None:
 
 
 def test_metrics_count_deliveries_and_jobs(baton_url: str, engine: sa.Engine) -> None:
-    body = json.dumps(payload("issues.labeled")).encode()
+    body = json.dumps(payload("installation.created")).encode()
     for delivery in ("m-1", "m-1"):
         httpx.post(
             f"{baton_url}/api/github/webhooks",
             content=body,
-            headers=delivery_headers("issues", delivery, body),
+            headers=delivery_headers("installation", delivery, body),
         )
 
     def scraped() -> str | None:
@@ -65,9 +65,9 @@ def test_metrics_count_deliveries_and_jobs(baton_url: str, engine: sa.Engine) ->
     text = wait_for(scraped)
     lines = [line for line in text.splitlines() if line.startswith("baton_")]
     for expected in (
-        'baton_webhook_deliveries_total{event="issues",outcome="queued"} 1.0',
-        'baton_webhook_deliveries_total{event="issues",outcome="duplicate"} 1.0',
-        'baton_job_duration_seconds_count{job="start_run",outcome="succeeded"} 1.0',
+        'baton_webhook_deliveries_total{event="installation",outcome="queued"} 1.0',
+        'baton_webhook_deliveries_total{event="installation",outcome="duplicate"} 1.0',
+        'baton_job_duration_seconds_count{job="sync_installation",outcome="succeeded"} 1.0',
     ):
         assert expected in lines, "\n".join(lines)
 

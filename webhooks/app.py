@@ -10,26 +10,38 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from bot.executor.local import ExecutorTuning
+from bot.integrations import Integrations
 from bot.service import Baton
 from bot.settings import Settings
 from webhooks import github, ops, setup
 
 
 def create_app(
-    settings: Settings, tuning: ExecutorTuning | None = None, *, env_path: Path | None = None
+    settings: Settings,
+    tuning: ExecutorTuning | None = None,
+    *,
+    env_path: Path | None = None,
+    integrations: Integrations | None = None,
 ) -> ASGIApp:
     """Build the app; its store, executor and recorder start with the app and stop with it.
 
     In setup mode the new App's credentials are written to `env_path` (default `./.env`).
+    `integrations` replaces the GitHub, git and model clients made from the settings.
     """
-    return github.WebhookEndpoint(_create_api(settings, tuning, env_path or Path(".env")))
+    api = _create_api(settings, tuning, env_path or Path(".env"), integrations)
+    return github.WebhookEndpoint(api)
 
 
-def _create_api(settings: Settings, tuning: ExecutorTuning | None, env_path: Path) -> FastAPI:
+def _create_api(
+    settings: Settings,
+    tuning: ExecutorTuning | None,
+    env_path: Path,
+    integrations: Integrations | None,
+) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        baton = Baton(settings, tuning)
+        baton = Baton(settings, tuning, integrations)
         app.state.baton = baton
         await baton.start()
         try:

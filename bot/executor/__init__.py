@@ -17,6 +17,7 @@ from bot.store.models import Job, JobState
 from bot.store.types import utcnow
 
 if TYPE_CHECKING:
+    from bot.integrations import Integrations
     from bot.settings import Settings
     from bot.store.db import Store
 
@@ -30,6 +31,7 @@ class JobContext:
     store: Store
     settings: Settings
     executor: Executor
+    integrations: Integrations
 
 
 JobFunction = Callable[..., Awaitable[None]]

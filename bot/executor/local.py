@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from bot.executor import JobArg, JobContext, JobFunction, enqueue
+from bot.integrations import Integrations
 from bot.logs import log_context
 from bot.metrics import Metrics
 from bot.settings import Settings
@@ -68,6 +69,7 @@ class LocalExecutor:
         metrics: Metrics,
         tuning: ExecutorTuning | None = None,
         busy_elsewhere: Callable[[float], bool] | None = None,
+        integrations: Integrations | None = None,
     ) -> None:
         self.worker_id = f"local-{uuid.uuid4().hex[:12]}"
         self._store = store
@@ -76,7 +78,12 @@ class LocalExecutor:
         self._tuning = tuning or ExecutorTuning(
             concurrency=settings.job_concurrency, lease_seconds=settings.job_lease_seconds
         )
-        self._context = JobContext(store=store, settings=settings, executor=self)
+        self._context = JobContext(
+            store=store,
+            settings=settings,
+            executor=self,
+            integrations=integrations or Integrations.from_settings(settings),
+        )
         self._busy_elsewhere = busy_elsewhere
         self._wake = asyncio.Event()
         self._running: dict[int, asyncio.Task[None]] = {}

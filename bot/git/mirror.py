@@ -154,6 +154,13 @@ class Mirror:
             )
         return output.stdout.strip()
 
+    async def files_at(self, revision: str) -> list[str]:
+        """Every file path tracked at `revision`, relative to the repository root."""
+        sha = await self.resolve(revision)
+        args = ["ls-tree", "-r", "-z", "--name-only", "--full-tree", sha]
+        output = await self._runner.run(args, cwd=self.path)
+        return [path for path in output.stdout.split("\0") if path]
+
     async def add_worktree(self, run_id: str, task_id: str, start: str) -> Worktree:
         """A new worktree for task `task_id` of run `run_id`, checked out at `start` (detached).
 

@@ -164,13 +164,21 @@ class RepoClient:
         """
         marker = status_marker(run_id)
         text = f"{marker}\n{body}"
-        comment_id = known_id or await self._find_status_comment(number, marker)
+        comment_id = known_id or await self._find_bot_comment(number, marker)
         if comment_id is not None:
             try:
                 return await self._edit_comment(comment_id, text)
             except NotFound:
                 pass  # deleted by a person: post it again
         return (await self.comment(number, text)).id
+
+    async def reply_once(self, number: int, key: str, body: str) -> int:
+        """Post a reply on an issue once per `key` (such as its delivery), however often retried."""
+        marker = f"<!-- baton:reply:{key} -->"
+        existing = await self._find_bot_comment(number, marker)
+        if existing is not None:
+            return existing
+        return (await self.comment(number, f"{marker}\n{body}")).id
 
     async def react(
         self, content: Reaction, *, issue: int | None = None, comment: int | None = None
@@ -323,7 +331,7 @@ class RepoClient:
         )
         return list(map(_comment, await _every(pages, f"comments of {self.full_name}#{number}")))
 
-    async def _find_status_comment(self, number: int, marker: str) -> int | None:
+    async def _find_bot_comment(self, number: int, marker: str) -> int | None:
         for comment in await self._comments(number):
             # Only a bot's comment counts: people may quote the marker; Baton never edits theirs.
             if comment.author_is_bot and comment.body.startswith(marker):

@@ -44,13 +44,27 @@ class Tool:
     run: ToolHandler
 
 
+class FinishRejected(AgentFailed):
+    """The finishing input kept failing its checks; `problems` are the last round's."""
+
+    def __init__(self, message: str, problems: Sequence[str]) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems)
+
+
 @dataclass(frozen=True)
 class Finisher:
-    """A finishing tool: its input, validated by `schema`, is the loop's result."""
+    """A finishing tool: its input, validated by `schema` then `check`, is the loop's result.
+
+    `check` returns the problems that make an input unusable; they go back to the model, for at
+    most `max_rejections` rounds, then the loop fails with FinishRejected naming them all.
+    """
 
     name: str
     description: str
     schema: type[BaseModel]
+    check: Callable[[Any], Sequence[str]] | None = None
+    max_rejections: int = 2
 
     @property
     def spec(self) -> ToolSpec:
@@ -95,6 +109,7 @@ class Agent:
         self.limits = limits or Limits()
         self.tools = {tool.spec.name: tool for tool in tools}
         self.finishers = {finisher.name: finisher for finisher in finishers}
+        self._rejections = 0
         self.specs = tuple(
             [tool.spec for tool in tools] + [finisher.spec for finisher in finishers]
         )
@@ -105,6 +120,7 @@ class Agent:
         deadline = _deadline(self.limits.wall_seconds)
         usage = Usage()
         repairs = 0
+        self._rejections = 0
         for number in range(1, self.limits.max_turns + 1):
             if deadline is not None and time.monotonic() > deadline:
                 raise AgentFailed(f"no finishing call within {self.limits.wall_seconds:g} s")
@@ -156,7 +172,24 @@ class Agent:
         except ValidationError as error:
             problem = f"{call.name}: the input does not match its schema: {_describe(error)}"
             return _Outcome(ToolResult(call.id, problem, is_error=True), problem=problem)
+        problems = self._checked(self.finishers[call.name], value)
+        if problems:
+            listed = "\n".join(f"- {problem}" for problem in problems)
+            text = f"{call.name} was not accepted:\n{listed}\nFix these and call it again."
+            return _Outcome(ToolResult(call.id, text, is_error=True))
         return _Outcome(ToolResult(call.id, "accepted"), finished=(call.name, value))
+
+    def _checked(self, finisher: Finisher, value: BaseModel) -> Sequence[str]:
+        problems = finisher.check(value) if finisher.check else ()
+        if problems:
+            self._rejections += 1
+            if self._rejections > finisher.max_rejections:
+                raise FinishRejected(
+                    f"{finisher.name} was still not acceptable after "
+                    f"{finisher.max_rejections} rounds of feedback",
+                    problems,
+                )
+        return problems
 
     def _no_call(self, outcomes: list[_Outcome]) -> list[str]:
         if outcomes:

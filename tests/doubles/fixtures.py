@@ -6,7 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
+from bot.settings import Settings
 from tests.doubles.github import GitHubDouble
 from tests.support import payload
 
@@ -58,3 +60,15 @@ def github(tmp_path: Path) -> Iterator[GitHubDouble]:
         double.add_issue(REPOSITORY, ISSUE_NUMBER, issue["title"], issue["body"], "alice", labels)
         double.set_permission(REPOSITORY, "alice", "write")
         yield double
+
+
+def as_app(settings: Settings, github: GitHubDouble) -> Settings:
+    """`settings` with the double's App credentials and its Enterprise-Server-like addresses."""
+    return settings.model_copy(
+        update={
+            "github_app_id": github.app_id,
+            "github_private_key": SecretStr(github.private_key_pem),
+            "github_api_url": github.api_url,
+            "github_url": github.url,
+        }
+    )

@@ -1,0 +1,45 @@
+"""The outside world a job talks to: GitHub, git mirrors and models, made once per process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bot.git import Mirrors
+from bot.github.client import GitHubApp, GitHubTuning
+from bot.llm.pricing import PriceTable
+from bot.llm.registry import make_model
+from bot.llm.types import Model
+from bot.settings import Settings
+
+
+class NotConfigured(RuntimeError):
+    """A job needs GitHub App credentials that this process does not have."""
+
+
+@dataclass
+class Integrations:
+    """GitHub (None in setup mode), the repository mirrors, and how models are made."""
+
+    github: GitHubApp | None
+    mirrors: Mirrors
+    prices: PriceTable
+    model_factory: Callable[[str], Model] = field(default=make_model)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, github_tuning: GitHubTuning | None = None
+    ) -> Integrations:
+        github = GitHubApp(settings, github_tuning) if settings.has_app_credentials else None
+        return cls(
+            github=github,
+            mirrors=Mirrors(settings.data_dir, settings.github_url),
+            prices=PriceTable.from_settings(settings),
+        )
+
+    def require_github(self) -> GitHubApp:
+        if self.github is None:
+            raise NotConfigured(
+                "no GitHub App credentials: set BATON_GITHUB_APP_ID and BATON_GITHUB_PRIVATE_KEY"
+            )
+        return self.github
