@@ -139,7 +139,7 @@ async def _plan(context: JobContext, run: Run, repo: RepoClient, config: RepoCon
                     "submit_plan",
                     "Submit the plan.",
                     Plan,
-                    _errors_of(files, rules),
+                    plan_problems(files, rules),
                     max_rejections=PLAN_REPAIR_ROUNDS,
                 )
             ],
@@ -154,7 +154,7 @@ async def _plan(context: JobContext, run: Run, repo: RepoClient, config: RepoCon
     return Planned(plan, check_plan(plan, files, rules))
 
 
-def _errors_of(files: list[str], rules: PlanRules) -> Callable[[Plan], Sequence[str]]:
+def plan_problems(files: list[str], rules: PlanRules) -> Callable[[Plan], Sequence[str]]:
     def errors(plan: Plan) -> Sequence[str]:
         return check_plan(plan, files, rules).errors
 

@@ -6,8 +6,6 @@ shows that `BATON_GITHUB_API_URL` pointing at an Enterprise Server works.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from datetime import timedelta
 from itertools import pairwise
@@ -19,7 +17,7 @@ from bot.github.repo import NotFound, RepoClient, status_marker
 from bot.settings import Settings
 from tests.doubles.fixtures import INSTALLATION_ID as INSTALLATION
 from tests.doubles.fixtures import REPOSITORY as REPO
-from tests.doubles.fixtures import WIDGETS_FILES, as_app
+from tests.doubles.fixtures import WIDGETS_FILES, as_app, commit_files
 from tests.doubles.github import GitHubDouble, RecordedRequest
 from tests.support import payload
 
@@ -195,20 +193,8 @@ async def test_check_run_created_then_completed(github: GitHubDouble, repo: Repo
 
 
 def _push_branch(github: GitHubDouble, branch: str) -> None:
-    """A branch one commit ahead of main, made directly in the github's repository."""
-    git_dir = str(github.root / f"{REPO}.git")
-    identity = {"GIT_AUTHOR_NAME": "Bob", "GIT_AUTHOR_EMAIL": "bob@example.com"}
-    environment = {**os.environ, **identity, "GIT_COMMITTER_NAME": "Bob"}
-    environment["GIT_COMMITTER_EMAIL"] = "bob@example.com"
-
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", "-C", git_dir, *args], check=True, capture_output=True, env=environment
-        )
-        return done.stdout.decode().strip()
-
-    commit = git("commit-tree", "main^{tree}", "-p", "main", "-m", "Work")
-    git("update-ref", f"refs/heads/{branch}", commit)
+    """A branch one commit ahead of main, as a person would push it."""
+    commit_files(github, {"NOTES.md": "work in progress\n"}, branch=branch)
 
 
 async def test_a_draft_pull_request_is_opened_once_per_branch(

@@ -9,15 +9,29 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import pytest
 import sqlalchemy as sa
 import yaml
 
 from bot.github.client import GitHubTuning
 from bot.integrations import Integrations
+from bot.llm.agent import Agent, Finisher
+from bot.llm.anthropic_adapter import AnthropicModel
+from bot.plan.render import render_problems
+from bot.plan.schema import Plan
+from bot.plan.validate import PlanRules, PlanSyntaxError, check_plan, parse_plan_yaml
+from bot.planning import plan_problems
 from bot.settings import Settings
+from bot.steering import EDIT_REFUSED
 from tests.conftest import FAST
-from tests.doubles.fixtures import INSTALLATION_ID, REPOSITORY, WIDGETS_FILES, as_app
+from tests.doubles.fixtures import (
+    INSTALLATION_ID,
+    REPOSITORY,
+    WIDGETS_FILES,
+    as_app,
+    commit_files,
+)
 from tests.doubles.github import GitHubDouble
 from tests.doubles.models import ModelDouble, ModelReply, ScriptedToolCall
 from tests.support import payload, serve, wait_for
@@ -57,6 +71,10 @@ DIAMOND = plan(
     task("T4", ["T2", "T3"], ["README.md"]),
 )
 CYCLE = plan(task("T1", ["T2"], ["README.md"]), task("T2", ["T1"], ["src/widgets/dial.py"]))
+TWO_ERRORS = plan(
+    task("T1", ["T2"], ["README.md"]),
+    task("T2", ["T1"], ["src/widgets/dial.py"], context_files=["src/missing.py"]),
+)
 
 
 def submit(content: dict[str, Any]) -> ModelReply:
@@ -155,11 +173,70 @@ def test_hidden_text_in_the_issue_never_reaches_the_model(world: World) -> None:
 def test_a_plan_that_stays_invalid_ends_the_run_naming_every_error(
     world: World, engine: sa.Engine
 ) -> None:
-    world.models.add(*[submit(CYCLE)] * 3)
+    world.models.add(*[submit(TWO_ERRORS)] * 3)
     world.label()
     status = wait_for(lambda: "stayed invalid" in world.status() and world.status())
-    assert "the tasks form a cycle" in status
+    errors = check_plan(Plan.model_validate(TWO_ERRORS), WIDGETS_FILES, PlanRules()).errors
+    assert len(errors) == 2
+    assert render_problems("The plan stayed invalid after 2 rounds of repair", errors) in status
     assert world.run_state(engine) == "failed"
+
+
+@pytest.mark.parametrize(
+    ("broken", "expected"),
+    [
+        (CYCLE, "the tasks form a cycle: T1 → T2 → T1"),
+        (plan(task("T1", ["T9"], ["README.md"])), "T1 depends on T9, which is not in the plan"),
+        (
+            plan(task("T1", [], ["README.md"], context_files=["src/missing.py"])),
+            "T1 reads src/missing.py, which does not exist",
+        ),
+        (plan(task("T1", [], ["README.md"], role="wizard")), "tasks.0.role"),
+        (
+            plan(*[task(f"T{n}", [], [f"src/widgets/w{n}.py"]) for n in range(1, 10)]),
+            "the plan has 9 tasks; at most 8 are allowed",
+        ),
+    ],
+    ids=["cycle", "unknown-dependency", "missing-context-file", "unknown-role", "too-many-tasks"],
+)
+async def test_each_invalid_plan_is_repaired_through_feedback(
+    tmp_path: Path, broken: dict[str, Any], expected: str
+) -> None:
+    files = list(WIDGETS_FILES)
+    finisher = Finisher("submit_plan", "Submit.", Plan, plan_problems(files, PlanRules()))
+    with ModelDouble([submit(broken), submit(DIAMOND)]) as models:
+        client = anthropic.AsyncAnthropic(base_url=models.url, api_key="test", max_retries=0)
+        agent = Agent(AnthropicModel("claude-opus-4-6", client), "Plan.", [], [finisher])
+        finished = await agent.run("Plan issue #7.")
+        feedback = models.calls[1].json["messages"][-1]["content"][0]
+    assert finished.value == Plan.model_validate(DIAMOND)
+    assert feedback["is_error"] is True
+    assert expected in feedback["content"]
+
+
+def test_a_bad_config_ends_the_run_with_a_comment_naming_it(
+    world: World, engine: sa.Engine
+) -> None:
+    commit_files(world.github, {".github/baton.yml": "label: baton\nmodles: {}\n"})
+    world.label()
+    status = wait_for(lambda: "cannot start" in world.status() and world.status())
+    assert "unknown key" in status
+    assert "modles" in status
+    assert world.run_state(engine) == "failed"
+    assert world.models.calls == []
+
+
+def test_the_repository_chooses_its_label(world: World, engine: sa.Engine) -> None:
+    commit_files(world.github, {".github/baton.yml": "label: ai-help\n"})
+    world.label()  # labelled `baton`, which this repository does not use
+    world.models.add(submit(DIAMOND))
+    body = payload("issues.labeled")
+    body["issue"]["number"] = ISSUE
+    body["label"]["name"] = "ai-help"
+    assert world.github.send_webhook(world.url, "issues", body).status_code == 202
+    wait_for(lambda: "Plan r1" in world.status())
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM runs")).scalar_one() == 1
 
 
 def test_someone_without_write_access_gets_a_reply_and_no_run(
@@ -197,14 +274,18 @@ def test_edit_plan_errors_are_answered_exactly_and_a_valid_edit_is_the_next_revi
     world: World, engine: sa.Engine
 ) -> None:
     planned(world, engine)
-    world.comment("/edit-plan\n```yaml\nsummary: [unclosed\n```")
+    broken_yaml = "summary: [unclosed\n"
+    world.comment(f"/edit-plan\n```yaml\n{broken_yaml}```")
     first = wait_for(world.replies)[0]
-    assert "line" in first
-    assert "column" in first
+    with pytest.raises(PlanSyntaxError) as syntax:
+        parse_plan_yaml(broken_yaml)
+    assert render_problems(EDIT_REFUSED, syntax.value.problems) in first
+    assert "line 2, column 1" in first
 
     world.comment(f"/edit-plan\n```yaml\n{yaml.safe_dump(CYCLE)}```")
     second = wait_for(lambda: len(world.replies()) == 2 and world.replies()[1])
-    assert "the tasks form a cycle" in second
+    cycle_errors = check_plan(Plan.model_validate(CYCLE), WIDGETS_FILES, PlanRules()).errors
+    assert render_problems(EDIT_REFUSED, cycle_errors) in second
 
     edited = plan(task("T1", [], ["src/widgets/dial.py"]))
     world.comment(f"/edit-plan\n```yaml\n{yaml.safe_dump(edited)}```")

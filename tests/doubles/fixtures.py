@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -72,3 +75,39 @@ def as_app(settings: Settings, github: GitHubDouble) -> Settings:
             "github_url": github.url,
         }
     )
+
+
+def commit_files(
+    github: GitHubDouble, files: Mapping[str, str], branch: str = "main", onto: str = "main"
+) -> str:
+    """A commit on `branch` of the fixture's repository, made as a person pushing would."""
+    git_dir = github.root / f"{REPOSITORY}.git"
+    person = {"GIT_AUTHOR_NAME": "Maintainer", "GIT_AUTHOR_EMAIL": "maintainer@example.com"}
+    environment = {
+        **os.environ,
+        **person,
+        "GIT_COMMITTER_NAME": "Maintainer",
+        "GIT_COMMITTER_EMAIL": "maintainer@example.com",
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        environment["GIT_INDEX_FILE"] = str(Path(scratch) / "index")
+
+        def git(*args: str, stdin: str | None = None) -> str:
+            done = subprocess.run(
+                ["git", "--git-dir", str(git_dir), *args],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                check=True,
+                env=environment,
+            )
+            return done.stdout.strip()
+
+        git("read-tree", onto)
+        for path, text in files.items():
+            blob = git("hash-object", "-w", "--stdin", stdin=text)
+            git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}")
+        tree = git("write-tree")
+        commit = git("commit-tree", tree, "-p", onto, "-m", "Maintainer's change")
+        git("update-ref", f"refs/heads/{branch}", commit)
+    return commit
