@@ -103,17 +103,17 @@ def read_only_tools(
     """
     reader = _Reader(root.resolve(), max_read_chars, max_results)
     return [
-        Tool(LIST_FILES, _in_thread(LIST_FILES, reader.list_files)),
-        Tool(READ_FILE, _in_thread(READ_FILE, reader.read_file)),
-        Tool(SEARCH, _in_thread(SEARCH, reader.search)),
-        Tool(LIST_SYMBOLS, _in_thread(LIST_SYMBOLS, reader.list_symbols)),
+        Tool(LIST_FILES, in_thread(LIST_FILES, reader.list_files)),
+        Tool(READ_FILE, in_thread(READ_FILE, reader.read_file)),
+        Tool(SEARCH, in_thread(SEARCH, reader.search)),
+        Tool(LIST_SYMBOLS, in_thread(LIST_SYMBOLS, reader.list_symbols)),
     ]
 
 
 _Answer = dict[str, Any]
 
 
-def _in_thread(spec: ToolSpec, answer: Callable[[Mapping[str, Any]], _Answer]) -> ToolHandler:
+def in_thread(spec: ToolSpec, answer: Callable[[Mapping[str, Any]], _Answer]) -> ToolHandler:
     """A handler that checks the argument names, runs `answer` off the event loop (git and file
     reads block) and returns its JSON."""
 
@@ -150,7 +150,7 @@ class _Reader:
         return answer
 
     def read_file(self, arguments: Mapping[str, Any]) -> _Answer:
-        given = _required_string(arguments, "path")
+        given = required_string(arguments, "path")
         start = _line_number(arguments, "start_line") or 1
         end = _line_number(arguments, "end_line")
         if end is not None and end < start:
@@ -165,7 +165,7 @@ class _Reader:
         return excerpt.answer(relative, start)
 
     def search(self, arguments: Mapping[str, Any]) -> _Answer:
-        pattern = _required_string(arguments, "pattern")
+        pattern = required_string(arguments, "pattern")
         relative = self._existing(_optional_string(arguments, "path") or ".")
         try:
             found = grep(self.root, pattern, relative, self.max_results)
@@ -195,7 +195,7 @@ class _Reader:
         return answer
 
     def list_symbols(self, arguments: Mapping[str, Any]) -> _Answer:
-        relative = self._text_file(_required_string(arguments, "path"))
+        relative = self._text_file(required_string(arguments, "path"))
         if not has_symbol_reader(relative):
             suffix = PurePosixPath(relative).suffix or "extension-less"
             return {
@@ -347,7 +347,7 @@ def _check_names(spec: ToolSpec, arguments: Mapping[str, Any]) -> None:
         raise ToolError(f"{spec.name} needs {', '.join(missing)}")
 
 
-def _required_string(arguments: Mapping[str, Any], name: str) -> str:
+def required_string(arguments: Mapping[str, Any], name: str) -> str:
     value = arguments.get(name)
     if not isinstance(value, str) or not value:
         raise ToolError(f"{name} must be a non-empty string, got {json.dumps(value)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,15 +117,26 @@ class Worktree:
         return (await self._runner.run(["rev-parse", "HEAD"], cwd=self.path)).stdout.strip()
 
     async def commit(
-        self, title: str, body: str = "", identity: Identity = Identity()
+        self,
+        title: str,
+        body: str = "",
+        identity: Identity = Identity(),
+        paths: Sequence[str] | None = None,
     ) -> Commit | None:
-        """Commit every change in the worktree as this task (CONTRACT §5) and say what changed.
+        """Commit the changes as this task (CONTRACT §5) and say what changed.
 
-        Files the repository ignores are left out. Returns None, and makes no commit, when
-        nothing changed.
+        With `paths`, only changes to those files are committed (a task's write set; whatever
+        else its commands left behind stays out); without, every change. Files the repository
+        ignores are left out. Returns None, and makes no commit, when nothing changed.
         """
         message = commit_message(self.task_id, title, self.run_id, body)
-        await self._runner.run(["add", "--all"], cwd=self.path)
+        if paths is None:
+            await self._runner.run(["add", "--all"], cwd=self.path)
+        else:
+            changed = await self._present_or_tracked(paths)
+            if not changed:
+                return None
+            await self._runner.run(["add", "--all", "--", *changed], cwd=self.path)
         staged = await self._runner.run(
             ["diff", "--cached", "--numstat", "--no-renames", "-z"], cwd=self.path
         )
@@ -138,6 +150,12 @@ class Worktree:
             stdin=message.encode(),
         )
         return Commit(sha=await self.head(), stat=parse_numstat(staged.stdout))
+
+    async def _present_or_tracked(self, paths: Sequence[str]) -> list[str]:
+        """Those of `paths` that exist now or existed at HEAD (git refuses to add the rest)."""
+        listed = await self._runner.run(["ls-files", "-z", "--", *paths], cwd=self.path)
+        tracked = set(listed.stdout.split("\0"))
+        return [path for path in paths if path in tracked or (self.path / path).exists()]
 
     async def remove(self) -> None:
         """Delete the worktree and its bookkeeping in the mirror; the commits stay in the mirror."""

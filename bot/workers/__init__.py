@@ -1,0 +1,1 @@
+"""Workers: roles, their tools, and one attempt at a task in its own worktree."""

@@ -1,0 +1,409 @@
+"""One worker attempt at one task: a worktree, a sandbox, a model with tools, a commit.
+
+Everything an attempt does is recorded as CONTRACT §7 asks: each tool call with its arguments
+and outcome, each model call with its tokens and cost (through the metered model), and the
+attempt's status, plan, commit, diff stat and test result.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session
+
+from bot.attempts import AttemptStopped, end_attempt, within_budget
+from bot.codebase.edits import WriteSet, edit_tools
+from bot.codebase.files import read_text
+from bot.codebase.paths import PathRefused, resolve_inside
+from bot.codebase.tools import read_only_tools
+from bot.git import Commit
+from bot.git.mirror import Mirror
+from bot.git.worktree import Worktree
+from bot.llm.agent import Agent, AgentFailed, Finished, Finisher, Limits, Tool, ToolError
+from bot.llm.types import Model, ModelFailed, ToolSpec, Turn, TurnRequest
+from bot.plan.schema import PlanTask
+from bot.sandbox import CommandResult, Sandbox, SandboxLimits
+from bot.store.db import Store
+from bot.store.models import AttemptStatus, Task, TaskAttempt, ToolCall
+from bot.store.types import utcnow
+from bot.workers.roles import ROLES, FinishInput, Role, system_prompt, task_prompt, work_plan
+
+CONTEXT_FILE_CHARS = 20_000
+OUTCOME_CHARS = 2_000
+CONVENTION_FILES = ("AGENTS.md", "CONTRIBUTING.md", "CONTRIBUTING.rst", "docs/CONTRIBUTING.md")
+
+
+@dataclass(frozen=True)
+class RepoCommands:
+    """The repository's own commands (`.github/baton.yml`), run in the sandbox."""
+
+    test: str
+    lint: str | None = None
+    setup: str | None = None
+
+
+@dataclass(frozen=True)
+class AttemptPlan:
+    """Which attempt of which task, starting from which commit."""
+
+    run_id: str
+    task_row_id: int
+    task: PlanTask
+    number: int
+    base_sha: str
+    feedback: str | None = None
+
+
+@dataclass
+class AttemptResult:
+    attempt_id: int
+    status: AttemptStatus
+    commit_sha: str | None = None
+    finish: FinishInput | None = None
+    error: str | None = None
+
+
+@dataclass
+class _Evidence:
+    """What the attempt leaves behind for the reviewer."""
+
+    tests: dict[str, Any] = field(default_factory=dict)
+    first_reply: str | None = None
+
+
+def describe_task(task: Task) -> PlanTask:
+    """The stored task as the plan described it."""
+    return PlanTask(
+        id=task.key,
+        title=task.title,
+        role=task.role,
+        description=task.description,
+        depends_on=list(task.depends_on),
+        files=list(task.files),
+        context_files=list(task.context_files),
+        acceptance=task.acceptance,
+    )
+
+
+class WorkerAttempt:
+    """Runs one attempt; `model_for(attempt_id)` gives the metered model that records its calls."""
+
+    def __init__(
+        self,
+        store: Store,
+        mirror: Mirror,
+        commands: RepoCommands,
+        model_for: Callable[[int], Model],
+        *,
+        ticket: str = "",
+        open_prs: Callable[[], Awaitable[str]] | None = None,
+        limits: Limits | None = None,
+        sandbox_limits: SandboxLimits | None = None,
+        toolchains: Sequence[Path] = (),
+    ) -> None:
+        self.store = store
+        self.mirror = mirror
+        self.commands = commands
+        self.model_for = model_for
+        self.ticket = ticket
+        self.open_prs = open_prs
+        self.limits = limits or Limits(max_turns=40, wall_seconds=1800)
+        self.sandbox_limits = sandbox_limits or SandboxLimits()
+        self.toolchains = tuple(toolchains)  # read-only in the sandbox: interpreters, SDKs
+
+    async def run(self, plan: AttemptPlan) -> AttemptResult:
+        role = ROLES[plan.task.role]
+        attempt_id = await self.store.run(lambda session: _open_attempt(session, plan))
+        worktree = await self.mirror.add_worktree(plan.run_id, plan.task.id, plan.base_sha)
+        try:
+            return await self._work(plan, role, attempt_id, worktree)
+        finally:
+            await worktree.remove()
+
+    async def _work(
+        self, plan: AttemptPlan, role: Role, attempt_id: int, worktree: Worktree
+    ) -> AttemptResult:
+        # The mirror (no token is ever stored in it) lets git work inside, read-only.
+        visible = (*self.toolchains, worktree.mirror_path)
+        sandbox = Sandbox(worktree.path, limits=self.sandbox_limits, extra_read_only=visible)
+        evidence = _Evidence()
+        if self.commands.setup:
+            await sandbox.run(self.commands.setup, network=True)  # the one step with a network
+        tools = self._tools(worktree.path, plan.task, role, sandbox, evidence)
+        recorded = [_recorded(tool, self.store, plan.run_id, attempt_id) for tool in tools]
+        model = _FirstReply(self.model_for(attempt_id), evidence)
+        agent = Agent(
+            model,
+            system_prompt(role),
+            recorded,
+            [Finisher("finish", "Say the task is done.", FinishInput)],
+            limits=self.limits,
+        )
+        prompt = task_prompt(
+            plan.task,
+            _context_files(worktree.path, plan.task),
+            _conventions(worktree.path),
+            plan.feedback,
+        )
+        try:
+            finished = await within_budget(self.store, attempt_id, lambda: agent.run(prompt))
+        except AttemptStopped as stopped:
+            return AttemptResult(attempt_id, AttemptStatus.escalated, error=str(stopped))
+        except (AgentFailed, ModelFailed) as failure:
+            await self._close(attempt_id, AttemptStatus.failed, evidence, error=str(failure))
+            return AttemptResult(attempt_id, AttemptStatus.failed, error=str(failure))
+        return await self._finished(plan, attempt_id, worktree, finished, evidence)
+
+    async def _finished(
+        self,
+        plan: AttemptPlan,
+        attempt_id: int,
+        worktree: Worktree,
+        finished: Finished,
+        evidence: _Evidence,
+    ) -> AttemptResult:
+        said = FinishInput.model_validate(finished.value.model_dump())
+        commit = await worktree.commit(plan.task.title, said.summary, paths=plan.task.files)
+        await self._close(
+            attempt_id,
+            AttemptStatus.succeeded,
+            evidence,
+            said=said,
+            commit_sha=commit.sha if commit else None,
+            diff_stat=_stat(commit),
+        )
+        return AttemptResult(
+            attempt_id, AttemptStatus.succeeded, commit.sha if commit else None, said
+        )
+
+    async def _close(
+        self,
+        attempt_id: int,
+        status: AttemptStatus,
+        evidence: _Evidence,
+        *,
+        said: FinishInput | None = None,
+        commit_sha: str | None = None,
+        diff_stat: dict[str, int] | None = None,
+        error: str | None = None,
+    ) -> None:
+        def close(session: Session) -> None:
+            attempt = session.get(TaskAttempt, attempt_id)
+            if attempt is None:
+                return
+            attempt.work_plan = work_plan(evidence.first_reply or "")
+            attempt.tests = evidence.tests
+            attempt.diff_stat = diff_stat or {}
+            attempt.commit_sha = commit_sha
+            if said is not None:
+                attempt.summary, attempt.confidence, attempt.notes = (
+                    said.summary,
+                    said.confidence,
+                    said.notes,
+                )
+            end_attempt(session, attempt_id, status, error)
+
+        await self.store.run(close)
+
+    def _tools(
+        self, root: Path, task: PlanTask, role: Role, sandbox: Sandbox, evidence: _Evidence
+    ) -> list[Tool]:
+        tools = read_only_tools(root)
+        if role.writes:
+            tools += edit_tools(root, WriteSet(task.files))
+        tools += self._run_tools(sandbox, evidence)
+        tools += self._context_tools()
+        return [tool for tool in tools if tool.spec.name in role.tools]
+
+    def _run_tools(self, sandbox: Sandbox, evidence: _Evidence) -> list[Tool]:
+        commands = self.commands
+
+        async def run_tests(arguments: Mapping[str, Any]) -> str:
+            extra = str(arguments.get("args") or "")
+            result = await sandbox.run(f"{commands.test} {extra}".strip())
+            evidence.tests = _test_evidence(result)
+            return result.as_json()
+
+        async def run_command(arguments: Mapping[str, Any]) -> str:
+            command = str(arguments.get("command") or "").strip()
+            if not command:
+                raise ToolError("run_command needs a command")
+            return (await sandbox.run(command)).as_json()
+
+        async def run_linter(arguments: Mapping[str, Any]) -> str:
+            if not commands.lint:
+                raise ToolError("this repository has no lint command (lint_command in baton.yml)")
+            return (await sandbox.run(commands.lint)).as_json()
+
+        return [
+            Tool(RUN_TESTS, run_tests),
+            Tool(RUN_COMMAND, run_command),
+            Tool(RUN_LINTER, run_linter),
+        ]
+
+    def _context_tools(self) -> list[Tool]:
+        ticket = self.ticket
+        open_prs = self.open_prs
+
+        async def get_ticket(arguments: Mapping[str, Any]) -> str:
+            return json.dumps({"ticket": ticket})
+
+        async def list_open_prs(arguments: Mapping[str, Any]) -> str:
+            if open_prs is None:
+                return json.dumps({"pull_requests": []})
+            return await open_prs()
+
+        return [Tool(GET_TICKET, get_ticket), Tool(LIST_OPEN_PRS, list_open_prs)]
+
+
+def _schema(properties: Mapping[str, str], required: Sequence[str] = ()) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            name: {"type": "string", "description": text} for name, text in properties.items()
+        },
+        "required": list(required),
+        "additionalProperties": False,
+    }
+
+
+RUN_TESTS = ToolSpec(
+    "run_tests",
+    "Run the repository's tests in the sandbox; args are appended to the test command.",
+    _schema({"args": "extra arguments, e.g. a test file"}),
+)
+RUN_COMMAND = ToolSpec(
+    "run_command",
+    "Run a shell command in the sandbox (no network, a time limit, output capped).",
+    _schema({"command": "the command line"}, ["command"]),
+)
+RUN_LINTER = ToolSpec("run_linter", "Run the repository's linter in the sandbox.", _schema({}))
+GET_TICKET = ToolSpec("get_ticket", "The issue this run works on, as text.", _schema({}))
+LIST_OPEN_PRS = ToolSpec("list_open_prs", "The repository's open pull requests.", _schema({}))
+
+
+def _open_attempt(session: Session, plan: AttemptPlan) -> int:
+    attempt = TaskAttempt(
+        task_id=plan.task_row_id,
+        run_id=plan.run_id,
+        number=plan.number,
+        role=plan.task.role,
+        input_summary=f"{plan.task.id}: {plan.task.title}"[:500],
+        status=AttemptStatus.running,
+        started_at=utcnow(),
+    )
+    session.add(attempt)
+    session.flush()
+    assert attempt.id is not None
+    return attempt.id
+
+
+def _recorded(tool: Tool, store: Store, run_id: str, attempt_id: int) -> Tool:
+    """The same tool, with each call stored: arguments, whether it worked, what it said."""
+    counter = {"next": 0}
+
+    async def run(arguments: Mapping[str, Any]) -> str:
+        started = time.perf_counter()
+        counter["next"] += 1
+        sequence = counter["next"]
+        try:
+            outcome = await tool.run(arguments)
+        except ToolError as error:
+            await _store_call(
+                store, run_id, attempt_id, sequence, tool, arguments, False, str(error), started
+            )
+            raise
+        await _store_call(
+            store, run_id, attempt_id, sequence, tool, arguments, True, outcome, started
+        )
+        return outcome
+
+    return Tool(tool.spec, run)
+
+
+async def _store_call(
+    store: Store,
+    run_id: str,
+    attempt_id: int,
+    sequence: int,
+    tool: Tool,
+    arguments: Mapping[str, Any],
+    ok: bool,
+    outcome: str,
+    started: float,
+) -> None:
+    row = ToolCall(
+        run_id=run_id,
+        attempt_id=attempt_id,
+        sequence=sequence,
+        tool=tool.spec.name,
+        arguments=dict(arguments),
+        ok=ok,
+        outcome=outcome[:OUTCOME_CHARS],
+        duration_ms=(time.perf_counter() - started) * 1000,
+    )
+    await store.run(lambda session: session.add(row))
+
+
+class _FirstReply:
+    """Passes turns through, keeping the text of the first one: the worker's plan."""
+
+    def __init__(self, model: Model, evidence: _Evidence) -> None:
+        self.model = model
+        self.evidence = evidence
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    async def turn(self, request: TurnRequest) -> Turn:
+        turn = await self.model.turn(request)
+        if self.evidence.first_reply is None:
+            self.evidence.first_reply = turn.text
+        return turn
+
+
+def _test_evidence(result: CommandResult) -> dict[str, Any]:
+    return {
+        "command": result.command,
+        "exit_code": result.exit_code,
+        "passed": result.exit_code == 0,
+        "timed_out": result.timed_out,
+        "output_tail": result.output[-OUTCOME_CHARS:],
+    }
+
+
+def _stat(commit: Commit | None) -> dict[str, int]:
+    if commit is None:
+        return {}
+    stat = commit.stat
+    return {
+        "files_changed": stat.files_changed,
+        "insertions": stat.insertions,
+        "deletions": stat.deletions,
+    }
+
+
+def _context_files(root: Path, task: PlanTask) -> dict[str, str]:
+    files: dict[str, str] = {}
+    for path in task.context_files:
+        try:
+            text = read_text(resolve_inside(root, path), CONTEXT_FILE_CHARS)
+        except PathRefused:
+            continue
+        if text is not None:
+            files[path] = text
+    return files
+
+
+def _conventions(root: Path) -> str:
+    for path in CONVENTION_FILES:
+        text = read_text(root / path, CONTEXT_FILE_CHARS) if (root / path).is_file() else None
+        if text:
+            return text
+    return ""

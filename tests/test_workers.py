@@ -1,0 +1,272 @@
+"""A worker attempt end to end: a real worktree of the GitHub double's repository, the real
+sandbox, the real Anthropic SDK against the model double, and every step recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import pytest
+import sqlalchemy as sa
+
+from bot.git import Mirror, Mirrors
+from bot.github.client import GitHubApp, GitHubTuning
+from bot.llm.anthropic_adapter import AnthropicModel
+from bot.llm.budget import Budget, BudgetLimits
+from bot.llm.metered import MeteredModel
+from bot.llm.pricing import PriceTable
+from bot.llm.recording import StoreRecorder
+from bot.llm.types import Model
+from bot.plan.schema import PlanTask
+from bot.settings import Settings
+from bot.store.db import Store
+from bot.store.models import ModelCall, PlanRevision, Run, Task, TaskAttempt, ToolCall
+from bot.workers.attempt import AttemptPlan, RepoCommands, WorkerAttempt
+from tests.doubles.fixtures import INSTALLATION_ID, REPOSITORY, WIDGETS_FILES, as_app
+from tests.doubles.github import GitHubDouble
+from tests.doubles.models import ModelDouble, ModelReply, RecordedCall, ScriptedToolCall
+
+RUN_ID = "run0123456789abc"
+# A blank context line is a lone space, kept explicit here.
+PATCH = "\n".join(
+    [
+        "--- a/src/widgets/__init__.py",
+        "+++ b/src/widgets/__init__.py",
+        "@@ -3,3 +3,7 @@",
+        " ",
+        " def render(name: str) -> str:",
+        '     return f"<widget>{name}</widget>"',
+        "+",
+        "+",
+        "+def render_all(names: list[str]) -> str:",
+        '+    return "".join(render(name) for name in names)',
+        "",
+    ]
+)
+TESTS = RepoCommands(test=f"{sys.executable} -m pytest -q -p no:cacheprovider")
+
+
+def call(name: str, **arguments: Any) -> ScriptedToolCall:
+    return ScriptedToolCall(name, arguments)
+
+
+@pytest.fixture
+def store(engine: sa.Engine, database_url: str) -> Iterator[Store]:
+    store = Store(database_url)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+async def mirror(github: GitHubDouble, tmp_path: Path) -> Mirror:
+    app = GitHubApp(as_app(Settings(_env_file=None), github), GitHubTuning(write_interval=0.0))  # type: ignore[call-arg]
+    mirror = Mirrors(tmp_path / "data", github.url).mirror(
+        REPOSITORY, lambda: app.installation_token(INSTALLATION_ID)
+    )
+    await mirror.update()
+    return mirror
+
+
+def add_task(store: Store, task: PlanTask) -> int:
+    with store.session() as session:
+        if session.get(Run, RUN_ID) is None:
+            session.add(
+                Run(id=RUN_ID, repository_id=712345678, repository=REPOSITORY, issue_number=42)
+            )
+            session.flush()
+            session.add(PlanRevision(run_id=RUN_ID, number=1, plan={}))
+            session.flush()
+        row = Task(
+            run_id=RUN_ID,
+            revision_id=1,
+            key=task.id,
+            title=task.title,
+            role=task.role,
+            files=task.files,
+            context_files=task.context_files,
+        )
+        session.add(row)
+        session.commit()
+        assert row.id is not None
+        return row.id
+
+
+def worker(store: Store, mirror: Mirror, models: ModelDouble, task_row: int) -> WorkerAttempt:
+    def model_for(attempt_id: int) -> Model:
+        client = anthropic.AsyncAnthropic(base_url=models.url, api_key="test", max_retries=0)
+        recorder = StoreRecorder(store, "implementer", RUN_ID, task_row, attempt_id)
+        model = AnthropicModel("claude-sonnet-4-6", client)
+        return MeteredModel(model, PriceTable(), Budget(BudgetLimits()), recorder)
+
+    # The test suite's own Python (and its pytest) stands in for the repository's toolchain.
+    toolchains = sorted({Path(sys.prefix), Path(sys.base_prefix)})
+    return WorkerAttempt(store, mirror, TESTS, model_for, toolchains=toolchains)
+
+
+def git(mirror: Mirror, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(mirror.path), *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def rows(store: Store, model: Any) -> list[Any]:
+    with store.session() as session:
+        return list(session.exec(sa.select(model)).scalars())  # type: ignore[call-overload]
+
+
+IMPLEMENT = PlanTask(
+    id="T1",
+    title="Render many widgets",
+    role="implementer",
+    description="Add render_all.",
+    files=["src/widgets/__init__.py"],
+    context_files=["src/widgets/__init__.py"],
+    acceptance="render_all joins rendered widgets",
+)
+
+
+async def test_an_implementer_reads_patches_tests_and_finishes_with_everything_recorded(
+    store: Store, mirror: Mirror
+) -> None:
+    task_row = add_task(store, IMPLEMENT)
+    script = [
+        ModelReply(
+            "- Read the module\n- Add render_all\n- Run the tests",
+            [call("read_file", path="src/widgets/__init__.py")],
+            input_tokens=900,
+            output_tokens=40,
+        ),
+        ModelReply(tool_calls=[call("apply_patch", patch=PATCH)], cache_read_tokens=800),
+        ModelReply(tool_calls=[call("run_tests")], cache_read_tokens=900),
+        ModelReply(tool_calls=[call("finish", summary="Added render_all.", confidence=0.9)]),
+    ]
+    base = await mirror.resolve("main")
+    with ModelDouble(script) as models:
+        result = await worker(store, mirror, models, task_row).run(
+            AttemptPlan(RUN_ID, task_row, IMPLEMENT, 1, base)
+        )
+
+    assert result.status == "succeeded", result.error
+    assert result.commit_sha is not None
+    message = git(mirror, "log", "-1", "--format=%B", result.commit_sha)
+    assert message.startswith("T1: Render many widgets")
+    assert f"Baton-Run: {RUN_ID}" in message
+    assert "Baton-Task: T1" in message
+    assert git(mirror, "rev-parse", f"{result.commit_sha}^").strip() == base
+
+    calls = sorted(rows(store, ToolCall), key=lambda c: c.id)
+    assert [(c.tool, c.ok) for c in calls] == [
+        ("read_file", True),
+        ("apply_patch", True),
+        ("run_tests", True),
+    ]
+    (attempt,) = rows(store, TaskAttempt)
+    assert attempt.status == "succeeded"
+    assert attempt.commit_sha == result.commit_sha
+    assert attempt.diff_stat == {"files_changed": 1, "insertions": 4, "deletions": 0}
+    assert attempt.tests["passed"] is True, attempt.tests
+    assert attempt.work_plan == ["Read the module", "Add render_all", "Run the tests"]
+    assert (attempt.confidence, attempt.summary) == (0.9, "Added render_all.")
+    model_calls = rows(store, ModelCall)
+    assert len(model_calls) == 4
+    assert attempt.input_tokens == 900 + 100 * 3
+    assert attempt.cache_read_tokens == 800 + 900
+    assert attempt.cost_usd is not None
+    assert attempt.cost_usd > 0
+
+
+def two_writers(call: RecordedCall) -> ModelReply:
+    """Each worker writes its own new file, then finishes; told apart by their task."""
+    prompt = call.json["messages"][0]["content"][0]["text"]
+    name = "dial" if "Task T1" in prompt else "knob"
+    if len(call.json["messages"]) == 1:
+        content = f"{name.upper()} = {name!r}\n"
+        return ModelReply(
+            f"- Write {name}", [call_tool("write_file", f"src/widgets/{name}.py", content)]
+        )
+    return ModelReply(tool_calls=[ScriptedToolCall("finish", {"summary": name, "confidence": 0.8})])
+
+
+def call_tool(name: str, path: str, content: str) -> ScriptedToolCall:
+    return ScriptedToolCall(name, {"path": path, "content": content})
+
+
+async def test_two_workers_in_two_worktrees_run_at_once_without_touching_each_other(
+    store: Store, mirror: Mirror
+) -> None:
+    tasks = [
+        PlanTask(
+            id="T1",
+            title="Dial",
+            role="implementer",
+            description="d",
+            files=["src/widgets/dial.py"],
+            acceptance="a",
+        ),
+        PlanTask(
+            id="T2",
+            title="Knob",
+            role="implementer",
+            description="k",
+            files=["src/widgets/knob.py"],
+            acceptance="a",
+        ),
+    ]
+    rows_ = [add_task(store, task) for task in tasks]
+    base = await mirror.resolve("main")
+    with ModelDouble(policy=two_writers) as models:
+        results = await asyncio.gather(
+            *(
+                worker(store, mirror, models, row).run(AttemptPlan(RUN_ID, row, task, 1, base))
+                for row, task in zip(rows_, tasks, strict=True)
+            )
+        )
+    changed = [
+        git(mirror, "show", "--name-only", "--format=", str(result.commit_sha)).split()
+        for result in results
+    ]
+    assert changed == [["src/widgets/dial.py"], ["src/widgets/knob.py"]]
+    assert all(result.status == "succeeded" for result in results)
+
+
+async def test_a_patch_that_does_not_apply_names_the_hunk_and_write_file_recovers(
+    store: Store, mirror: Mirror
+) -> None:
+    task_row = add_task(store, IMPLEMENT)
+    stale = PATCH.replace("def render(name: str) -> str:", "def render(name):")
+    rewritten = WIDGETS_FILES["src/widgets/__init__.py"] + "\n\nRENDERED = True\n"
+    script = [
+        ModelReply("- Patch it", [call("apply_patch", patch=stale)]),
+        ModelReply(
+            tool_calls=[call("write_file", path="src/widgets/__init__.py", content=rewritten)]
+        ),
+        ModelReply(tool_calls=[call("run_command", command="echo junk > stray.txt")]),
+        ModelReply(tool_calls=[call("finish", summary="Rewrote it.", confidence=0.7)]),
+    ]
+    base = await mirror.resolve("main")
+    with ModelDouble(script) as models:
+        result = await worker(store, mirror, models, task_row).run(
+            AttemptPlan(RUN_ID, task_row, IMPLEMENT, 1, base)
+        )
+        refusal = models.calls[1].json["messages"][-1]["content"][0]
+    assert refusal["is_error"] is True
+    assert (
+        "hunk 1 of src/widgets/__init__.py (@@ -3,3 +3,7 @@) does not apply" in refusal["content"]
+    )
+    assert result.status == "succeeded"
+    shown = git(mirror, "show", f"{result.commit_sha}:src/widgets/__init__.py")
+    assert shown == rewritten
+    # What a command left outside the write set stays out of the commit.
+    committed = git(mirror, "show", "--name-only", "--format=", str(result.commit_sha)).split()
+    assert committed == ["src/widgets/__init__.py"]
+    calls = sorted(rows(store, ToolCall), key=lambda c: c.id)
+    assert [(c.tool, c.ok) for c in calls] == [
+        ("apply_patch", False),
+        ("write_file", True),
+        ("run_command", True),
+    ]
