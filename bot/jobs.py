@@ -8,7 +8,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 from sqlmodel import Session
 
-from bot import installations, planning, runs, steering
+from bot import execution, installations, planning, runs, steering
 from bot.events import (
     InstallationEvent,
     InstallationRepositoriesEvent,
@@ -66,15 +66,6 @@ async def handle_issue_comment(context: JobContext, delivery_id: int) -> None:
     await steering.steer(context, event, delivery_id)
 
 
-async def execute_run(context: JobContext, run_id: str) -> None:
-    """An approved run's tasks; the scheduler, workers and review take it from here."""
-
-    def note(session: Session) -> None:
-        runs.record_event(session, run_id, "run.execution_queued", "waiting for workers")
-
-    await context.store.run(note)
-
-
 async def handle_review(context: JobContext, delivery_id: int) -> None:
     """`pull_request_review.submitted`: noted on the timeline of the run that owns the PR."""
 
@@ -120,7 +111,7 @@ async def sync_installation_repositories(context: JobContext, delivery_id: int) 
 JOBS: dict[str, JobFunction] = {
     "start_run": start_run,
     "plan_run": planning.plan_run,
-    "execute_run": execute_run,
+    "execute_run": execution.execute_run,
     "handle_issue_comment": handle_issue_comment,
     "handle_review": handle_review,
     "sync_installation": sync_installation,

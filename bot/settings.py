@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # Price overrides, dollars per million tokens, as JSON: {"openai/my-model": {"input": 0.5,
     # "output": 1.5, "cache_read": 0.05}}; models absent here and from the list cost null.
     model_prices: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # Folders the sandbox shows read-only besides the system ones, as JSON: interpreters and
+    # SDKs a repository's tests need, e.g. ["/opt/python3.12", "/opt/node"].
+    sandbox_toolchains: list[Path] = Field(default_factory=list)
 
     @field_validator("webhook_secret", "github_private_key", mode="after")
     @classmethod

@@ -28,12 +28,15 @@ from bot.planning import (
     publish_revision,
     show_status,
 )
-from bot.store.models import PlanRevision, Run, RunState
+from bot.store.models import PlanRevision, Run, RunState, Task, TaskState
 from bot.store.types import utcnow
 
 log = logging.getLogger(__name__)
 
 EDIT_REFUSED = "The edited plan was not used"
+TASK_COMMANDS = frozenset({"approve-task", "retry", "skip"})
+# A task a person may retry or skip: it stopped, or waits for them.
+STOPPED = frozenset({TaskState.escalated, TaskState.failed, TaskState.awaiting_approval})
 NO_RUN = "There is no active Baton run on this issue."
 NOT_ALLOWED = "only people with write access to this repository can {what}."
 
@@ -129,6 +132,8 @@ async def _obey(
         await end_run(context, run, repo, RunState.cancelled, f"cancelled by @{event.sender.login}")
         await show_status(context, run, repo, f"**Cancelled** by @{event.sender.login}.")
         return None
+    if command.name in TASK_COMMANDS:
+        return await _steer_task(context, run, command, event.sender.login)
     if run.state != RunState.awaiting_approval:
         return (
             f"`/{command.name}` applies while a plan waits for approval; this run is {run.state}."
@@ -137,9 +142,7 @@ async def _obey(
         return await _approve(context, run, repo, command, event)
     if command.name == "revise-plan":
         return await _revise(context, run, repo, command)
-    if command.name == "edit-plan":
-        return await _edit(context, run, repo, command)
-    return f"`/{command.name}` applies once the plan's tasks are running."
+    return await _edit(context, run, repo, command)
 
 
 async def _approve(
@@ -227,3 +230,36 @@ async def _edit(context: JobContext, run: Run, repo: RepoClient, command: Comman
         return render_problems(EDIT_REFUSED, check.errors)
     await publish_revision(context, run, repo, config, Planned(plan, check), source="edit")
     return None
+
+
+async def _steer_task(context: JobContext, run: Run, command: Command, sender: str) -> str | None:
+    """`/approve-task`, `/retry` and `/skip` on one task of an executing run."""
+    if run.state not in (RunState.executing, RunState.needs_human):
+        return f"`/{command.name}` applies while the plan's tasks run; the run is {run.state}."
+
+    def steer(session: Session) -> str | None:
+        task = session.exec(
+            select(Task).where(Task.run_id == run.id, Task.key == command.task_id)
+        ).first()
+        if task is None:
+            return f"This run has no task {command.task_id}."
+        if command.name == "approve-task":
+            task.approved_by = sender
+        elif task.state not in STOPPED:
+            return f"{task.key} is {task.state}; `/{command.name}` applies to a stopped task."
+        else:
+            task.state = TaskState.pending if command.name == "retry" else TaskState.skipped
+        task.updated_at = utcnow()
+        runs.record_event(session, run.id, f"task.{command.name}", f"@{sender}", task_key=task.key)
+        _resume(session, run.id)
+        return None
+
+    return await context.store.run(steer)
+
+
+def _resume(session: Session, run_id: str) -> None:
+    """A run parked for a person executes again."""
+    current = session.get(Run, run_id)
+    if current is not None and current.state == RunState.needs_human:
+        current.state, current.updated_at = RunState.executing, utcnow()
+        enqueue(session, "execute_run", run_id=run_id)

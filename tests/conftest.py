@@ -11,18 +11,16 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
-from bot.executor.local import ExecutorTuning
 from bot.settings import Settings
 from bot.store.db import create_engine
 from bot.store.migrate import upgrade
-from tests.support import SECRET, serve
+from tests.support import FAST, SECRET, serve
 from webhooks.app import create_app
 
 # The GitHub double, as the `github` fixture.
-pytest_plugins = ["tests.doubles.fixtures"]
+pytest_plugins = ["tests.doubles.fixtures", "tests.world"]
 
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-FAST = ExecutorTuning(concurrency=4, lease_seconds=2.0, poll_seconds=0.1, backoff_base_seconds=0.05)
 
 
 @pytest.fixture(scope="session")

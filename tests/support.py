@@ -18,8 +18,12 @@ import sqlalchemy as sa
 import uvicorn
 from starlette.types import ASGIApp
 
+from bot.executor.local import ExecutorTuning
+
 PAYLOADS = Path(__file__).parent / "payloads"
 SECRET = "test-webhook-secret"
+# Jobs picked up and retried quickly, so tests wait little.
+FAST = ExecutorTuning(concurrency=4, lease_seconds=2.0, poll_seconds=0.1, backoff_base_seconds=0.05)
 
 
 def payload(name: str) -> dict[str, Any]:

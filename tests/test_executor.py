@@ -22,8 +22,7 @@ from bot.settings import Settings
 from bot.store.db import Store
 from bot.store.models import Delivery, InstallationRepository, Job, JobState
 from bot.store.types import utcnow
-from tests.conftest import FAST
-from tests.support import payload
+from tests.support import FAST, payload
 
 Factory = Callable[..., LocalExecutor]
 

@@ -9,8 +9,7 @@ import httpx
 import sqlalchemy as sa
 
 from bot.settings import Settings
-from tests.conftest import FAST
-from tests.support import SECRET, delivery_headers, payload, serve, wait_for
+from tests.support import FAST, SECRET, delivery_headers, payload, serve, wait_for
 from webhooks.app import create_app
 
 

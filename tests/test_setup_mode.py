@@ -28,9 +28,8 @@ from bot.github.manifest import (
     save_credentials,
 )
 from bot.settings import Settings
-from tests.conftest import FAST
 from tests.doubles.github import GitHubDouble, RecordedRequest
-from tests.support import free_port, payload, serve
+from tests.support import FAST, free_port, payload, serve
 from webhooks.app import create_app
 
 APP_YML = yaml.safe_load((Path(__file__).parents[1] / "app.yml").read_text())

@@ -13,8 +13,7 @@ import sqlalchemy as sa
 
 from bot.events import decide
 from bot.settings import Settings
-from tests.conftest import FAST
-from tests.support import SECRET, count_rows, delivery_headers, payload, serve, sign
+from tests.support import FAST, SECRET, count_rows, delivery_headers, payload, serve, sign
 from webhooks.app import create_app
 
 URL = "/api/github/webhooks"

@@ -5,9 +5,17 @@ the environment of the one git process that needs it."""
 from bot.git.auth import TokenProvider
 from bot.git.mirror import Mirror, Mirrors, MirrorUpdate, PushRejected
 from bot.git.runner import GitError, GitRunner, GitTimeout
-from bot.git.worktree import Commit, DiffStat, Identity, Worktree, commit_message
+from bot.git.worktree import (
+    ApplyConflict,
+    Commit,
+    DiffStat,
+    Identity,
+    Worktree,
+    commit_message,
+)
 
 __all__ = [
+    "ApplyConflict",
     "Commit",
     "DiffStat",
     "GitError",

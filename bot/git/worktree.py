@@ -87,6 +87,15 @@ def parse_numstat(numstat: str) -> DiffStat:
     return DiffStat(files, insertions, deletions)
 
 
+class ApplyConflict(Exception):
+    """A task's commit does not apply on the run branch as it is now; `hunks` show where."""
+
+    def __init__(self, sha: str, hunks: str) -> None:
+        super().__init__(f"commit {sha[:12]} conflicts with the run branch")
+        self.sha = sha
+        self.hunks = hunks
+
+
 class Worktree:
     """A checkout of one commit of a mirror, private to one task of one run.
 
@@ -150,6 +159,26 @@ class Worktree:
             stdin=message.encode(),
         )
         return Commit(sha=await self.head(), stat=parse_numstat(staged.stdout))
+
+    async def apply_commit(self, sha: str, identity: Identity = Identity()) -> str:
+        """Put commit `sha` (made on another base) on top of HEAD, keeping its message; the new
+        sha. A conflict leaves HEAD as it was and raises ApplyConflict with the conflicting
+        hunks, for the task's worker to resolve."""
+        picked = await self._runner.run(
+            ["cherry-pick", "--allow-empty", "--keep-redundant-commits", sha],
+            cwd=self.path,
+            environment=identity.environment(),
+            check=False,
+        )
+        if picked.returncode == 0:
+            return await self.head()
+        conflict = await self._runner.run(["diff"], cwd=self.path, check=False)
+        await self._runner.run(["cherry-pick", "--abort"], cwd=self.path, check=False)
+        raise ApplyConflict(sha, conflict.stdout or picked.stderr)
+
+    async def diff_from(self, base: str) -> str:
+        """The change from `base` to HEAD, as a unified diff."""
+        return (await self._runner.run(["diff", base, "HEAD"], cwd=self.path)).stdout
 
     async def _present_or_tracked(self, paths: Sequence[str]) -> list[str]:
         """Those of `paths` that exist now or existed at HEAD (git refuses to add the rest)."""

@@ -1,0 +1,581 @@
+"""The second half of a run: the approved plan's tasks run, are reviewed and integrated, and
+the branch becomes a draft pull request.
+
+One job drives a run. It can be killed at any moment: started again, it resets tasks that were
+in flight, adopts commits it had pushed but not recorded, and carries on; the pull request, the
+status comment and the check run are found again rather than made twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from bot import runs
+from bot.codebase.tools import read_only_tools
+from bot.config import RepoConfig
+from bot.executor import JobContext
+from bot.git import ApplyConflict, Mirror, PushRejected
+from bot.github.repo import RepoClient
+from bot.llm.agent import AgentFailed
+from bot.llm.budget import Budget
+from bot.llm.metered import MeteredModel
+from bot.llm.recording import StoreRecorder, run_spend, task_spend
+from bot.llm.registry import model_name_for
+from bot.llm.types import Model, ModelFailed
+from bot.plan.schema import Plan, PlanTask
+from bot.plan.validate import protected
+from bot.planning import load_run, repo_client, show_status
+from bot.review import ReviewVerdict, review
+from bot.sandbox import CommandResult, Sandbox
+from bot.scheduler import TaskView, blocked_for_good, ready_to_start
+from bot.store.models import (
+    AttemptStatus,
+    PlanRevision,
+    Run,
+    RunState,
+    Task,
+    TaskAttempt,
+    TaskState,
+)
+from bot.store.types import utcnow
+from bot.workers.attempt import AttemptPlan, RepoCommands, WorkerAttempt, describe_task
+from bot.workers.roles import FinishInput
+
+log = logging.getLogger(__name__)
+
+# A worker this unsure of its own work goes to a person instead of the reviewer.
+CONFIDENCE_FLOOR = 0.5
+LIVE_STATUS_SECONDS = 3.0
+POLL_SECONDS = 0.5
+STATUS_HEADER = (
+    "| task | state | role | model | tokens | cost | attempts |\n|---|---|---|---|---|---|---|"
+)
+TEST_COMMANDS = (
+    ("pyproject.toml", "python3 -m pytest -q"),
+    ("setup.py", "python3 -m pytest -q"),
+    ("package.json", "npm test"),
+    ("go.mod", "go test ./..."),
+    ("Cargo.toml", "cargo test"),
+)
+
+
+def default_test_command(files: Sequence[str]) -> str:
+    """The obvious test command for a repository, from the files at its root."""
+    present = set(files)
+    return next((command for marker, command in TEST_COMMANDS if marker in present), "true")
+
+
+async def execute_run(context: JobContext, run_id: str) -> None:
+    """Job: run an approved plan to a draft pull request, or to a person who must decide."""
+    run = await load_run(context, run_id)
+    if run.state != RunState.executing:
+        return
+    execution = await Execution.prepare(context, run)
+    await execution.drive()
+
+
+@dataclass
+class _Outcome:
+    state: TaskState
+    reason: str | None = None
+
+
+class Execution:
+    def __init__(
+        self,
+        context: JobContext,
+        run: Run,
+        repo: RepoClient,
+        mirror: Mirror,
+        config: RepoConfig,
+        commands: RepoCommands,
+    ) -> None:
+        self.context = context
+        self.run = run
+        self.repo = repo
+        self.mirror = mirror
+        self.config = config
+        self.commands = commands
+        self.integration = asyncio.Lock()
+        self._last_status = 0.0
+
+    @classmethod
+    async def prepare(cls, context: JobContext, run: Run) -> Execution:
+        github = context.integrations.require_github()
+        installation = run.installation_id or 0
+        mirror = context.integrations.mirrors.mirror(
+            run.repository, lambda: github.installation_token(installation)
+        )
+        await mirror.update()
+        config = RepoConfig.model_validate(run.config)
+        base = run.base_sha or await mirror.resolve(
+            (await repo_client(context, run).repository()).default_branch
+        )
+        files = await mirror.files_at(base)
+        commands = RepoCommands(
+            test=config.test_command or default_test_command(files),
+            lint=config.lint_command,
+            setup=config.setup_command,
+        )
+        execution = cls(context, run, repo_client(context, run), mirror, config, commands)
+        await execution._ready_tasks(base)
+        return execution
+
+    async def drive(self) -> None:
+        running: dict[str, asyncio.Task[_Outcome]] = {}
+        try:
+            while True:
+                if await self._cancelled():
+                    return
+                views = await self._views()
+                for key in ready_to_start(
+                    views, run_cap=self.config.max_parallel, global_free=await self._free()
+                ):
+                    await self._set_state(key, TaskState.running)
+                    running[key] = asyncio.create_task(self._do_task(key), name=f"task-{key}")
+                if not running:
+                    break
+                done, _ = await asyncio.wait(
+                    running.values(), timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                )
+                for key in [key for key, task in running.items() if task in done]:
+                    outcome = running.pop(key).result()
+                    await self._set_state(key, outcome.state, outcome.reason)
+                await self._live_status()
+        finally:
+            for task in running.values():
+                task.cancel()
+            await asyncio.gather(*running.values(), return_exceptions=True)
+            if await self._cancelled():
+                await self._stop_everything()
+        await self._complete()
+
+    async def _stop_everything(self) -> None:
+        """After `/cancel`: unfinished tasks and their attempts are marked cancelled."""
+
+        def stop(session: Session) -> None:
+            open_tasks = select(Task).where(
+                Task.run_id == self.run.id,
+                col(Task.state).not_in([TaskState.integrated, TaskState.skipped]),
+            )
+            for task in session.exec(open_tasks):
+                task.state, task.updated_at = TaskState.cancelled, utcnow()
+            open_attempts = select(TaskAttempt).where(
+                TaskAttempt.run_id == self.run.id, TaskAttempt.status == AttemptStatus.running
+            )
+            for attempt in session.exec(open_attempts):
+                attempt.status, attempt.ended_at = AttemptStatus.cancelled, utcnow()
+
+        await self.context.store.run(stop)
+
+    # Tasks
+
+    async def _do_task(self, key: str) -> _Outcome:
+        feedback: str | None = None
+        for _ in range(self.config.review_rounds):
+            outcome, feedback = await self._attempt_round(key, feedback)
+            if outcome is not None:
+                return outcome
+        return _Outcome(TaskState.failed, f"not accepted after {self.config.review_rounds} rounds")
+
+    async def _attempt_round(
+        self, key: str, feedback: str | None
+    ) -> tuple[_Outcome | None, str | None]:
+        task = await self._task(key)
+        plan_task = describe_task(task)
+        base = self.run.head_sha or self.run.base_sha or ""
+        worker = WorkerAttempt(
+            self.context.store,
+            self.mirror,
+            self.commands,
+            lambda attempt_id: self._model(task, "implementer", attempt_id, plan_task.role),
+            ticket=self.run.issue_title,
+            toolchains=self.context.settings.sandbox_toolchains,
+        )
+        number = task.attempts + 1
+        await self._count_attempt(key, number)
+        result = await worker.run(
+            AttemptPlan(self.run.id, task.id or 0, plan_task, number, base, feedback)
+        )
+        if result.status == AttemptStatus.escalated:
+            return _Outcome(TaskState.escalated, result.error), None
+        if result.status != AttemptStatus.succeeded or result.finish is None:
+            return _Outcome(TaskState.failed, result.error), None
+        if result.finish.confidence < CONFIDENCE_FLOOR:
+            reason = f"the worker's confidence was {result.finish.confidence:.2f}"
+            return _Outcome(TaskState.escalated, reason), None
+        await self._set_state(key, TaskState.reviewing)
+        verdict = await self._review(
+            task, result.attempt_id, result.commit_sha, base, result.finish
+        )
+        await self._record_verdict(result.attempt_id, verdict)
+        if verdict.verdict == "escalate":
+            return _Outcome(TaskState.escalated, verdict.feedback), None
+        if verdict.verdict == "revise":
+            await self._retried(result.attempt_id)
+            return None, verdict.feedback
+        return await self._accepted(key, task, result.commit_sha)
+
+    async def _accepted(
+        self, key: str, task: Task, commit_sha: str | None
+    ) -> tuple[_Outcome | None, str | None]:
+        if task.needs_approval and not await self._approved(key):
+            return _Outcome(TaskState.escalated, "cancelled while waiting for /approve-task"), None
+        if commit_sha is None:
+            return _Outcome(TaskState.integrated), None  # nothing changed: nothing to commit
+        try:
+            await self._integrate(key, commit_sha)
+        except ApplyConflict as conflict:
+            return None, f"Your change conflicts with the run branch now:\n{conflict.hunks}"
+        return _Outcome(TaskState.integrated), None
+
+    async def _review(
+        self, task: Task, attempt_id: int, commit_sha: str | None, base: str, finish: FinishInput
+    ) -> ReviewVerdict:
+        worktree = await self.mirror.add_worktree(
+            self.run.id, f"{task.key}-review", commit_sha or base
+        )
+        try:
+            diff = await worktree.diff_from(base)
+            tests = await self._tests_on(worktree.path)
+            model = self._model(task, "orchestrator", attempt_id, "reviewer")
+            tools = read_only_tools(worktree.path)
+            return await review(model, tools, describe_task(task), finish, diff, tests)
+        except (AgentFailed, ModelFailed) as failure:
+            return ReviewVerdict(
+                verdict="escalate", feedback=f"the review could not finish: {failure}"
+            )
+        finally:
+            await worktree.remove()
+
+    async def _tests_on(self, path: Path) -> CommandResult | None:
+        sandbox = Sandbox(
+            path, extra_read_only=[*self.context.settings.sandbox_toolchains, self.mirror.path]
+        )
+        return await sandbox.run(self.commands.test)
+
+    async def _integrate(self, key: str, commit_sha: str) -> None:
+        """The accepted commit onto the run branch, pushed with a lease; one task at a time."""
+        async with self.integration:
+            if await self._cancelled():
+                raise asyncio.CancelledError
+            head = self.run.head_sha or self.run.base_sha or ""
+            worktree = await self.mirror.add_worktree(self.run.id, "integration", head)
+            try:
+                new_head = await worktree.apply_commit(commit_sha)
+            finally:
+                await worktree.remove()
+            try:
+                await self.mirror.push(self.run.branch or "", new_head, expected=self.run.head_sha)
+            except PushRejected:
+                await self.mirror.update()
+                raise
+            await self._record_integration(key, new_head)
+
+    # Completion
+
+    async def _complete(self) -> None:
+        views = await self._views()
+        if await self._cancelled():
+            return
+        stuck = [v.key for v in views if v.state not in ("integrated", "skipped")]
+        if stuck:
+            await self._needs_human(stuck, blocked_for_good(views))
+            return
+        head = self.run.head_sha or self.run.base_sha or ""
+        worktree = await self.mirror.add_worktree(self.run.id, "final", head)
+        try:
+            tests = await self._tests_on(worktree.path)
+        finally:
+            await worktree.remove()
+        await self._open_pull_request(tests, head)
+
+    async def _open_pull_request(self, tests: CommandResult | None, head: str) -> None:
+        passed = tests is not None and tests.exit_code == 0
+        repository = await self.repo.repository()
+        body = await self._pull_request_body(tests)
+        pull = await self.repo.open_draft_pull_request(
+            self.run.branch or "",
+            repository.default_branch,
+            f"{self.run.issue_title} (#{self.run.issue_number})",
+            body,
+        )
+        await self.repo.update_pull_request_body(pull.number, body)
+        summary = (
+            "Every task was accepted; the tests pass."
+            if passed
+            else "The tests fail on the branch."
+        )
+        check_id = self.run.check_run_id
+        if check_id is None:
+            check_id = await self.repo.create_check_run(
+                head, "completed", "Baton", summary, conclusion="success" if passed else "failure"
+            )
+        else:
+            await self.repo.update_check_run(
+                check_id,
+                "completed",
+                "Baton",
+                summary,
+                conclusion="success" if passed else "failure",
+            )
+        final = await self._status_text(f"**Draft pull request** #{pull.number} is open. {summary}")
+        await show_status(self.context, self.run, self.repo, final)
+        await self._finish_run(pull.number, check_id)
+
+    async def _pull_request_body(self, tests: CommandResult | None) -> str:
+        rows = await self._task_rows()
+        lines = [
+            f"Resolves #{self.run.issue_number}.",
+            "",
+            "| task | role | model | tokens | cost | attempts |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+            "Tests on the branch: " + ("passed" if tests and tests.exit_code == 0 else "failed"),
+        ]
+        if tests is not None:
+            lines += ["", "```", tests.output[-3000:], "```"]
+        return "\n".join(lines)
+
+    async def _needs_human(self, stuck: list[str], blocked: list[str]) -> None:
+        def park(session: Session) -> None:
+            run = session.get(Run, self.run.id)
+            if run is not None:
+                run.state, run.updated_at = RunState.needs_human, utcnow()
+                runs.record_event(session, self.run.id, "run.needs_human", ", ".join(stuck))
+
+        await self.context.store.run(park)
+        text = (
+            f"**Needs a person**: {', '.join(stuck)} did not finish. "
+            "Answer with `/retry Tn` or `/skip Tn`."
+        )
+        await show_status(self.context, self.run, self.repo, await self._status_text(text))
+
+    # State
+
+    async def _ready_tasks(self, base: str) -> None:
+        """Task rows for the approved plan; tasks a dead process left in flight start over."""
+
+        def ready(session: Session) -> None:
+            run = session.get(Run, self.run.id)
+            assert run is not None
+            if run.base_sha is None:
+                run.base_sha = base
+            revision = session.exec(
+                select(PlanRevision)
+                .where(
+                    PlanRevision.run_id == self.run.id, col(PlanRevision.approved_by).is_not(None)
+                )
+                .order_by(col(PlanRevision.number).desc())
+            ).first()
+            assert revision is not None, "an executing run has an approved revision"
+            existing = {
+                t.key: t for t in session.exec(select(Task).where(Task.run_id == self.run.id))
+            }
+            for planned in Plan.model_validate(revision.plan).tasks:
+                task = existing.get(planned.id)
+                if task is None:
+                    session.add(_task_row(self.run.id, revision, planned, self.config))
+                elif task.state in (TaskState.running, TaskState.reviewing):
+                    task.state = TaskState.pending
+            for attempt in session.exec(
+                select(TaskAttempt).where(
+                    TaskAttempt.run_id == self.run.id, TaskAttempt.status == AttemptStatus.running
+                )
+            ):
+                attempt.status, attempt.error = (
+                    AttemptStatus.failed,
+                    "interrupted: the process stopped",
+                )
+            self.run.base_sha = run.base_sha
+            self.run.head_sha = run.head_sha
+
+        await self.context.store.run(ready)
+
+    async def _views(self) -> list[TaskView]:
+        def read(session: Session) -> list[TaskView]:
+            tasks = session.exec(
+                select(Task).where(Task.run_id == self.run.id).order_by(col(Task.id))
+            )
+            return [
+                TaskView(t.key, t.state, tuple(t.depends_on), tuple(t.files), t.needs_approval)
+                for t in tasks
+            ]
+
+        return await self.context.store.run(read)
+
+    async def _task(self, key: str) -> Task:
+        def read(session: Session) -> Task:
+            task = session.exec(
+                select(Task).where(Task.run_id == self.run.id, Task.key == key)
+            ).one()
+            session.expunge(task)
+            return task
+
+        return await self.context.store.run(read)
+
+    async def _set_state(self, key: str, state: TaskState, reason: str | None = None) -> None:
+        def change(session: Session) -> None:
+            task = session.exec(
+                select(Task).where(Task.run_id == self.run.id, Task.key == key)
+            ).one()
+            task.state, task.updated_at = state, utcnow()
+            runs.record_event(session, self.run.id, f"task.{state}", reason or state, task_key=key)
+
+        await self.context.store.run(change)
+
+    async def _count_attempt(self, key: str, number: int) -> None:
+        def count(session: Session) -> None:
+            task = session.exec(
+                select(Task).where(Task.run_id == self.run.id, Task.key == key)
+            ).one()
+            task.attempts = number
+
+        await self.context.store.run(count)
+
+    async def _record_verdict(self, attempt_id: int, verdict: ReviewVerdict) -> None:
+        def record(session: Session) -> None:
+            attempt = session.get(TaskAttempt, attempt_id)
+            if attempt is not None:
+                attempt.review_verdict, attempt.review_feedback = verdict.verdict, verdict.feedback
+
+        await self.context.store.run(record)
+
+    async def _retried(self, attempt_id: int) -> None:
+        def mark(session: Session) -> None:
+            attempt = session.get(TaskAttempt, attempt_id)
+            if attempt is not None:
+                attempt.status = AttemptStatus.retried
+
+        await self.context.store.run(mark)
+
+    async def _record_integration(self, key: str, head: str) -> None:
+        def record(session: Session) -> None:
+            run = session.get(Run, self.run.id)
+            task = session.exec(
+                select(Task).where(Task.run_id == self.run.id, Task.key == key)
+            ).one()
+            if run is not None:
+                run.head_sha, run.updated_at = head, utcnow()
+            task.commit_sha = head
+            runs.record_event(session, self.run.id, "task.pushed", head, task_key=key)
+
+        await self.context.store.run(record)
+        self.run.head_sha = head
+
+    async def _finish_run(self, pull_number: int, check_id: int) -> None:
+        def finish(session: Session) -> None:
+            run = session.get(Run, self.run.id)
+            if run is not None:
+                run.state, run.pull_request_number, run.check_run_id = (
+                    RunState.pr_open,
+                    pull_number,
+                    check_id,
+                )
+                run.cost_usd = run_spend(session, self.run.id)
+                run.updated_at = utcnow()
+
+        await self.context.store.run(finish)
+        self.run.check_run_id = check_id
+
+    async def _cancelled(self) -> bool:
+        def state(session: Session) -> str | None:
+            run = session.get(Run, self.run.id)
+            return run.state if run else None
+
+        return await self.context.store.run(state) == RunState.cancelled
+
+    async def _approved(self, key: str) -> bool:
+        """Wait for `/approve-task`; False if the run is cancelled first."""
+        await self._set_state(key, TaskState.awaiting_approval)
+        while not await self._cancelled():
+            if (await self._task(key)).approved_by:
+                return True
+            await asyncio.sleep(POLL_SECONDS)
+        return False
+
+    async def _free(self) -> int:
+        def running(session: Session) -> int:
+            query = (
+                select(sa.func.count())
+                .select_from(Task)
+                .where(col(Task.state).in_([TaskState.running, TaskState.reviewing]))
+            )
+            return int(session.exec(query).one())
+
+        return self.context.settings.max_parallel - await self.context.store.run(running)
+
+    def _model(self, task: Task, role: str, attempt_id: int, recorded_role: str) -> Model:
+        models = {r: n for r, n in self.config.models.model_dump().items() if n}
+        name = model_name_for(
+            role if role == "orchestrator" else task.role, self.context.settings, models
+        )
+        prices = self.context.integrations.prices.with_overrides(self.config.price_overrides())
+        recorder = StoreRecorder(
+            self.context.store, recorded_role, self.run.id, task.id, attempt_id
+        )
+        budget = Budget(self.config.budget_limits())
+        return MeteredModel(self.context.integrations.model_factory(name), prices, budget, recorder)
+
+    # Status
+
+    async def _live_status(self) -> None:
+        if time.monotonic() - self._last_status < LIVE_STATUS_SECONDS:
+            return
+        self._last_status = time.monotonic()
+        with contextlib.suppress(Exception):
+            await show_status(
+                self.context, self.run, self.repo, await self._status_text("**Executing**")
+            )
+
+    async def _status_text(self, heading: str) -> str:
+        rows = await self._task_rows(with_state=True)
+        header = STATUS_HEADER
+        return "\n".join([heading, "", header, *rows])
+
+    async def _task_rows(self, with_state: bool = False) -> list[str]:
+        def read(session: Session) -> list[str]:
+            rows = []
+            for task in session.exec(
+                select(Task).where(Task.run_id == self.run.id).order_by(col(Task.id))
+            ):
+                spend = task_spend(session, task.id or 0)
+                state = [str(task.state)] if with_state else []
+                model = model_name_for(
+                    task.role,
+                    self.context.settings,
+                    {r: n for r, n in self.config.models.model_dump().items() if n},
+                )
+                cells = [task.key, *state, task.role, model, str(spend.tokens)]
+                cells += [f"${spend.usd:.4f}", str(task.attempts)]
+                rows.append("| " + " | ".join(cells) + " |")
+            return rows
+
+        return await self.context.store.run(read)
+
+
+def _task_row(run_id: str, revision: PlanRevision, planned: PlanTask, config: RepoConfig) -> Task:
+    return Task(
+        run_id=run_id,
+        revision_id=revision.id or 0,
+        key=planned.id,
+        title=planned.title,
+        role=planned.role,
+        description=planned.description,
+        acceptance=planned.acceptance,
+        depends_on=planned.depends_on,
+        files=planned.files,
+        context_files=planned.context_files,
+        needs_approval=any(protected(path, config.protected_paths) for path in planned.files),
+        state=TaskState.pending,
+    )

@@ -1,0 +1,196 @@
+"""Execution end to end over HTTP: an approved plan's tasks run, are reviewed, land on the run
+branch of the GitHub double, and become a draft pull request."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from tests.doubles.fixtures import REPOSITORY, commit_files
+from tests.doubles.models import ModelReply, RecordedCall, ScriptedToolCall
+from tests.support import wait_for
+from tests.world import ISSUE, World, plan, submit, task
+
+BRANCH = f"baton/issue-{ISSUE}"
+FILES = {
+    "T1": "src/widgets/base.py",
+    "T2": "src/widgets/dial.py",
+    "T3": "src/widgets/knob.py",
+    "T4": "src/widgets/panel.py",
+}
+FOUR_TASKS = plan(
+    task("T1", [], [FILES["T1"]]),
+    task("T2", ["T1"], [FILES["T2"]]),
+    task("T3", ["T1"], [FILES["T3"]]),
+    task("T4", ["T2", "T3"], [FILES["T4"]]),
+)
+ACCEPT = ModelReply(
+    tool_calls=[ScriptedToolCall("submit_review", {"verdict": "accept", "feedback": "Good."})]
+)
+TEST_COMMAND = f"{sys.executable} -m pytest -q -p no:cacheprovider"
+
+
+def tool(name: str, **arguments: Any) -> ModelReply:
+    return ModelReply(f"- {name}", [ScriptedToolCall(name, arguments)])
+
+
+def who(call: RecordedCall) -> tuple[str, str | None]:
+    """Which part of Baton is asking: the planner, a reviewer or a worker, and for which task."""
+    system = call.json["system"][0]["text"]
+    first = call.json["messages"][0]["content"][0]["text"]
+    found = re.search(r"Task (T\d+)", first)
+    key = found.group(1) if found else None
+    if system.startswith("You are the planner"):
+        return "planner", None
+    if system.startswith("You review"):
+        return "reviewer", key
+    return "worker", key
+
+
+def models_for(
+    the_plan: dict[str, Any], review: Callable[[str], ModelReply] = lambda key: ACCEPT
+) -> Callable[[RecordedCall], ModelReply]:
+    """The planner submits `the_plan`; each worker writes its file and finishes."""
+
+    def answer(call: RecordedCall) -> ModelReply:
+        role, key = who(call)
+        if role == "planner":
+            return submit(the_plan)
+        if role == "reviewer":
+            return review(str(key))
+        if len(call.json["messages"]) == 1:
+            return tool("write_file", path=FILES[str(key)], content=f"NAME = {key!r}\n")
+        return tool("finish", summary=f"Wrote {FILES[str(key)]}.", confidence=0.9)
+
+    return answer
+
+
+def approved(world: World, engine: sa.Engine, policy: Callable[[RecordedCall], ModelReply]) -> None:
+    commit_files(world.github, {".github/baton.yml": f"test_command: {TEST_COMMAND}\n"})
+    world.models.policy = policy
+    world.label()
+    wait_for(lambda: world.run_state(engine) == "awaiting_approval", timeout=30)
+    world.comment("/approve-plan")
+
+
+def branch_log(world: World) -> list[str]:
+    git_dir = world.github.root / f"{REPOSITORY}.git"
+    done = subprocess.run(
+        ["git", "--git-dir", str(git_dir), "log", "--reverse", "--format=%s", f"main..{BRANCH}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.splitlines()
+
+
+def attempts(engine: sa.Engine) -> list[Any]:
+    query = (
+        "SELECT t.key, a.number, a.status, a.started_at, a.ended_at, a.review_verdict "
+        "FROM task_attempts a JOIN tasks t ON t.id = a.task_id ORDER BY a.id"
+    )
+    with engine.connect() as connection:
+        return list(connection.execute(sa.text(query)))
+
+
+def test_an_approved_plan_becomes_a_draft_pull_request(world: World, engine: sa.Engine) -> None:
+    approved(world, engine, models_for(FOUR_TASKS))
+    wait_for(lambda: world.run_state(engine) == "pr_open", timeout=90)
+
+    subjects = branch_log(world)
+    assert len(subjects) == 4
+    assert subjects[0] == "T1: Step T1"
+    assert sorted(subjects[1:3]) == ["T2: Step T2", "T3: Step T3"]
+    assert subjects[3] == "T4: Step T4"
+
+    by_key = {row.key: row for row in attempts(engine)}
+    t2, t3 = by_key["T2"], by_key["T3"]
+    # Their recorded intervals overlap: each started before the other ended.
+    assert t2.started_at < t3.ended_at
+    assert t3.started_at < t2.ended_at
+
+    (pull,) = world.github.pulls(REPOSITORY)
+    assert pull["draft"] is True
+    assert pull["head"]["ref"] == BRANCH
+    assert f"#{ISSUE}" in pull["body"]
+    for key in FILES:
+        assert f"| {key} |" in pull["body"]
+    (check,) = world.github.check_runs(REPOSITORY)
+    assert (check["name"], check["conclusion"]) == ("baton", "success")
+    status = world.status()
+    assert "Draft pull request" in status
+    assert status.count("| integrated |") == 4
+
+
+def test_a_revise_then_accept_makes_two_attempts_and_one_commit(
+    world: World, engine: sa.Engine
+) -> None:
+    verdicts = iter(["revise", "accept"])
+
+    def review(key: str) -> ModelReply:
+        verdict = next(verdicts)
+        arguments = {"verdict": verdict, "feedback": "Name it DIAL." if verdict == "revise" else ""}
+        return ModelReply(tool_calls=[ScriptedToolCall("submit_review", arguments)])
+
+    approved(world, engine, models_for(plan(task("T1", [], [FILES["T1"]])), review))
+    wait_for(lambda: world.run_state(engine) == "pr_open", timeout=60)
+    rows = attempts(engine)
+    assert [(row.number, row.status, row.review_verdict) for row in rows] == [
+        (1, "retried", "revise"),
+        (2, "succeeded", "accept"),
+    ]
+    assert branch_log(world) == ["T1: Step T1"]
+
+
+def test_cancel_during_execution_stops_the_work_and_pushes_nothing(
+    world: World, engine: sa.Engine
+) -> None:
+    slow = models_for(FOUR_TASKS)
+
+    def stalling(call: RecordedCall) -> ModelReply:
+        if who(call)[0] == "worker":
+            time.sleep(2)  # a worker thinking; the cancel arrives meanwhile
+        return slow(call)
+
+    approved(world, engine, stalling)
+    wait_for(lambda: world.run_state(engine) == "executing", timeout=30)
+    world.comment("/cancel")
+    wait_for(lambda: world.run_state(engine) == "cancelled", timeout=30)
+    time.sleep(3)  # long enough for a worker that was not stopped to finish and push
+    assert world.github.branch_sha(REPOSITORY, BRANCH) is None
+    assert world.github.pulls(REPOSITORY) == []
+    with engine.connect() as connection:
+        states = connection.execute(sa.text("SELECT DISTINCT state FROM tasks")).scalars().all()
+    assert states == ["cancelled"]
+
+
+def test_tasks_that_write_one_file_never_run_at_the_same_time(
+    world: World, engine: sa.Engine
+) -> None:
+    shared = "src/widgets/dial.py"
+    one_file = plan(
+        task("T1", [], [FILES["T1"]]),
+        task("T2", ["T1"], [shared]),
+        task("T3", ["T1"], [shared]),
+        task("T4", ["T2", "T3"], [FILES["T4"]]),
+    )
+    writes = {**FILES, "T2": shared, "T3": shared}
+
+    def answer(call: RecordedCall) -> ModelReply:
+        role, key = who(call)
+        if role == "worker" and len(call.json["messages"]) == 1:
+            return tool("write_file", path=writes[str(key)], content=f"BY = {key!r}\n")
+        return models_for(one_file)(call)
+
+    approved(world, engine, answer)
+    wait_for(lambda: world.run_state(engine) == "pr_open", timeout=90)
+    by_key = {row.key: row for row in attempts(engine)}
+    first, second = sorted((by_key["T2"], by_key["T3"]), key=lambda row: row.started_at)
+    assert first.ended_at <= second.started_at
+    assert len(branch_log(world)) == 4
