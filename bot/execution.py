@@ -128,7 +128,18 @@ class Execution:
         )
         execution = cls(context, run, repo_client(context, run), mirror, config, commands)
         await execution._ready_tasks(base)
+        await execution._adopt_pushed()
         return execution
+
+    async def _adopt_pushed(self) -> None:
+        """Commits this run pushed but did not record (it died in between) count as integrated."""
+        remote = await self.mirror.branch_head(self.run.branch or "")
+        since = self.run.head_sha or self.run.base_sha
+        if remote is None or since is None or remote == since:
+            return
+        for sha, key in await self.mirror.task_commits(since, remote, self.run.id):
+            await self._record_integration(key, sha)
+            await self._set_state(key, TaskState.integrated, "found pushed after a restart")
 
     async def drive(self) -> None:
         running: dict[str, asyncio.Task[_Outcome]] = {}
@@ -315,7 +326,7 @@ class Execution:
             if passed
             else "The tests fail on the branch."
         )
-        check_id = self.run.check_run_id
+        check_id = self.run.check_run_id or await self.repo.find_check_run(head)
         if check_id is None:
             check_id = await self.repo.create_check_run(
                 head, "completed", "Baton", summary, conclusion="success" if passed else "failure"

@@ -155,7 +155,7 @@ def _topological_order(
     by_key: Mapping[str, TaskView],
     dependents: Mapping[str, Iterable[str]],
 ) -> list[str]:
-    """Every key after the keys it depends on; `ValueError` when some tasks wait in a cycle."""
+    """Every key after the keys it depends on; `ValueError` when depends_on has a cycle."""
     waiting_for = {task.key: set(task.depends_on) & by_key.keys() for task in tasks}
     free = [key for key, dependencies in waiting_for.items() if not dependencies]
     order: list[str] = []
@@ -169,8 +169,8 @@ def _topological_order(
     if len(order) < len(tasks):
         stuck = sorted(waiting_for.keys() - set(order), key=key_order)
         raise ValueError(
-            f"tasks {', '.join(stuck)} wait for each other in a cycle of depends_on; "
-            "a checked plan has none, so the plan must be corrected"
+            f"tasks {', '.join(stuck)} are in a cycle of depends_on or wait for one; "
+            "a checked plan has no cycle, so the plan must be corrected"
         )
     return order
 

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tests.doubles.fixtures import REPOSITORY, commit_files
+from tests.doubles.github import GitHubDouble
 from tests.doubles.models import ModelReply, RecordedCall, ScriptedToolCall
 from tests.support import wait_for
 from tests.world import ISSUE, World, plan, submit, task
@@ -79,8 +80,11 @@ def approved(world: World, engine: sa.Engine, policy: Callable[[RecordedCall], M
     world.comment("/approve-plan")
 
 
-def branch_log(world: World) -> list[str]:
-    git_dir = world.github.root / f"{REPOSITORY}.git"
+def branch_log(github: GitHubDouble) -> list[str]:
+    """The subjects of the run branch's commits, oldest first; none without the branch."""
+    if github.branch_sha(REPOSITORY, BRANCH) is None:
+        return []
+    git_dir = github.root / f"{REPOSITORY}.git"
     done = subprocess.run(
         ["git", "--git-dir", str(git_dir), "log", "--reverse", "--format=%s", f"main..{BRANCH}"],
         capture_output=True,
@@ -103,7 +107,7 @@ def test_an_approved_plan_becomes_a_draft_pull_request(world: World, engine: sa.
     approved(world, engine, models_for(FOUR_TASKS))
     wait_for(lambda: world.run_state(engine) == "pr_open", timeout=90)
 
-    subjects = branch_log(world)
+    subjects = branch_log(world.github)
     assert len(subjects) == 4
     assert subjects[0] == "T1: Step T1"
     assert sorted(subjects[1:3]) == ["T2: Step T2", "T3: Step T3"]
@@ -145,7 +149,7 @@ def test_a_revise_then_accept_makes_two_attempts_and_one_commit(
         (1, "retried", "revise"),
         (2, "succeeded", "accept"),
     ]
-    assert branch_log(world) == ["T1: Step T1"]
+    assert branch_log(world.github) == ["T1: Step T1"]
 
 
 def test_cancel_during_execution_stops_the_work_and_pushes_nothing(
@@ -193,4 +197,4 @@ def test_tasks_that_write_one_file_never_run_at_the_same_time(
     by_key = {row.key: row for row in attempts(engine)}
     first, second = sorted((by_key["T2"], by_key["T3"]), key=lambda row: row.started_at)
     assert first.ended_at <= second.started_at
-    assert len(branch_log(world)) == 4
+    assert len(branch_log(world.github)) == 4

@@ -95,8 +95,8 @@ def test_the_table_has_a_row_per_task_with_dependencies_files_and_gates() -> Non
     ) in body
     assert (
         "**Warnings**\n\n"
-        "- T1 writes protected paths (migrations/0002.py); it starts only after a person "
-        "comments /approve-task T1\n\n"
+        "- T1 writes protected paths (migrations/0002.py); its work joins the branch only after "
+        "a person comments /approve-task T1\n\n"
     ) in body
 
 

@@ -455,8 +455,8 @@ def test_tasks_writing_protected_paths_are_gated_with_a_warning() -> None:
     assert check_plan(checked, FILES, rules) == PlanCheck(
         errors=(),
         warnings=(
-            "T1 writes protected paths (migrations/0002_add.py, poetry.lock); it starts only "
-            "after a person comments /approve-task T1",
+            "T1 writes protected paths (migrations/0002_add.py, poetry.lock); its work joins "
+            "the branch only after a person comments /approve-task T1",
         ),
         gated=frozenset({"T1"}),
     )

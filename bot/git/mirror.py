@@ -141,6 +141,28 @@ class Mirror:
         )
         return output.stdout.strip() if output.returncode == 0 else None
 
+    async def task_commits(self, since: str, until: str, run_id: str) -> list[tuple[str, str]]:
+        """The commits after `since` up to `until` that run `run_id` made, oldest first, each
+        with its `Baton-Task` trailer: how a restarted run finds pushes it did not record."""
+        separator = "\x1f"
+        trailers = "%(trailers:key=Baton-Run,valueonly,separator=,)"
+        task = "%(trailers:key=Baton-Task,valueonly,separator=,)"
+        log = await self._runner.run(
+            [
+                "log",
+                "--reverse",
+                f"--format=%H{separator}{trailers}{separator}{task}",
+                f"{since}..{until}",
+            ],
+            cwd=self.path,
+        )
+        found = []
+        for line in log.stdout.splitlines():
+            sha, run, key = (line.split(separator) + ["", ""])[:3]
+            if run.strip() == run_id and key.strip():
+                found.append((sha, key.strip()))
+        return found
+
     async def resolve(self, revision: str) -> str:
         """The commit sha `revision` (a branch, tag or sha) names in the mirror."""
         args = ["rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}"]

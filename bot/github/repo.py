@@ -237,6 +237,14 @@ class RepoClient:
         )
         return created.id
 
+    async def find_check_run(self, head_sha: str, name: str = "baton") -> int | None:
+        """The id of the check run `name` on a commit, if Baton made one already."""
+        answer = await self._call(
+            f"check runs of {self.full_name}@{head_sha}",
+            self._rest.checks.async_list_for_ref(self.owner, self.name, head_sha, check_name=name),
+        )
+        return answer.check_runs[0].id if answer.check_runs else None
+
     async def update_check_run(
         self,
         check_run_id: int,

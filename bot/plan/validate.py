@@ -338,7 +338,7 @@ def _gate_warnings(tasks: Sequence[PlanTask], gated: Mapping[int, list[str]]) ->
         yield _Finding(
             index,
             f"{name} writes protected paths ({', '.join(_clipped(path) for path in paths)}); "
-            f"it starts only after a person comments /approve-task {name}",
+            f"its work joins the branch only after a person comments /approve-task {name}",
         )
 
 
