@@ -35,6 +35,7 @@ from bot.plan.schema import Plan, PlanTask
 from bot.plan.validate import protected
 from bot.planning import load_run, repo_client, show_status
 from bot.review import ReviewVerdict, review
+from bot.revisions import answer_review_comments
 from bot.sandbox import CommandResult, Sandbox
 from bot.scheduler import TaskView, blocked_for_good, ready_to_start
 from bot.store.models import (
@@ -341,6 +342,7 @@ class Execution:
             )
         final = await self._status_text(f"**Draft pull request** #{pull.number} is open. {summary}")
         await show_status(self.context, self.run, self.repo, final)
+        await answer_review_comments(self.context, self.run.id, self.repo, pull.number)
         await self._finish_run(pull.number, check_id)
 
     async def _pull_request_body(self, tests: CommandResult | None) -> str:

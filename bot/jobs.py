@@ -8,7 +8,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 from sqlmodel import Session
 
-from bot import execution, installations, planning, runs, steering
+from bot import execution, installations, planning, revisions, runs, steering
 from bot.events import (
     InstallationEvent,
     InstallationRepositoriesEvent,
@@ -67,23 +67,25 @@ async def handle_issue_comment(context: JobContext, delivery_id: int) -> None:
 
 
 async def handle_review(context: JobContext, delivery_id: int) -> None:
-    """`pull_request_review.submitted`: noted on the timeline of the run that owns the PR."""
+    """`pull_request_review.submitted`: noted on the run that owns the PR, then its comments
+    become a new plan revision when the reviewer may command Baton."""
 
-    def step(session: Session) -> None:
+    def step(session: Session) -> PullRequestReviewSubmitted:
         event = load_event(session, delivery_id, PullRequestReviewSubmitted)
         run = runs.run_for_pull_request(session, event.repository.id, event.pull_request.number)
-        if run is None:
-            return
-        runs.record_event(
-            session,
-            run.id,
-            "review.received",
-            f"@{event.sender.login} submitted a review ({event.review.state})",
-            delivery_id=delivery_id,
-            data={"review_id": event.review.id},
-        )
+        if run is not None:
+            runs.record_event(
+                session,
+                run.id,
+                "review.received",
+                f"@{event.sender.login} submitted a review ({event.review.state})",
+                delivery_id=delivery_id,
+                data={"review_id": event.review.id},
+            )
+        return event
 
-    await context.store.run(step)
+    event = await context.store.run(step)
+    await revisions.revise_from_review(context, event, delivery_id)
 
 
 async def sync_installation(context: JobContext, delivery_id: int) -> None:

@@ -3,6 +3,7 @@ branch of the GitHub double, and become a draft pull request."""
 
 from __future__ import annotations
 
+import copy
 import re
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 from tests.doubles.fixtures import REPOSITORY, commit_files
 from tests.doubles.github import GitHubDouble
 from tests.doubles.models import ModelReply, RecordedCall, ScriptedToolCall
-from tests.support import wait_for
+from tests.support import payload, wait_for
 from tests.world import ISSUE, World, plan, submit, task
 
 BRANCH = f"baton/issue-{ISSUE}"
@@ -198,3 +199,55 @@ def test_tasks_that_write_one_file_never_run_at_the_same_time(
     first, second = sorted((by_key["T2"], by_key["T3"]), key=lambda row: row.started_at)
     assert first.ended_at <= second.started_at
     assert len(branch_log(world.github)) == 4
+
+
+def test_a_review_with_two_comments_becomes_tasks_commits_and_replies(
+    world: World, engine: sa.Engine
+) -> None:
+    comment_ids: list[int] = []
+    first_run = models_for(plan(task("T1", [], [FILES["T1"]])))
+
+    def answer(call: RecordedCall) -> ModelReply:
+        if "This time a person reviewed" in call.json["system"][0]["text"]:
+            # One task per review comment, numbered on from T1.
+            return submit(
+                plan(
+                    task("T2", [], [FILES["T2"]], addresses=comment_ids[:1]),
+                    task("T3", [], [FILES["T3"]], addresses=comment_ids[1:]),
+                )
+            )
+        return first_run(call)
+
+    approved(world, engine, answer)
+    wait_for(lambda: world.run_state(engine) == "pr_open", timeout=60)
+    (pull,) = world.github.pulls(REPOSITORY)
+    review = world.github.add_review(
+        REPOSITORY,
+        pull["number"],
+        user="alice",
+        state="CHANGES_REQUESTED",
+        body="Two more widgets, please.",
+        comments=[
+            {"path": FILES["T1"], "line": 1, "body": "Add a dial next to this."},
+            {"path": FILES["T1"], "line": 1, "body": "And a knob."},
+        ],
+    )
+    comment_ids.extend(comment["id"] for comment in review["comments"])
+    body = copy.deepcopy(payload("pull_request_review.submitted"))
+    body["pull_request"]["number"] = pull["number"]
+    body["review"] = {**body["review"], "id": review["id"], "state": "changes_requested"}
+    body["sender"]["login"] = "alice"
+    assert world.github.send_webhook(world.url, "pull_request_review", body).status_code == 202
+
+    def replied() -> list[dict[str, Any]]:
+        return world.github.review_comment_replies(REPOSITORY, pull["number"])
+
+    replies = wait_for(lambda: len(replied()) == 2 and replied(), timeout=90)
+    assert sorted(reply["in_reply_to_id"] for reply in replies) == sorted(comment_ids)
+    assert all(reply["body"].startswith("Addressed in ") for reply in replies)
+    subjects = branch_log(world.github)
+    assert subjects[0] == "T1: Step T1"
+    assert sorted(subjects[1:]) == ["T2: Step T2", "T3: Step T3"]
+    (still,) = world.github.pulls(REPOSITORY)
+    assert still["draft"] is True
+    wait_for(lambda: world.run_state(engine) == "pr_open", timeout=30)

@@ -98,8 +98,12 @@ def mermaid(plan: Plan) -> str:
 
 def plan_yaml(plan: Plan) -> str:
     """The plan as YAML, keys in schema order; `parse_plan_yaml` reads it back to an equal plan."""
+    data = plan.model_dump()
+    for task in data["tasks"]:
+        if not task["addresses"]:
+            del task["addresses"]  # only revisions from a pull request review use it
     return yaml.dump(
-        plan.model_dump(),
+        data,
         Dumper=_PlanDumper,
         sort_keys=False,
         allow_unicode=True,

@@ -22,6 +22,9 @@ class PlanTask(BaseModel):
     files: list[str] = Field(default_factory=list, description="the write set; new files allowed")
     context_files: list[str] = Field(default_factory=list, description="what the worker reads")
     acceptance: str = Field(description="how a reviewer knows it is done")
+    addresses: list[int] = Field(
+        default_factory=list, description="ids of the pull request review comments it answers"
+    )
 
 
 class Plan(BaseModel):

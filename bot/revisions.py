@@ -1,0 +1,250 @@
+"""A person's review of a Baton pull request becomes a new plan revision, approved by that
+review: the orchestrator turns the review's comments into tasks that continue the run's
+numbering, and each comment is answered in its own thread by the commit that addressed it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Sequence
+
+from sqlmodel import Session, col, select
+
+from bot import runs
+from bot.codebase.context import planner_context
+from bot.codebase.tools import read_only_tools
+from bot.config import RepoConfig
+from bot.events import PullRequestReviewSubmitted
+from bot.executor import JobContext, enqueue
+from bot.github.repo import RepoClient, Review
+from bot.github.untrusted import prepare_untrusted
+from bot.llm.agent import Agent, AgentFailed, Finisher, Limits
+from bot.llm.types import ModelFailed
+from bot.plan.render import plan_yaml
+from bot.plan.schema import Plan
+from bot.plan.validate import PlanRules, check_plan
+from bot.planning import PLANNER_SYSTEM, load_run, newest_revision, planner_model, repo_client
+from bot.store.models import PlanRevision, Run, RunState, Task, TimelineEvent
+from bot.store.types import utcnow
+
+log = logging.getLogger(__name__)
+
+ACTED_ON = frozenset({"changes_requested", "commented"})
+REPLIED = "review.replied"
+REVIEW_PLANNER = (
+    PLANNER_SYSTEM
+    + """
+This time a person reviewed the pull request the plan produced. Turn their review comments into
+new tasks that fix what they ask. Number the new tasks from {first} on. A new task may depend
+only on other new tasks (the earlier ones are done and on the branch). List in each task's
+`addresses` the ids of the review comments it answers; every comment needs one task.
+"""
+)
+
+
+async def revise_from_review(
+    context: JobContext, event: PullRequestReviewSubmitted, delivery_id: int
+) -> None:
+    """A submitted review on a run's pull request from someone with write access: new tasks."""
+    state = (event.review.state or "").lower()
+    run_id = await context.store.run(
+        lambda session: _run_for(session, event.repository.id, event.pull_request.number)
+    )
+    if run_id is None or state not in ACTED_ON:
+        return
+    run = await load_run(context, run_id)
+    repo = repo_client(context, run)
+    if not await repo.may_command(event.sender.login):
+        log.info("review by %s, who may not command Baton, ignored", event.sender.login)
+        return
+    if await _already_planned(context, run.id, event.review.id):
+        return
+    review = await repo.review(event.pull_request.number, event.review.id)
+    if not review.comments:
+        return
+    try:
+        plan = await _plan_review(context, run, review)
+    except (AgentFailed, ModelFailed) as failure:
+        log.warning("review %s could not be planned: %s", review.id, failure)
+        return
+    await _approve(context, run.id, plan, review)
+
+
+def _run_for(session: Session, repository_id: int, number: int) -> str | None:
+    run = runs.run_for_pull_request(session, repository_id, number)
+    return run.id if run is not None and run.active else None
+
+
+async def _already_planned(context: JobContext, run_id: str, review_id: int) -> bool:
+    def planned(session: Session) -> bool:
+        query = select(PlanRevision).where(
+            PlanRevision.run_id == run_id, PlanRevision.feedback == _review_key(review_id)
+        )
+        return session.exec(query).first() is not None
+
+    return await context.store.run(planned)
+
+
+def _review_key(review_id: int) -> str:
+    return f"review {review_id}"
+
+
+async def _plan_review(context: JobContext, run: Run, review: Review) -> Plan:
+    config = RepoConfig.model_validate(run.config)
+    first = await context.store.run(lambda session: _next_number(session, run.id))
+    github = context.integrations.require_github()
+    installation = run.installation_id or 0
+    mirror = context.integrations.mirrors.mirror(
+        run.repository, lambda: github.installation_token(installation)
+    )
+    await mirror.update()
+    head = run.head_sha or run.base_sha or ""
+    worktree = await mirror.add_worktree(run.id, "review-plan", head)
+    try:
+        files = await mirror.files_at(head)
+        rules = PlanRules(max_tasks=config.max_tasks, protected_paths=tuple(config.protected_paths))
+        checks = _checks(files, rules, first, review)
+        agent = Agent(
+            await planner_model(context, run, config),
+            REVIEW_PLANNER.format(max_tasks=config.max_tasks, first=f"T{first}"),
+            read_only_tools(worktree.path),
+            [
+                Finisher(
+                    "submit_plan",
+                    "Submit the new tasks.",
+                    Plan,
+                    checks,
+                )
+            ],
+            context=[await asyncio.to_thread(planner_context, worktree.path)],
+            limits=Limits(max_turns=30),
+        )
+        finished = await agent.run(await _review_prompt(context, run.id, review))
+    finally:
+        await worktree.remove()
+    return Plan.model_validate(finished.value.model_dump())
+
+
+def _checks(
+    files: list[str], rules: PlanRules, first: int, review: Review
+) -> Callable[[Plan], Sequence[str]]:
+    wanted = {comment.id for comment in review.comments}
+
+    def problems(plan: Plan) -> list[str]:
+        found = list(check_plan(plan, files, rules).errors)
+        for task in plan.tasks:
+            number = _number(task.id)
+            if number is not None and number < first:
+                found.append(f"{task.id}: new tasks are numbered from T{first} on")
+        answered = {comment for task in plan.tasks for comment in task.addresses}
+        for missing in sorted(wanted - answered):
+            found.append(f"review comment {missing} is addressed by no task (`addresses`)")
+        for unknown in sorted(answered - wanted):
+            found.append(f"review comment {unknown} is not part of this review")
+        return found
+
+    return problems
+
+
+def _number(task_id: str) -> int | None:
+    matched = re.fullmatch(r"T(\d+)", task_id)
+    return int(matched.group(1)) if matched else None
+
+
+def _next_number(session: Session, run_id: str) -> int:
+    keys = session.exec(select(Task.key).where(Task.run_id == run_id)).all()
+    numbers = [number for key in keys if (number := _number(key)) is not None]
+    return max(numbers, default=0) + 1
+
+
+async def _review_prompt(context: JobContext, run_id: str, review: Review) -> str:
+    def previous(session: Session) -> str:
+        latest = newest_revision(session, run_id)
+        return plan_yaml(Plan.model_validate(latest.plan)) if latest else ""
+
+    parts = [
+        "The plan so far:",
+        "```yaml",
+        await context.store.run(previous),
+        "```",
+        f"Review by {prepare_untrusted(review.author, 100)}:",
+        prepare_untrusted(review.body, 5_000),
+    ]
+    for comment in review.comments:
+        where = f"{comment.path}:{comment.line}" if comment.line else comment.path
+        parts += [
+            f'<comment id="{comment.id}" at="{where}">',
+            prepare_untrusted(comment.body),
+            "</comment>",
+        ]
+    return "\n".join(parts)
+
+
+async def _approve(context: JobContext, run_id: str, plan: Plan, review: Review) -> None:
+    def approve(session: Session) -> None:
+        latest = newest_revision(session, run_id)
+        number = (latest.number if latest else 0) + 1
+        session.add(
+            PlanRevision(
+                run_id=run_id,
+                number=number,
+                source="review",
+                summary=plan.summary,
+                plan=plan.model_dump(),
+                feedback=_review_key(review.id),
+                approved_by=review.author,
+                approved_at=utcnow(),
+                created_at=utcnow(),
+            )
+        )
+        run = session.get(Run, run_id)
+        if run is not None:
+            run.state, run.updated_at = RunState.executing, utcnow()
+        message = f"r{number} from the review by @{review.author}"
+        runs.record_event(session, run_id, "plan.from_review", message)
+        enqueue(session, "execute_run", run_id=run_id)
+
+    await context.store.run(approve)
+
+
+async def answer_review_comments(
+    context: JobContext, run_id: str, repo: RepoClient, pull_number: int
+) -> None:
+    """Reply in each addressed comment's thread with the commit of the task that addressed it."""
+
+    def pending(session: Session) -> list[tuple[int, str, str]]:
+        replied = {
+            int(event.data.get("comment_id", 0))
+            for event in session.exec(
+                select(TimelineEvent).where(
+                    TimelineEvent.run_id == run_id, TimelineEvent.kind == REPLIED
+                )
+            )
+        }
+        commits = {
+            task.key: task.commit_sha
+            for task in session.exec(select(Task).where(Task.run_id == run_id))
+            if task.commit_sha
+        }
+        reviewed = select(PlanRevision).where(
+            PlanRevision.run_id == run_id, col(PlanRevision.source) == "review"
+        )
+        answers = []
+        for revision in session.exec(reviewed):
+            for task in Plan.model_validate(revision.plan).tasks:
+                sha = commits.get(task.id)
+                answers += [(c, task.id, sha) for c in task.addresses if sha and c not in replied]
+        return answers
+
+    for comment_id, key, sha in await context.store.run(pending):
+        text = f"Addressed in {sha[:12]} ({key})."
+        await repo.reply_to_review_comment(pull_number, comment_id, text)
+        await context.store.run(_replied(run_id, comment_id, text))
+
+
+def _replied(run_id: str, comment_id: int, text: str) -> Callable[[Session], bool]:
+    def record(session: Session) -> bool:
+        return runs.record_event(session, run_id, REPLIED, text, data={"comment_id": comment_id})
+
+    return record
