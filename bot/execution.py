@@ -209,7 +209,7 @@ class Execution:
             self.context.store,
             self.mirror,
             self.commands,
-            lambda attempt_id: self._model(task, "implementer", attempt_id, plan_task.role),
+            lambda attempt_id: self._model(task, attempt_id),
             ticket=self.run.issue_title,
             toolchains=self.context.settings.sandbox_toolchains,
         )
@@ -259,7 +259,7 @@ class Execution:
         try:
             diff = await worktree.diff_from(base)
             tests = await self._tests_on(worktree.path)
-            model = self._model(task, "orchestrator", attempt_id, "reviewer")
+            model = await self._model(task, attempt_id, reviewer=True)
             tools = read_only_tools(worktree.path)
             return await review(model, tools, describe_task(task), finish, diff, tests)
         except (AgentFailed, ModelFailed) as failure:
@@ -276,22 +276,52 @@ class Execution:
         return await sandbox.run(self.commands.test)
 
     async def _integrate(self, key: str, commit_sha: str) -> None:
-        """The accepted commit onto the run branch, pushed with a lease; one task at a time."""
+        """The accepted commit onto the run branch, pushed with a lease; one task at a time.
+
+        A person's push to the branch is kept: the commit goes on top of it, and if it does not
+        apply there, ApplyConflict sends the task back to its worker with the hunks."""
         async with self.integration:
             if await self._cancelled():
                 raise asyncio.CancelledError
+            await self._follow_pushes()
             head = self.run.head_sha or self.run.base_sha or ""
             worktree = await self.mirror.add_worktree(self.run.id, "integration", head)
             try:
                 new_head = await worktree.apply_commit(commit_sha)
             finally:
                 await worktree.remove()
+            remote = await self.mirror.branch_head(self.run.branch or "")
             try:
-                await self.mirror.push(self.run.branch or "", new_head, expected=self.run.head_sha)
+                await self.mirror.push(self.run.branch or "", new_head, expected=remote)
             except PushRejected:
                 await self.mirror.update()
                 raise
             await self._record_integration(key, new_head)
+
+    async def _follow_pushes(self) -> None:
+        """Take the branch as GitHub has it when a person pushed on top of Baton's work."""
+        await self.mirror.update()
+        remote = await self.mirror.branch_head(self.run.branch or "")
+        ours = self.run.head_sha or self.run.base_sha
+        if remote is None or ours is None or remote == ours:
+            return
+        if not await self.mirror.descends(remote, ours):
+            raise PushRejected(
+                f"the run branch {self.run.branch} was rewritten; Baton does not overwrite it",
+                command="git push",
+                branch=self.run.branch or "",
+                expected=ours,
+                reason="the branch no longer contains Baton's work",
+            )
+
+        def record(session: Session) -> None:
+            run = session.get(Run, self.run.id)
+            if run is not None:
+                run.head_sha = remote
+            runs.record_event(session, self.run.id, "branch.moved", f"a push moved it to {remote}")
+
+        await self.context.store.run(record)
+        self.run.head_sha = remote
 
     # Completion
 
@@ -528,16 +558,21 @@ class Execution:
 
         return self.context.settings.max_parallel - await self.context.store.run(running)
 
-    def _model(self, task: Task, role: str, attempt_id: int, recorded_role: str) -> Model:
+    async def _model(self, task: Task, attempt_id: int, *, reviewer: bool = False) -> Model:
+        """The worker's (or the reviewer's) model, metered against what the task and run spent."""
         models = {r: n for r, n in self.config.models.model_dump().items() if n}
         name = model_name_for(
-            role if role == "orchestrator" else task.role, self.context.settings, models
+            "orchestrator" if reviewer else task.role, self.context.settings, models
         )
         prices = self.context.integrations.prices.with_overrides(self.config.price_overrides())
-        recorder = StoreRecorder(
-            self.context.store, recorded_role, self.run.id, task.id, attempt_id
-        )
-        budget = Budget(self.config.budget_limits())
+        role = "reviewer" if reviewer else task.role
+        recorder = StoreRecorder(self.context.store, role, self.run.id, task.id, attempt_id)
+
+        def spent(session: Session) -> Budget:
+            used = task_spend(session, task.id or 0)
+            return Budget(self.config.budget_limits(), used, run_spend(session, self.run.id))
+
+        budget = await self.context.store.run(spent)
         return MeteredModel(self.context.integrations.model_factory(name), prices, budget, recorder)
 
     # Status

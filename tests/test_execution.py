@@ -251,3 +251,31 @@ def test_a_review_with_two_comments_becomes_tasks_commits_and_replies(
     (still,) = world.github.pulls(REPOSITORY)
     assert still["draft"] is True
     wait_for(lambda: world.run_state(engine) == "pr_open", timeout=30)
+
+
+def test_a_conflict_with_a_persons_push_goes_back_to_the_worker_and_is_resolved(
+    world: World, engine: sa.Engine
+) -> None:
+    quick = models_for(plan(task("T1", [], [FILES["T1"]])))
+    pushed: list[str] = []
+
+    def answer(call: RecordedCall) -> ModelReply:
+        if who(call)[0] == "reviewer" and not pushed:
+            # While T1 is reviewed, a person pushes their own version of its file.
+            pushed.append(commit_files(world.github, {FILES["T1"]: "PERSON = 1\n"}, branch=BRANCH))
+        return quick(call)
+
+    approved(world, engine, answer)
+    wait_for(lambda: world.run_state(engine) == "pr_open", timeout=90)
+
+    rows = attempts(engine)
+    assert [row.number for row in rows] == [1, 2]
+    second_attempt = [
+        call
+        for call in world.models.calls
+        if who(call)[0] == "worker" and len(call.json["messages"]) == 1
+    ][1]
+    prompt = second_attempt.json["messages"][0]["content"][0]["text"]
+    assert "conflicts with the run branch" in prompt
+    assert "PERSON = 1" in prompt
+    assert branch_log(world.github) == ["Maintainer's change", "T1: Step T1"]

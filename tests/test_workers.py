@@ -97,7 +97,7 @@ def add_task(store: Store, task: PlanTask) -> int:
 
 
 def worker(store: Store, mirror: Mirror, models: ModelDouble, task_row: int) -> WorkerAttempt:
-    def model_for(attempt_id: int) -> Model:
+    async def model_for(attempt_id: int) -> Model:
         client = anthropic.AsyncAnthropic(base_url=models.url, api_key="test", max_retries=0)
         recorder = StoreRecorder(store, "implementer", RUN_ID, task_row, attempt_id)
         model = AnthropicModel("claude-sonnet-4-6", client)

@@ -141,6 +141,11 @@ class Mirror:
         )
         return output.stdout.strip() if output.returncode == 0 else None
 
+    async def descends(self, sha: str, ancestor: str) -> bool:
+        """True when `sha` is `ancestor` or has it in its history."""
+        args = ["merge-base", "--is-ancestor", ancestor, sha]
+        return (await self._runner.run(args, cwd=self.path, check=False)).returncode == 0
+
     async def task_commits(self, since: str, until: str, run_id: str) -> list[tuple[str, str]]:
         """The commits after `since` up to `until` that run `run_id` made, oldest first, each
         with its `Baton-Task` trailer: how a restarted run finds pushes it did not record."""

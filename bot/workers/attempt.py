@@ -91,14 +91,14 @@ def describe_task(task: Task) -> PlanTask:
 
 
 class WorkerAttempt:
-    """Runs one attempt; `model_for(attempt_id)` gives the metered model that records its calls."""
+    """Runs one attempt; `await model_for(attempt_id)` gives the metered model recording it."""
 
     def __init__(
         self,
         store: Store,
         mirror: Mirror,
         commands: RepoCommands,
-        model_for: Callable[[int], Model],
+        model_for: Callable[[int], Awaitable[Model]],
         *,
         ticket: str = "",
         open_prs: Callable[[], Awaitable[str]] | None = None,
@@ -136,7 +136,7 @@ class WorkerAttempt:
             await sandbox.run(self.commands.setup, network=True)  # the one step with a network
         tools = self._tools(worktree.path, plan.task, role, sandbox, evidence)
         recorded = [_recorded(tool, self.store, plan.run_id, attempt_id) for tool in tools]
-        model = _FirstReply(self.model_for(attempt_id), evidence)
+        model = _FirstReply(await self.model_for(attempt_id), evidence)
         agent = Agent(
             model,
             system_prompt(role),
