@@ -33,7 +33,7 @@ from bot.llm.registry import model_name_for
 from bot.llm.types import Model, ModelFailed
 from bot.plan.schema import Plan, PlanTask
 from bot.plan.validate import protected
-from bot.planning import load_run, repo_client, show_status
+from bot.planning import end_run, load_run, repo_client, show_status
 from bot.review import ReviewVerdict, review
 from bot.revisions import answer_review_comments
 from bot.sandbox import CommandResult, Sandbox
@@ -193,14 +193,15 @@ class Execution:
 
     async def _do_task(self, key: str) -> _Outcome:
         feedback: str | None = None
-        for _ in range(self.config.review_rounds):
-            outcome, feedback = await self._attempt_round(key, feedback)
+        for round_number in range(1, self.config.review_rounds + 1):
+            last = round_number == self.config.review_rounds
+            outcome, feedback = await self._attempt_round(key, feedback, last)
             if outcome is not None:
                 return outcome
         return _Outcome(TaskState.failed, f"not accepted after {self.config.review_rounds} rounds")
 
     async def _attempt_round(
-        self, key: str, feedback: str | None
+        self, key: str, feedback: str | None, last: bool
     ) -> tuple[_Outcome | None, str | None]:
         task = await self._task(key)
         plan_task = describe_task(task)
@@ -233,7 +234,9 @@ class Execution:
         if verdict.verdict == "escalate":
             return _Outcome(TaskState.escalated, verdict.feedback), None
         if verdict.verdict == "revise":
-            await self._retried(result.attempt_id)
+            # Sent back with rounds left: retried; on the last round the attempt failed.
+            status = AttemptStatus.failed if last else AttemptStatus.retried
+            await self._mark_attempt(result.attempt_id, status)
             return None, verdict.feedback
         return await self._accepted(key, task, result.commit_sha)
 
@@ -333,7 +336,10 @@ class Execution:
         if stuck:
             await self._needs_human(stuck, blocked_for_good(views))
             return
-        head = self.run.head_sha or self.run.base_sha or ""
+        if self.run.head_sha is None:
+            await self._nothing_to_propose()
+            return
+        head = self.run.head_sha
         worktree = await self.mirror.add_worktree(self.run.id, "final", head)
         try:
             tests = await self._tests_on(worktree.path)
@@ -389,6 +395,12 @@ class Execution:
         if tests is not None:
             lines += ["", "```", tests.output[-3000:], "```"]
         return "\n".join(lines)
+
+    async def _nothing_to_propose(self) -> None:
+        """Every task was skipped or changed nothing: the run ends without a pull request."""
+        reason = "no task changed a file, so there is nothing to propose"
+        await end_run(self.context, self.run, self.repo, RunState.done, reason)
+        await show_status(self.context, self.run, self.repo, f"**Done**: {reason}.")
 
     async def _needs_human(self, stuck: list[str], blocked: list[str]) -> None:
         def park(session: Session) -> None:
@@ -494,11 +506,11 @@ class Execution:
 
         await self.context.store.run(record)
 
-    async def _retried(self, attempt_id: int) -> None:
+    async def _mark_attempt(self, attempt_id: int, status: AttemptStatus) -> None:
         def mark(session: Session) -> None:
             attempt = session.get(TaskAttempt, attempt_id)
             if attempt is not None:
-                attempt.status = AttemptStatus.retried
+                attempt.status = status
 
         await self.context.store.run(mark)
 

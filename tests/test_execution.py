@@ -279,3 +279,46 @@ def test_a_conflict_with_a_persons_push_goes_back_to_the_worker_and_is_resolved(
     assert "conflicts with the run branch" in prompt
     assert "PERSON = 1" in prompt
     assert branch_log(world.github) == ["Maintainer's change", "T1: Step T1"]
+
+
+def test_a_task_that_fails_every_round_waits_for_a_person_and_retry_finishes_it(
+    world: World, engine: sa.Engine
+) -> None:
+    reviews = {"T2": 0}
+
+    def review(key: str) -> ModelReply:
+        if key == "T1":
+            return ACCEPT
+        reviews["T2"] += 1
+        verdict = "revise" if reviews["T2"] <= 3 else "accept"
+        arguments = {"verdict": verdict, "feedback": "Not yet." if verdict == "revise" else ""}
+        return ModelReply(tool_calls=[ScriptedToolCall("submit_review", arguments)])
+
+    two = plan(task("T1", [], [FILES["T1"]]), task("T2", ["T1"], [FILES["T2"]]))
+    approved(world, engine, models_for(two, review))
+    wait_for(lambda: world.run_state(engine) == "needs_human", timeout=90)
+    assert branch_log(world.github) == ["T1: Step T1"]  # accepted work stays pushed
+    wait_for(lambda: "Needs a person" in world.status())
+
+    world.comment("/retry T2")
+    wait_for(lambda: world.run_state(engine) == "pr_open", timeout=90)
+    assert branch_log(world.github) == ["T1: Step T1", "T2: Step T2"]
+    statuses = [row.status for row in attempts(engine) if row.key == "T2"]
+    assert statuses == ["retried", "retried", "failed", "succeeded"]
+
+
+def test_an_escalated_task_skipped_by_a_person_ends_the_run_without_a_pull_request(
+    world: World, engine: sa.Engine
+) -> None:
+    escalate = ModelReply(
+        tool_calls=[
+            ScriptedToolCall("submit_review", {"verdict": "escalate", "feedback": "Unclear."})
+        ]
+    )
+    approved(world, engine, models_for(plan(task("T1", [], [FILES["T1"]])), lambda key: escalate))
+    wait_for(lambda: world.run_state(engine) == "needs_human", timeout=60)
+    world.comment("/skip T1")
+    wait_for(lambda: world.run_state(engine) == "done", timeout=60)
+    assert world.github.pulls(REPOSITORY) == []
+    assert world.github.branch_sha(REPOSITORY, BRANCH) is None
+    wait_for(lambda: "nothing to propose" in world.status())

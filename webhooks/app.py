@@ -13,7 +13,7 @@ from bot.executor.local import ExecutorTuning
 from bot.integrations import Integrations
 from bot.service import Baton
 from bot.settings import Settings
-from webhooks import github, ops, setup
+from webhooks import github, ops, runs, setup
 
 
 def create_app(
@@ -51,5 +51,6 @@ def _create_api(
 
     app = FastAPI(title="Baton", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.include_router(ops.router)
+    app.include_router(runs.router)
     app.include_router(setup.create_router(settings, env_path))
     return app

@@ -1,0 +1,491 @@
+"""`GET /runs` and `GET /runs/{id}`: what each run planned, did, recorded and spent, as JSON.
+
+Read-only. Every row kind is read with one query (the page of runs, their model-call totals; or
+one run's revisions, tasks, attempts, tool calls, model-call totals and timeline), inside one
+transaction on a database thread, so a large run costs no more round trips than a small one.
+
+Money and tokens come from the `model_calls` rows, so a run, its tasks and their attempts always
+add up, and a running attempt already shows what it has spent. `cost_usd` is the sum of the calls
+whose price was known; it is null only when there were calls and none of them had a known price.
+`unpriced_calls` counts the calls left out of the sum, so a non-zero value marks the cost as a
+lower bound. A run with no model calls yet costs 0.0.
+
+Authentication: none. The server listens on 127.0.0.1 by default and these routes show issue
+titles, plans, test output and tool results, not credentials (the webhook secret, tokens and the
+App key are not in these tables). Anything that forwards every path to Baton (a reverse proxy, a
+tunnel for webhook deliveries, `BATON_HOST=0.0.0.0`) also publishes these routes: forward only
+`/api/github/webhooks`, or put the proxy's own authentication in front of `/runs`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel
+from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
+
+from bot.store.models import (
+    ModelCall,
+    PlanRevision,
+    Run,
+    RunState,
+    Task,
+    TaskAttempt,
+    TimelineEvent,
+    ToolCall,
+)
+from webhooks.deps import BatonDep
+
+router = APIRouter()
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 200
+# Enough to tell what a tool call did; the stored outcome (up to 2,000 characters) stays in the
+# database rather than multiplying a run's JSON.
+OUTCOME_CHARS = 200
+
+
+class Tokens(BaseModel):
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+
+
+class RunSummary(BaseModel):
+    """One run in the list; `cost_usd`, `unpriced_calls` and `tokens` cover all its model calls."""
+
+    id: str
+    repository: str
+    issue_number: int
+    issue_title: str
+    state: str
+    active: bool
+    branch: str | None
+    pull_request_number: int | None
+    created_at: datetime
+    updated_at: datetime
+    cost_usd: float | None
+    unpriced_calls: int
+    tokens: Tokens
+
+
+class RevisionView(BaseModel):
+    number: int
+    source: str
+    summary: str
+    approved_by: str | None
+    approved_at: datetime | None
+    created_at: datetime
+    plan: dict[str, Any]
+
+
+class ToolCallView(BaseModel):
+    """A tool call; `outcome` is the first `OUTCOME_CHARS` characters of what the tool said."""
+
+    sequence: int
+    tool: str
+    ok: bool
+    outcome: str
+    duration_ms: float
+
+
+class AttemptView(BaseModel):
+    """One attempt (CONTRACT §7); usage includes its reviewer's calls, `wall_seconds` is null
+    while it runs."""
+
+    number: int
+    role: str
+    model: str
+    status: str
+    input_summary: str
+    cost_usd: float | None
+    unpriced_calls: int
+    tokens: Tokens
+    started_at: datetime
+    ended_at: datetime | None
+    wall_seconds: float | None
+    confidence: float | None
+    summary: str | None
+    commit_sha: str | None
+    diff_stat: dict[str, Any]
+    tests: dict[str, Any]
+    review_verdict: str | None
+    review_feedback: str | None
+    error: str | None
+    tool_calls: list[ToolCallView]
+
+
+class TaskView(BaseModel):
+    """A task of the plan; `revision` is the number of the plan revision that added it."""
+
+    key: str
+    title: str
+    role: str
+    state: str
+    revision: int
+    parent_key: str | None
+    depends_on: list[str]
+    files: list[str]
+    commit_sha: str | None
+    cost_usd: float | None
+    unpriced_calls: int
+    tokens: Tokens
+    attempts: list[AttemptView]
+
+
+class TimelineEntry(BaseModel):
+    kind: str
+    message: str
+    task_key: str | None
+    created_at: datetime
+
+
+class RunDetail(RunSummary):
+    """One run whole: revisions by number, tasks and attempts in the order they were made, and
+    the timeline oldest first."""
+
+    triggered_by: str | None
+    error: str | None
+    ended_at: datetime | None
+    revisions: list[RevisionView]
+    tasks: list[TaskView]
+    timeline: list[TimelineEntry]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Summed model calls: tokens, the dollars of the priced ones, and how many were unpriced."""
+
+    tokens: Tokens
+    priced_usd: float = 0.0
+    priced_calls: int = 0
+    unpriced_calls: int = 0
+
+    @property
+    def cost_usd(self) -> float | None:
+        if self.unpriced_calls and not self.priced_calls:
+            return None
+        return self.priced_usd
+
+    def __add__(self, other: Usage) -> Usage:
+        mine, theirs = self.tokens, other.tokens
+        tokens = Tokens(
+            input=mine.input + theirs.input,
+            output=mine.output + theirs.output,
+            cache_read=mine.cache_read + theirs.cache_read,
+            cache_write=mine.cache_write + theirs.cache_write,
+        )
+        return Usage(
+            tokens,
+            self.priced_usd + other.priced_usd,
+            self.priced_calls + other.priced_calls,
+            self.unpriced_calls + other.unpriced_calls,
+        )
+
+
+NO_USAGE = Usage(Tokens())
+
+
+def total(usages: Iterable[Usage]) -> Usage:
+    return sum(usages, NO_USAGE)
+
+
+@router.get("/runs", response_model=list[RunSummary])
+async def list_runs(
+    baton: BatonDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+    before: Annotated[str | None, Query(description="a run id: runs older than it")] = None,
+    offset: Annotated[int | None, Query(ge=0)] = None,
+    state: RunState | None = None,
+    repository: Annotated[str | None, Query(description="owner/name, any case")] = None,
+) -> list[RunSummary]:
+    """Runs newest first. The next page is `?before=` the last id of this one (stable while runs
+    are added), or `?offset=`; 400 when both are given or `before` names no run."""
+    if before is not None and offset is not None:
+        raise HTTPException(400, "page with ?before= or with ?offset=, not both")
+    page = RunPage(limit, before, offset or 0, state, repository)
+    runs = await baton.store.run(page.read)
+    if runs is None:
+        raise HTTPException(400, f"no run {before} to page before")
+    return runs
+
+
+@router.get("/runs/{run_id}", response_model=RunDetail)
+async def show_run(baton: BatonDep, run_id: str) -> RunDetail:
+    """The run with its plan revisions, tasks, attempts, tool calls and timeline; 404 if none."""
+    detail = await baton.store.run(lambda session: read_run(session, run_id))
+    if detail is None:
+        raise HTTPException(404, f"no run {run_id}")
+    return detail
+
+
+@dataclass(frozen=True)
+class RunPage:
+    """Which runs `GET /runs` asked for."""
+
+    limit: int
+    before: str | None
+    offset: int
+    state: RunState | None
+    repository: str | None
+
+    def read(self, session: Session) -> list[RunSummary] | None:
+        """The page, or None when the `before` cursor names no run."""
+        query = self._filtered(select(Run))
+        if self.before is not None:
+            cursor = session.get(Run, self.before)
+            if cursor is None:
+                return None
+            query = query.where(_older_than(cursor))
+        newest_first = (col(Run.created_at).desc(), col(Run.id).desc())
+        query = query.order_by(*newest_first).offset(self.offset).limit(self.limit)
+        runs = session.exec(query).all()
+        usage = _usage_by_run(session, [run.id for run in runs])
+        return [_summary(run, usage.get(run.id, NO_USAGE)) for run in runs]
+
+    def _filtered(self, query: SelectOfScalar[Run]) -> SelectOfScalar[Run]:
+        if self.state is not None:
+            query = query.where(col(Run.state) == self.state.value)
+        if self.repository is not None:
+            # GitHub treats owner and repository names case-insensitively.
+            query = query.where(sa.func.lower(Run.repository) == self.repository.lower())
+        return query
+
+
+def _older_than(cursor: Run) -> sa.ColumnElement[bool]:
+    # Runs created in the same instant are told apart by id, the second sort key.
+    same_instant = sa.and_(col(Run.created_at) == cursor.created_at, col(Run.id) < cursor.id)
+    return sa.or_(col(Run.created_at) < cursor.created_at, same_instant)
+
+
+def read_run(session: Session, run_id: str) -> RunDetail | None:
+    """Everything `GET /runs/{id}` shows, one query per kind of row; None if there is no run."""
+    run = session.get(Run, run_id)
+    if run is None:
+        return None
+    revisions = _rows(session, PlanRevision, run_id, col(PlanRevision.number))
+    tasks = _rows(session, Task, run_id, col(Task.id))
+    attempts = _rows(session, TaskAttempt, run_id, col(TaskAttempt.task_id), TaskAttempt.number)
+    calls = _tool_calls(session, run_id)
+    usage = _usage_by_call_kind(session, run_id)
+    numbers = {revision.id: revision.number for revision in revisions}
+    views = _task_views(tasks, numbers, attempts, calls, usage)
+    return RunDetail(
+        **dict(_summary(run, total(usage.values()))),
+        triggered_by=run.triggered_by,
+        error=run.error,
+        ended_at=run.ended_at,
+        revisions=[_revision_view(revision) for revision in revisions],
+        tasks=views,
+        timeline=_timeline(session, run_id),
+    )
+
+
+def _rows(session: Session, table: Any, run_id: str, *order: Any) -> Sequence[Any]:
+    return session.exec(select(table).where(table.run_id == run_id).order_by(*order)).all()
+
+
+def _tool_calls(session: Session, run_id: str) -> dict[int, list[ToolCallView]]:
+    """The run's attempts' tool calls by attempt id, in the order they were made."""
+    query = (
+        select(ToolCall)
+        .where(ToolCall.run_id == run_id, col(ToolCall.attempt_id).is_not(None))
+        .order_by(col(ToolCall.attempt_id), col(ToolCall.sequence))
+    )
+    calls: dict[int, list[ToolCallView]] = defaultdict(list)
+    for call in session.exec(query):
+        assert call.attempt_id is not None
+        calls[call.attempt_id].append(_tool_call_view(call))
+    return calls
+
+
+def _timeline(session: Session, run_id: str) -> list[TimelineEntry]:
+    events = _rows(session, TimelineEvent, run_id, col(TimelineEvent.created_at), TimelineEvent.id)
+    return [
+        TimelineEntry(
+            kind=event.kind,
+            message=event.message,
+            task_key=event.task_key,
+            created_at=event.created_at,
+        )
+        for event in events
+    ]
+
+
+def _usage_columns() -> list[sa.ColumnElement[Any]]:
+    return [
+        sa.func.coalesce(sa.func.sum(ModelCall.input_tokens), 0),
+        sa.func.coalesce(sa.func.sum(ModelCall.output_tokens), 0),
+        sa.func.coalesce(sa.func.sum(ModelCall.cache_read_tokens), 0),
+        sa.func.coalesce(sa.func.sum(ModelCall.cache_write_tokens), 0),
+        sa.func.coalesce(sa.func.sum(ModelCall.cost_usd), 0.0),
+        # COUNT of a column skips nulls: this counts the calls whose price was known.
+        sa.func.count(ModelCall.cost_usd),
+        sa.func.count(),
+    ]
+
+
+def _usage(row: Sequence[Any]) -> Usage:
+    """A `Usage` from the last seven columns of a row selected with `_usage_columns`."""
+    inputs, outputs, reads, writes, dollars, priced, calls = row[-7:]
+    tokens = Tokens(input=inputs, output=outputs, cache_read=reads, cache_write=writes)
+    return Usage(tokens, float(dollars), int(priced), int(calls) - int(priced))
+
+
+def _usage_by_run(session: Session, run_ids: list[str]) -> dict[str, Usage]:
+    if not run_ids:
+        return {}
+    query = (
+        sa.select(ModelCall.run_id, *_usage_columns())
+        .where(col(ModelCall.run_id).in_(run_ids))
+        .group_by(ModelCall.run_id)
+    )
+    return {row[0]: _usage(row) for row in session.connection().execute(query)}
+
+
+@dataclass(frozen=True)
+class CallKind:
+    """Model calls of one task attempt (or none: planning), one role and one model."""
+
+    task_id: int | None
+    attempt_id: int | None
+    role: str
+    model: str
+
+
+def _usage_by_call_kind(session: Session, run_id: str) -> dict[CallKind, Usage]:
+    keys = (
+        ModelCall.task_id,
+        ModelCall.attempt_id,
+        ModelCall.role,
+        ModelCall.provider,
+        ModelCall.model,
+    )
+    query = sa.select(*keys, *_usage_columns()).where(ModelCall.run_id == run_id).group_by(*keys)
+    usage: dict[CallKind, Usage] = {}
+    for row in session.connection().execute(query):
+        task_id, attempt_id, role, provider, model = row[:5]
+        usage[CallKind(task_id, attempt_id, role, f"{provider}/{model}")] = _usage(row)
+    return usage
+
+
+def _task_views(
+    tasks: Sequence[Task],
+    revision_numbers: dict[int | None, int],
+    attempts: Sequence[TaskAttempt],
+    calls: dict[int, list[ToolCallView]],
+    usage: dict[CallKind, Usage],
+) -> list[TaskView]:
+    attempts_by_task: dict[int | None, list[AttemptView]] = defaultdict(list)
+    for attempt in attempts:
+        tool_calls = calls.get(attempt.id or 0, [])
+        attempts_by_task[attempt.task_id].append(_attempt_view(attempt, tool_calls, usage))
+    return [
+        _task_view(task, revision_numbers[task.revision_id], attempts_by_task[task.id], usage)
+        for task in tasks
+    ]
+
+
+def _task_view(
+    task: Task, revision: int, attempts: list[AttemptView], usage: dict[CallKind, Usage]
+) -> TaskView:
+    spent = total(used for kind, used in usage.items() if kind.task_id == task.id)
+    return TaskView(
+        key=task.key,
+        title=task.title,
+        role=task.role,
+        state=task.state,
+        revision=revision,
+        parent_key=task.parent_key,
+        depends_on=task.depends_on,
+        files=task.files,
+        commit_sha=task.commit_sha,
+        cost_usd=spent.cost_usd,
+        unpriced_calls=spent.unpriced_calls,
+        tokens=spent.tokens,
+        attempts=attempts,
+    )
+
+
+def _attempt_view(
+    attempt: TaskAttempt, calls: list[ToolCallView], usage: dict[CallKind, Usage]
+) -> AttemptView:
+    mine = {kind: used for kind, used in usage.items() if kind.attempt_id == attempt.id}
+    spent = total(mine.values())
+    wall = (attempt.ended_at - attempt.started_at).total_seconds() if attempt.ended_at else None
+    return AttemptView(
+        number=attempt.number,
+        role=attempt.role,
+        model=attempt.model or _worker_models(attempt.role, mine),
+        status=attempt.status,
+        input_summary=attempt.input_summary,
+        cost_usd=spent.cost_usd,
+        unpriced_calls=spent.unpriced_calls,
+        tokens=spent.tokens,
+        started_at=attempt.started_at,
+        ended_at=attempt.ended_at,
+        wall_seconds=wall,
+        confidence=attempt.confidence,
+        summary=attempt.summary,
+        commit_sha=attempt.commit_sha,
+        diff_stat=attempt.diff_stat,
+        tests=attempt.tests,
+        review_verdict=attempt.review_verdict,
+        review_feedback=attempt.review_feedback,
+        error=attempt.error,
+        tool_calls=calls,
+    )
+
+
+def _worker_models(role: str, usage: dict[CallKind, Usage]) -> str:
+    # Attempts do not record their model; the worker's own calls (not the reviewer's) name it.
+    return ", ".join(sorted({kind.model for kind in usage if kind.role == role}))
+
+
+def _summary(run: Run, usage: Usage) -> RunSummary:
+    return RunSummary(
+        id=run.id,
+        repository=run.repository,
+        issue_number=run.issue_number,
+        issue_title=run.issue_title,
+        state=run.state,
+        active=run.active,
+        branch=run.branch,
+        pull_request_number=run.pull_request_number,
+        created_at=run.created_at,
+        updated_at=run.updated_at,
+        cost_usd=usage.cost_usd,
+        unpriced_calls=usage.unpriced_calls,
+        tokens=usage.tokens,
+    )
+
+
+def _revision_view(revision: PlanRevision) -> RevisionView:
+    return RevisionView(
+        number=revision.number,
+        source=revision.source,
+        summary=revision.summary,
+        approved_by=revision.approved_by,
+        approved_at=revision.approved_at,
+        created_at=revision.created_at,
+        plan=revision.plan,
+    )
+
+
+def _tool_call_view(call: ToolCall) -> ToolCallView:
+    cut = len(call.outcome) > OUTCOME_CHARS
+    return ToolCallView(
+        sequence=call.sequence,
+        tool=call.tool,
+        ok=call.ok,
+        outcome=call.outcome[:OUTCOME_CHARS] + ("…" if cut else ""),
+        duration_ms=call.duration_ms,
+    )
