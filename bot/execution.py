@@ -23,21 +23,19 @@ from bot import runs
 from bot.codebase.tools import read_only_tools
 from bot.config import RepoConfig
 from bot.executor import JobContext
-from bot.git import ApplyConflict, Mirror, PushRejected
-from bot.github.repo import RepoClient
+from bot.git import ApplyConflict, GitError, Mirror, PushRejected
+from bot.github.repo import GitHubError, RepoClient
 from bot.llm.agent import AgentFailed
-from bot.llm.budget import Budget
+from bot.llm.budget import Budget, BudgetExceeded
 from bot.llm.metered import MeteredModel
 from bot.llm.recording import StoreRecorder, run_spend, task_spend
 from bot.llm.registry import model_name_for
 from bot.llm.types import Model, ModelFailed
-from bot.plan.schema import Plan, PlanTask
-from bot.plan.validate import protected
 from bot.planning import end_run, load_run, repo_client, show_status
 from bot.review import ReviewVerdict, review
 from bot.revisions import answer_review_comments
-from bot.sandbox import CommandResult, Sandbox
-from bot.scheduler import TaskView, blocked_for_good, ready_to_start
+from bot.sandbox import CommandResult, Sandbox, SandboxUnavailable
+from bot.scheduler import TaskView, blocked_for_good, finished, ready_to_start
 from bot.store.models import (
     AttemptStatus,
     PlanRevision,
@@ -48,6 +46,7 @@ from bot.store.models import (
     TaskState,
 )
 from bot.store.types import utcnow
+from bot.task_rows import add_task_rows
 from bot.workers.attempt import AttemptPlan, RepoCommands, WorkerAttempt, describe_task
 from bot.workers.roles import FinishInput
 
@@ -82,6 +81,10 @@ async def execute_run(context: JobContext, run_id: str) -> None:
         return
     execution = await Execution.prepare(context, run)
     await execution.drive()
+
+
+class RunCancelled(Exception):
+    """The run was cancelled; nothing more is pushed."""
 
 
 @dataclass
@@ -152,10 +155,15 @@ class Execution:
                 for key in ready_to_start(
                     views, run_cap=self.config.max_parallel, global_free=await self._free()
                 ):
+                    if key in running:
+                        continue  # still settling from the last round
                     await self._set_state(key, TaskState.running)
-                    running[key] = asyncio.create_task(self._do_task(key), name=f"task-{key}")
-                if not running:
+                    running[key] = asyncio.create_task(self._guarded(key), name=f"task-{key}")
+                if not running and self._nothing_can_start(views):
                     break
+                if not running:
+                    await asyncio.sleep(POLL_SECONDS)  # other runs hold every slot: wait
+                    continue
                 done, _ = await asyncio.wait(
                     running.values(), timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -170,6 +178,25 @@ class Execution:
             if await self._cancelled():
                 await self._stop_everything()
         await self._complete()
+
+    @staticmethod
+    def _nothing_can_start(views: list[TaskView]) -> bool:
+        """Every task is done, stopped, or waits on one that stopped: a person must act."""
+        waiting = {v.key for v in views if v.state == TaskState.pending}
+        return finished(views) or waiting <= set(blocked_for_good(views))
+
+    async def _guarded(self, key: str) -> _Outcome:
+        """The task's outcome; a failure of Baton's own (GitHub, git, a budget) ends the task, not
+        the run's job, so the rest of the run carries on and a person is told."""
+        try:
+            return await self._do_task(key)
+        except BudgetExceeded as exceeded:
+            return _Outcome(TaskState.escalated, f"budget: {exceeded}")
+        except RunCancelled:
+            return _Outcome(TaskState.cancelled, "the run was cancelled")
+        except (GitError, GitHubError, AgentFailed, ModelFailed, SandboxUnavailable) as error:
+            log.warning("task %s stopped: %s", key, error)
+            return _Outcome(TaskState.failed, str(error))
 
     async def _stop_everything(self) -> None:
         """After `/cancel`: unfinished tasks and their attempts are marked cancelled."""
@@ -243,8 +270,9 @@ class Execution:
     async def _accepted(
         self, key: str, task: Task, commit_sha: str | None
     ) -> tuple[_Outcome | None, str | None]:
-        if task.needs_approval and not await self._approved(key):
-            return _Outcome(TaskState.escalated, "cancelled while waiting for /approve-task"), None
+        instead = await self._approval(key) if task.needs_approval else None
+        if instead is not None:
+            return _Outcome(instead, "not approved: a person chose otherwise"), None
         if commit_sha is None:
             return _Outcome(TaskState.integrated), None  # nothing changed: nothing to commit
         try:
@@ -285,7 +313,7 @@ class Execution:
         apply there, ApplyConflict sends the task back to its worker with the hunks."""
         async with self.integration:
             if await self._cancelled():
-                raise asyncio.CancelledError
+                raise RunCancelled(self.run.id)
             await self._follow_pushes()
             head = self.run.head_sha or self.run.base_sha or ""
             worktree = await self.mirror.add_worktree(self.run.id, "integration", head)
@@ -363,7 +391,7 @@ class Execution:
             if passed
             else "The tests fail on the branch."
         )
-        check_id = self.run.check_run_id or await self.repo.find_check_run(head)
+        check_id = await self.repo.find_check_run(head)
         if check_id is None:
             check_id = await self.repo.create_check_run(
                 head, "completed", "Baton", summary, conclusion="success" if passed else "failure"
@@ -426,22 +454,22 @@ class Execution:
             assert run is not None
             if run.base_sha is None:
                 run.base_sha = base
-            revision = session.exec(
+            approved = session.exec(
                 select(PlanRevision)
                 .where(
                     PlanRevision.run_id == self.run.id, col(PlanRevision.approved_by).is_not(None)
                 )
-                .order_by(col(PlanRevision.number).desc())
-            ).first()
-            assert revision is not None, "an executing run has an approved revision"
+                .order_by(col(PlanRevision.number))
+            ).all()
+            assert approved, "an executing run has an approved revision"
             existing = {
                 t.key: t for t in session.exec(select(Task).where(Task.run_id == self.run.id))
             }
-            for planned in Plan.model_validate(revision.plan).tasks:
-                task = existing.get(planned.id)
-                if task is None:
-                    session.add(_task_row(self.run.id, revision, planned, self.config))
-                elif task.state in (TaskState.running, TaskState.reviewing):
+            # The plan, then each review's tasks: every approved revision adds its own.
+            for revision in approved:
+                add_task_rows(session, self.run.id, revision, self.config, existing)
+            for task in existing.values():
+                if task.state in (TaskState.running, TaskState.reviewing):
                     task.state = TaskState.pending
             for attempt in session.exec(
                 select(TaskAttempt).where(
@@ -523,6 +551,7 @@ class Execution:
             if run is not None:
                 run.head_sha, run.updated_at = head, utcnow()
             task.commit_sha = head
+            task.state = TaskState.integrated  # with the head, so a crash cannot redo the task
             runs.record_event(session, self.run.id, "task.pushed", head, task_key=key)
 
         await self.context.store.run(record)
@@ -550,14 +579,18 @@ class Execution:
 
         return await self.context.store.run(state) == RunState.cancelled
 
-    async def _approved(self, key: str) -> bool:
-        """Wait for `/approve-task`; False if the run is cancelled first."""
+    async def _approval(self, key: str) -> TaskState | None:
+        """Wait for `/approve-task`: None once approved, else the state a person or `/cancel`
+        moved the task to instead (`/skip`, `/retry`)."""
         await self._set_state(key, TaskState.awaiting_approval)
         while not await self._cancelled():
-            if (await self._task(key)).approved_by:
-                return True
+            task = await self._task(key)
+            if task.approved_by:
+                return None
+            if task.state != TaskState.awaiting_approval:
+                return TaskState(task.state)
             await asyncio.sleep(POLL_SECONDS)
-        return False
+        return TaskState.cancelled
 
     async def _free(self) -> int:
         def running(session: Session) -> int:
@@ -622,20 +655,3 @@ class Execution:
             return rows
 
         return await self.context.store.run(read)
-
-
-def _task_row(run_id: str, revision: PlanRevision, planned: PlanTask, config: RepoConfig) -> Task:
-    return Task(
-        run_id=run_id,
-        revision_id=revision.id or 0,
-        key=planned.id,
-        title=planned.title,
-        role=planned.role,
-        description=planned.description,
-        acceptance=planned.acceptance,
-        depends_on=planned.depends_on,
-        files=planned.files,
-        context_files=planned.context_files,
-        needs_approval=any(protected(path, config.protected_paths) for path in planned.files),
-        state=TaskState.pending,
-    )

@@ -27,6 +27,7 @@ from bot.plan.validate import PlanRules, check_plan
 from bot.planning import PLANNER_SYSTEM, load_run, newest_revision, planner_model, repo_client
 from bot.store.models import PlanRevision, Run, RunState, Task, TimelineEvent
 from bot.store.types import utcnow
+from bot.task_rows import add_task_rows
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,10 @@ def _number(task_id: str) -> int | None:
 
 
 def _next_number(session: Session, run_id: str) -> int:
-    keys = session.exec(select(Task.key).where(Task.run_id == run_id)).all()
+    """One past the highest task number of the run's tasks and of every revision's plan."""
+    keys = list(session.exec(select(Task.key).where(Task.run_id == run_id)).all())
+    for revision in session.exec(select(PlanRevision).where(PlanRevision.run_id == run_id)):
+        keys += [task.id for task in Plan.model_validate(revision.plan).tasks]
     numbers = [number for key in keys if (number := _number(key)) is not None]
     return max(numbers, default=0) + 1
 
@@ -199,10 +203,21 @@ async def _approve(context: JobContext, run_id: str, plan: Plan, review: Review)
             )
         )
         run = session.get(Run, run_id)
-        if run is not None:
-            run.state, run.updated_at = RunState.executing, utcnow()
+        if run is None:
+            return
         message = f"r{number} from the review by @{review.author}"
         runs.record_event(session, run_id, "plan.from_review", message)
+        if run.state == RunState.executing:
+            # The run's job is at work: new task rows are enough for it to pick them up.
+            session.flush()
+            existing = {t.key: t for t in session.exec(select(Task).where(Task.run_id == run_id))}
+            revision = newest_revision(session, run_id)
+            assert revision is not None
+            add_task_rows(
+                session, run_id, revision, RepoConfig.model_validate(run.config), existing
+            )
+            return
+        run.state, run.updated_at = RunState.executing, utcnow()
         enqueue(session, "execute_run", run_id=run_id)
 
     await context.store.run(approve)

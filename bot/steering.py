@@ -249,6 +249,7 @@ async def _steer_task(context: JobContext, run: Run, command: Command, sender: s
             return f"{task.key} is {task.state}; `/{command.name}` applies to a stopped task."
         else:
             task.state = TaskState.pending if command.name == "retry" else TaskState.skipped
+            task.approved_by = None  # a retried change is new work: it needs approving again
         task.updated_at = utcnow()
         runs.record_event(session, run.id, f"task.{command.name}", f"@{sender}", task_key=task.key)
         _resume(session, run.id)

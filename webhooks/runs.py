@@ -328,7 +328,7 @@ def _usage_columns() -> list[sa.ColumnElement[Any]]:
         sa.func.coalesce(sa.func.sum(ModelCall.cache_write_tokens), 0),
         sa.func.coalesce(sa.func.sum(ModelCall.cost_usd), 0.0),
         # COUNT of a column skips nulls: this counts the calls whose price was known.
-        sa.func.count(ModelCall.cost_usd),
+        sa.func.count(col(ModelCall.cost_usd)),
         sa.func.count(),
     ]
 
@@ -344,7 +344,7 @@ def _usage_by_run(session: Session, run_ids: list[str]) -> dict[str, Usage]:
     if not run_ids:
         return {}
     query = (
-        sa.select(ModelCall.run_id, *_usage_columns())
+        sa.select(col(ModelCall.run_id), *_usage_columns())
         .where(col(ModelCall.run_id).in_(run_ids))
         .group_by(ModelCall.run_id)
     )
@@ -363,13 +363,15 @@ class CallKind:
 
 def _usage_by_call_kind(session: Session, run_id: str) -> dict[CallKind, Usage]:
     keys = (
-        ModelCall.task_id,
-        ModelCall.attempt_id,
-        ModelCall.role,
-        ModelCall.provider,
-        ModelCall.model,
+        col(ModelCall.task_id),
+        col(ModelCall.attempt_id),
+        col(ModelCall.role),
+        col(ModelCall.provider),
+        col(ModelCall.model),
     )
-    query = sa.select(*keys, *_usage_columns()).where(ModelCall.run_id == run_id).group_by(*keys)
+    query = (
+        sa.select(*keys, *_usage_columns()).where(col(ModelCall.run_id) == run_id).group_by(*keys)
+    )
     usage: dict[CallKind, Usage] = {}
     for row in session.connection().execute(query):
         task_id, attempt_id, role, provider, model = row[:5]
