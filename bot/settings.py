@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     github_private_key: SecretStr | None = None
     github_private_key_path: Path | None = None
     webhook_secret: SecretStr | None = None
+    # Bearer token for `/runs`; without it those routes answer direct loopback requests only.
+    dashboard_token: SecretStr | None = None
     github_api_url: str = "https://api.github.com"
     github_url: str = "https://github.com"
     database_url: str | None = None
@@ -52,7 +54,7 @@ class Settings(BaseSettings):
     # SDKs a repository's tests need, e.g. ["/opt/python3.12", "/opt/node"].
     sandbox_toolchains: list[Path] = Field(default_factory=list)
 
-    @field_validator("webhook_secret", "github_private_key", mode="after")
+    @field_validator("webhook_secret", "github_private_key", "dashboard_token", mode="after")
     @classmethod
     def _blank_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         # An empty secret must behave as no secret, so the endpoint fails closed.

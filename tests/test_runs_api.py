@@ -11,8 +11,10 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from pydantic import SecretStr
 from sqlmodel import Session
 
+from bot.settings import Settings
 from bot.store.models import (
     ModelCall,
     PlanRevision,
@@ -23,6 +25,8 @@ from bot.store.models import (
     TimelineEvent,
     ToolCall,
 )
+from tests.support import FAST, serve
+from webhooks.app import create_app
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 PLAN_R1: dict[str, Any] = {
@@ -570,3 +574,21 @@ def test_one_query_per_kind_of_row(baton_url: str, selects: Counter[str]) -> Non
 
     # The cursor's own row, then the page; then one query for every run's usage.
     assert (selects["runs"], selects["model_calls"]) == (2, 1)
+
+
+def test_a_forwarded_request_is_refused_without_a_dashboard_token(baton_url: str) -> None:
+    forwarded = httpx.get(f"{baton_url}/runs", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert forwarded.status_code == 403
+    assert "BATON_DASHBOARD_TOKEN" in forwarded.json()["detail"]
+    assert httpx.get(f"{baton_url}/runs").status_code == 200  # direct, on this machine
+
+
+def test_with_a_dashboard_token_every_request_needs_it(settings: Settings) -> None:
+    guarded = settings.model_copy(update={"dashboard_token": SecretStr("let-me-see")})
+    with serve(create_app(guarded, FAST)) as url:
+        assert httpx.get(f"{url}/runs").status_code == 401
+        wrong = {"Authorization": "Bearer not-it"}
+        assert httpx.get(f"{url}/runs", headers=wrong).status_code == 401
+        right = {"Authorization": "Bearer let-me-see", "X-Forwarded-For": "203.0.113.9"}
+        assert httpx.get(f"{url}/runs", headers=right).status_code == 200
+        assert httpx.get(f"{url}/runs/nope", headers=right).status_code == 404

@@ -10,11 +10,9 @@ whose price was known; it is null only when there were calls and none of them ha
 `unpriced_calls` counts the calls left out of the sum, so a non-zero value marks the cost as a
 lower bound. A run with no model calls yet costs 0.0.
 
-Authentication: none. The server listens on 127.0.0.1 by default and these routes show issue
-titles, plans, test output and tool results, not credentials (the webhook secret, tokens and the
-App key are not in these tables). Anything that forwards every path to Baton (a reverse proxy, a
-tunnel for webhook deliveries, `BATON_HOST=0.0.0.0`) also publishes these routes: forward only
-`/api/github/webhooks`, or put the proxy's own authentication in front of `/runs`.
+Access: with `BATON_DASHBOARD_TOKEN` set, a request needs `Authorization: Bearer <token>`;
+without it, only direct requests from this machine are answered (none that a proxy or tunnel
+forwarded), since these routes show issue titles, plans and test output of private repositories.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
@@ -41,9 +39,9 @@ from bot.store.models import (
     TimelineEvent,
     ToolCall,
 )
-from webhooks.deps import BatonDep
+from webhooks.deps import BatonDep, require_viewer
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(require_viewer)])
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
