@@ -31,6 +31,7 @@ from bot.llm.metered import MeteredModel
 from bot.llm.recording import StoreRecorder, run_spend, task_spend
 from bot.llm.registry import model_name_for
 from bot.llm.types import Model, ModelFailed
+from bot.plan.render import fenced
 from bot.planning import end_run, load_run, repo_client, show_status
 from bot.review import ReviewVerdict, review
 from bot.revisions import answer_review_comments
@@ -304,6 +305,8 @@ class Execution:
         sandbox = Sandbox(
             path, extra_read_only=[*self.context.settings.sandbox_toolchains, self.mirror.path]
         )
+        if self.commands.setup:
+            await sandbox.run(self.commands.setup, network=True)  # each worktree starts bare
         return await sandbox.run(self.commands.test)
 
     async def _integrate(self, key: str, commit_sha: str) -> None:
@@ -421,7 +424,8 @@ class Execution:
             "Tests on the branch: " + ("passed" if tests and tests.exit_code == 0 else "failed"),
         ]
         if tests is not None:
-            lines += ["", "```", tests.output[-3000:], "```"]
+            # Test output is text the workers' code printed: fenced so it stays inert.
+            lines += ["", fenced("", tests.output[-3000:])]
         return "\n".join(lines)
 
     async def _nothing_to_propose(self) -> None:

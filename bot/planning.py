@@ -263,7 +263,8 @@ async def publish_revision(
             )
         )
         current = session.get(Run, run.id)
-        if current is not None:
+        # A `/cancel` while the planner worked wins: the revision is kept, the run stays ended.
+        if current is not None and current.state in (RunState.planning, RunState.awaiting_approval):
             current.state = RunState.awaiting_approval
             current.updated_at = utcnow()
         runs.record_event(session, run.id, "plan.revised", f"plan r{number} ({source})")

@@ -184,14 +184,14 @@ def _yaml_details(plan: Plan, revision: int) -> str:
         [
             f"<details><summary>Plan as YAML (r{revision})</summary>",
             "",
-            _fenced("yaml", plan_yaml(plan)),
+            fenced("yaml", plan_yaml(plan)),
             "",
             "</details>",
         ]
     )
 
 
-def _fenced(language: str, text: str) -> str:
+def fenced(language: str, text: str) -> str:
     # A fence longer than any run of backticks inside cannot be closed by the text.
     longest_run = max((len(run) for run in re.findall("`+", text)), default=0)
     fence = "`" * max(3, longest_run + 1)
