@@ -167,6 +167,7 @@ async def test_an_implementer_reads_patches_tests_and_finishes_with_everything_r
     ]
     (attempt,) = rows(store, TaskAttempt)
     assert attempt.status == "succeeded"
+    assert attempt.model == "anthropic/claude-sonnet-4-6"
     assert attempt.commit_sha == result.commit_sha
     assert attempt.diff_stat == {"files_changed": 1, "insertions": 4, "deletions": 0}
     assert attempt.tests["passed"] is True, attempt.tests

@@ -75,6 +75,7 @@ class _Evidence:
 
     tests: dict[str, Any] = field(default_factory=dict)
     first_reply: str | None = None
+    model: str = ""
 
 
 def describe_task(task: Task) -> PlanTask:
@@ -138,6 +139,7 @@ class WorkerAttempt:
         tools = self._tools(worktree.path, plan.task, role, sandbox, evidence)
         recorded = [_recorded(tool, self.store, plan.run_id, attempt_id) for tool in tools]
         model = _FirstReply(await self.model_for(attempt_id), evidence)
+        evidence.model = model.name
         agent = Agent(
             model,
             system_prompt(role),
@@ -198,6 +200,7 @@ class WorkerAttempt:
             if attempt is None:
                 return
             attempt.work_plan = work_plan(evidence.first_reply or "")
+            attempt.model = evidence.model[:255]
             attempt.tests = evidence.tests
             attempt.diff_stat = diff_stat or {}
             attempt.commit_sha = commit_sha
