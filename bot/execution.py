@@ -619,10 +619,18 @@ class Execution:
 
         def spent(session: Session) -> Budget:
             used = task_spend(session, task.id or 0)
-            return Budget(self.config.budget_limits(), used, run_spend(session, self.run.id))
+            return Budget(
+                self.config.budget_limits(),
+                used,
+                run_spend(session, self.run.id),
+                run_spent=self._run_spend,
+            )
 
         budget = await self.context.store.run(spent)
         return MeteredModel(self.context.integrations.model_factory(name), prices, budget, recorder)
+
+    async def _run_spend(self) -> float:
+        return await self.context.store.run(lambda session: run_spend(session, self.run.id))
 
     # Status
 

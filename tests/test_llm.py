@@ -14,11 +14,11 @@ import sqlalchemy as sa
 from bot.attempts import AttemptStopped, within_budget
 from bot.llm.agent import Agent, AgentFailed, Finisher, Limits, Tool
 from bot.llm.anthropic_adapter import AnthropicModel
-from bot.llm.budget import Budget, BudgetLimits
+from bot.llm.budget import Budget, BudgetExceeded, BudgetLimits
 from bot.llm.metered import MeteredModel
 from bot.llm.openai_adapter import OpenAIModel
 from bot.llm.pricing import LIST_PRICES, Price, PriceTable
-from bot.llm.recording import StoreRecorder, task_spend
+from bot.llm.recording import StoreRecorder, run_spend, task_spend
 from bot.llm.registry import make_model, model_name_for
 from bot.llm.types import Model, ModelFailed, ToolSpec, Turn, TurnRequest, Usage, UserMessage
 from bot.plan.schema import Plan
@@ -429,3 +429,28 @@ def test_a_model_needs_its_providers_key(monkeypatch: pytest.MonkeyPatch) -> Non
     # A local OpenAI-compatible server needs its address, not a key.
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1")
     assert make_model("openai/meta-llama/Llama-3.3-70B").name == "openai/meta-llama/Llama-3.3-70B"
+
+
+async def test_the_run_budget_counts_what_parallel_tasks_spent_meanwhile(
+    models: ModelDouble, store: Store
+) -> None:
+    ids = attempt_rows(store)
+    run_id = ids[0]
+
+    async def run_spent() -> float:
+        return await store.run(lambda session: run_spend(session, run_id))
+
+    # Room for one call of this size in the run (about $0.0010 projected), not two.
+    limits = BudgetLimits(run_usd=0.0013)
+
+    def task_model() -> MeteredModel:
+        recorder = StoreRecorder(store, "implementer", *ids)
+        budget = Budget(limits, run_spent=run_spent)
+        return MeteredModel(anthropic_model(models), PriceTable(), budget, recorder)
+
+    first, second = task_model(), task_model()  # two tasks of one run, started together
+    models.add(ModelReply("done"))
+    await first.turn(first_request())
+    with pytest.raises(BudgetExceeded, match="the run has spent \\$0.0006 of its \\$0.00"):
+        await second.turn(first_request())
+    assert len(models.calls) == 1

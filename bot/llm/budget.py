@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 
 from bot.llm.types import TurnRequest, Usage
@@ -38,10 +39,23 @@ class Spend:
 class Budget:
     """What a task and its run have spent, against their limits."""
 
-    def __init__(self, limits: BudgetLimits, task: Spend | None = None, run_usd: float = 0.0):
+    def __init__(
+        self,
+        limits: BudgetLimits,
+        task: Spend | None = None,
+        run_usd: float = 0.0,
+        run_spent: Callable[[], Awaitable[float]] | None = None,
+    ) -> None:
         self.limits = limits
         self.task = task or Spend()
         self.run_usd = run_usd
+        # Tasks of one run spend at once: the run's total is read again before each call.
+        self._run_spent = run_spent
+
+    async def refresh(self) -> None:
+        """Bring the run's spend up to date with what its other tasks have spent meanwhile."""
+        if self._run_spent is not None and self.limits.run_usd is not None:
+            self.run_usd = await self._run_spent()
 
     def check(self, tokens: int, usd: float | None) -> None:
         """Raise BudgetExceeded when a call of `tokens` and `usd` (None: unknown) would pass."""

@@ -47,6 +47,7 @@ class MeteredModel:
     async def turn(self, request: TurnRequest) -> Turn:
         """The model's turn; BudgetExceeded (no call made) or ModelFailed (recorded) otherwise."""
         projected = projected_usage(request)
+        await self.budget.refresh()
         self.budget.check(projected.total, self.prices.cost(self.name, projected))
         started = time.perf_counter()
         try:
