@@ -17,7 +17,7 @@ from tests.doubles.fixtures import REPOSITORY, commit_files
 from tests.doubles.github import GitHubDouble
 from tests.doubles.models import ModelReply, RecordedCall, ScriptedToolCall
 from tests.support import payload, wait_for
-from tests.world import ISSUE, World, plan, submit, task
+from tests.world import ISSUE, World, plan, submit, task, wait_for_run
 
 BRANCH = f"baton/issue-{ISSUE}"
 FILES = {
@@ -77,7 +77,7 @@ def approved(world: World, engine: sa.Engine, policy: Callable[[RecordedCall], M
     commit_files(world.github, {".github/baton.yml": f"test_command: {TEST_COMMAND}\n"})
     world.models.policy = policy
     world.label()
-    wait_for(lambda: world.run_state(engine) == "awaiting_approval", timeout=30)
+    wait_for_run(world, engine, "awaiting_approval")
     world.comment("/approve-plan")
 
 
@@ -106,7 +106,7 @@ def attempts(engine: sa.Engine) -> list[Any]:
 
 def test_an_approved_plan_becomes_a_draft_pull_request(world: World, engine: sa.Engine) -> None:
     approved(world, engine, models_for(FOUR_TASKS))
-    wait_for(lambda: world.run_state(engine) == "pr_open", timeout=90)
+    wait_for_run(world, engine, "pr_open")
 
     subjects = branch_log(world.github)
     assert len(subjects) == 4
@@ -144,7 +144,7 @@ def test_a_revise_then_accept_makes_two_attempts_and_one_commit(
         return ModelReply(tool_calls=[ScriptedToolCall("submit_review", arguments)])
 
     approved(world, engine, models_for(plan(task("T1", [], [FILES["T1"]])), review))
-    wait_for(lambda: world.run_state(engine) == "pr_open", timeout=60)
+    wait_for_run(world, engine, "pr_open")
     rows = attempts(engine)
     assert [(row.number, row.status, row.review_verdict) for row in rows] == [
         (1, "retried", "revise"),
@@ -164,9 +164,9 @@ def test_cancel_during_execution_stops_the_work_and_pushes_nothing(
         return slow(call)
 
     approved(world, engine, stalling)
-    wait_for(lambda: world.run_state(engine) == "executing", timeout=30)
+    wait_for_run(world, engine, "executing")
     world.comment("/cancel")
-    wait_for(lambda: world.run_state(engine) == "cancelled", timeout=30)
+    wait_for_run(world, engine, "cancelled")
     time.sleep(3)  # long enough for a worker that was not stopped to finish and push
     assert world.github.branch_sha(REPOSITORY, BRANCH) is None
     assert world.github.pulls(REPOSITORY) == []
@@ -194,7 +194,7 @@ def test_tasks_that_write_one_file_never_run_at_the_same_time(
         return models_for(one_file)(call)
 
     approved(world, engine, answer)
-    wait_for(lambda: world.run_state(engine) == "pr_open", timeout=90)
+    wait_for_run(world, engine, "pr_open")
     by_key = {row.key: row for row in attempts(engine)}
     first, second = sorted((by_key["T2"], by_key["T3"]), key=lambda row: row.started_at)
     assert first.ended_at <= second.started_at
@@ -219,7 +219,7 @@ def test_a_review_with_two_comments_becomes_tasks_commits_and_replies(
         return first_run(call)
 
     approved(world, engine, answer)
-    wait_for(lambda: world.run_state(engine) == "pr_open", timeout=60)
+    wait_for_run(world, engine, "pr_open")
     (pull,) = world.github.pulls(REPOSITORY)
     review = world.github.add_review(
         REPOSITORY,
@@ -250,7 +250,7 @@ def test_a_review_with_two_comments_becomes_tasks_commits_and_replies(
     assert sorted(subjects[1:]) == ["T2: Step T2", "T3: Step T3"]
     (still,) = world.github.pulls(REPOSITORY)
     assert still["draft"] is True
-    wait_for(lambda: world.run_state(engine) == "pr_open", timeout=30)
+    wait_for_run(world, engine, "pr_open")
 
 
 def test_a_conflict_with_a_persons_push_goes_back_to_the_worker_and_is_resolved(
@@ -266,7 +266,7 @@ def test_a_conflict_with_a_persons_push_goes_back_to_the_worker_and_is_resolved(
         return quick(call)
 
     approved(world, engine, answer)
-    wait_for(lambda: world.run_state(engine) == "pr_open", timeout=90)
+    wait_for_run(world, engine, "pr_open")
 
     rows = attempts(engine)
     assert [row.number for row in rows] == [1, 2]
@@ -296,12 +296,12 @@ def test_a_task_that_fails_every_round_waits_for_a_person_and_retry_finishes_it(
 
     two = plan(task("T1", [], [FILES["T1"]]), task("T2", ["T1"], [FILES["T2"]]))
     approved(world, engine, models_for(two, review))
-    wait_for(lambda: world.run_state(engine) == "needs_human", timeout=90)
+    wait_for_run(world, engine, "needs_human")
     assert branch_log(world.github) == ["T1: Step T1"]  # accepted work stays pushed
     wait_for(lambda: "Needs a person" in world.status())
 
     world.comment("/retry T2")
-    wait_for(lambda: world.run_state(engine) == "pr_open", timeout=90)
+    wait_for_run(world, engine, "pr_open")
     assert branch_log(world.github) == ["T1: Step T1", "T2: Step T2"]
     statuses = [row.status for row in attempts(engine) if row.key == "T2"]
     assert statuses == ["retried", "retried", "failed", "succeeded"]
@@ -316,9 +316,9 @@ def test_an_escalated_task_skipped_by_a_person_ends_the_run_without_a_pull_reque
         ]
     )
     approved(world, engine, models_for(plan(task("T1", [], [FILES["T1"]])), lambda key: escalate))
-    wait_for(lambda: world.run_state(engine) == "needs_human", timeout=60)
+    wait_for_run(world, engine, "needs_human")
     world.comment("/skip T1")
-    wait_for(lambda: world.run_state(engine) == "done", timeout=60)
+    wait_for_run(world, engine, "done")
     assert world.github.pulls(REPOSITORY) == []
     assert world.github.branch_sha(REPOSITORY, BRANCH) is None
     wait_for(lambda: "nothing to propose" in world.status())

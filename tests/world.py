@@ -18,7 +18,7 @@ from bot.settings import Settings
 from tests.doubles.fixtures import INSTALLATION_ID, REPOSITORY, WIDGETS_FILES, as_app
 from tests.doubles.github import GitHubDouble
 from tests.doubles.models import ModelDouble, ModelReply, ScriptedToolCall
-from tests.support import FAST, payload, serve
+from tests.support import FAST, payload, serve, wait_for
 from webhooks.app import create_app
 
 ISSUE = 7
@@ -124,3 +124,22 @@ def world(tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -
         integrations = Integrations.from_settings(configured, GitHubTuning(write_interval=0.0))
         with serve(create_app(configured, FAST, integrations=integrations)) as url:
             yield World(github, models, url)
+
+
+def wait_for_run(world: World, engine: sa.Engine, state: str, timeout: float = 180.0) -> None:
+    """Wait until the run is in `state`; on timeout, say where it stood and what it last did."""
+    try:
+        wait_for(lambda: world.run_state(engine) == state, timeout=timeout)
+    except AssertionError:
+        raise AssertionError(f"run never reached {state}: {_whereabouts(engine)}") from None
+
+
+def _whereabouts(engine: sa.Engine) -> str:
+    with engine.connect() as connection:
+        run = connection.execute(sa.text("SELECT state, error FROM runs")).all()
+        tasks = connection.execute(sa.text("SELECT key, state FROM tasks ORDER BY id")).all()
+        events = connection.execute(
+            sa.text("SELECT kind, message FROM timeline_events ORDER BY id DESC LIMIT 8")
+        ).all()
+        jobs = connection.execute(sa.text("SELECT name, state, last_error FROM jobs")).all()
+    return f"run {run}; tasks {tasks}; last events {events}; jobs {jobs}"
