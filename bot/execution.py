@@ -32,7 +32,14 @@ from bot.llm.recording import StoreRecorder, run_spend, task_spend
 from bot.llm.registry import model_name_for
 from bot.llm.types import Model, ModelFailed
 from bot.plan.render import fenced
-from bot.planning import end_run, load_run, repo_client, show_status
+from bot.planning import (
+    chosen_models,
+    end_run,
+    load_run,
+    repo_client,
+    show_status,
+    updated_mirror,
+)
 from bot.review import ReviewVerdict, review
 from bot.revisions import answer_review_comments
 from bot.sandbox import CommandResult, Sandbox, SandboxUnavailable
@@ -115,12 +122,7 @@ class Execution:
 
     @classmethod
     async def prepare(cls, context: JobContext, run: Run) -> Execution:
-        github = context.integrations.require_github()
-        installation = run.installation_id or 0
-        mirror = context.integrations.mirrors.mirror(
-            run.repository, lambda: github.installation_token(installation)
-        )
-        await mirror.update()
+        mirror = await updated_mirror(context, run)
         config = RepoConfig.model_validate(run.config)
         base = run.base_sha or await mirror.resolve(
             (await repo_client(context, run).repository()).default_branch
@@ -501,11 +503,12 @@ class Execution:
 
         return await self.context.store.run(read)
 
+    def _task_in(self, session: Session, key: str) -> Task:
+        return session.exec(select(Task).where(Task.run_id == self.run.id, Task.key == key)).one()
+
     async def _task(self, key: str) -> Task:
         def read(session: Session) -> Task:
-            task = session.exec(
-                select(Task).where(Task.run_id == self.run.id, Task.key == key)
-            ).one()
+            task = self._task_in(session, key)
             session.expunge(task)
             return task
 
@@ -513,9 +516,7 @@ class Execution:
 
     async def _set_state(self, key: str, state: TaskState, reason: str | None = None) -> None:
         def change(session: Session) -> None:
-            task = session.exec(
-                select(Task).where(Task.run_id == self.run.id, Task.key == key)
-            ).one()
+            task = self._task_in(session, key)
             task.state, task.updated_at = state, utcnow()
             runs.record_event(session, self.run.id, f"task.{state}", reason or state, task_key=key)
 
@@ -523,9 +524,7 @@ class Execution:
 
     async def _count_attempt(self, key: str, number: int) -> None:
         def count(session: Session) -> None:
-            task = session.exec(
-                select(Task).where(Task.run_id == self.run.id, Task.key == key)
-            ).one()
+            task = self._task_in(session, key)
             task.attempts = number
 
         await self.context.store.run(count)
@@ -549,9 +548,7 @@ class Execution:
     async def _record_integration(self, key: str, head: str) -> None:
         def record(session: Session) -> None:
             run = session.get(Run, self.run.id)
-            task = session.exec(
-                select(Task).where(Task.run_id == self.run.id, Task.key == key)
-            ).one()
+            task = self._task_in(session, key)
             if run is not None:
                 run.head_sha, run.updated_at = head, utcnow()
             task.commit_sha = head
@@ -609,7 +606,7 @@ class Execution:
 
     async def _model(self, task: Task, attempt_id: int, *, reviewer: bool = False) -> Model:
         """The worker's (or the reviewer's) model, metered against what the task and run spent."""
-        models = {r: n for r, n in self.config.models.model_dump().items() if n}
+        models = chosen_models(self.config)
         name = model_name_for(
             "orchestrator" if reviewer else task.role, self.context.settings, models
         )
@@ -659,7 +656,7 @@ class Execution:
                 model = model_name_for(
                     task.role,
                     self.context.settings,
-                    {r: n for r, n in self.config.models.model_dump().items() if n},
+                    chosen_models(self.config),
                 )
                 cells = [task.key, *state, task.role, model, str(spend.tokens)]
                 cells += [f"${spend.usd:.4f}", str(task.attempts)]

@@ -18,6 +18,7 @@ from bot.codebase.context import planner_context, tracked_files
 from bot.codebase.tools import read_only_tools
 from bot.config import RepoConfig
 from bot.executor import JobContext, enqueue
+from bot.git import Mirror
 from bot.github.repo import IssueThread, RepoClient
 from bot.github.untrusted import prepare_untrusted
 from bot.llm.agent import Agent, AgentFailed, Finisher, FinishRejected, Limits
@@ -80,6 +81,21 @@ def repo_client(context: JobContext, run: Run) -> RepoClient:
     return RepoClient(github.installation(run.installation_id), run.repository)
 
 
+async def updated_mirror(context: JobContext, run: Run) -> Mirror:
+    """The run's repository mirror, fetched now, reached with its installation's token."""
+    github = context.integrations.require_github()
+    installation = run.installation_id or 0
+    mirror = context.integrations.mirrors.mirror(
+        run.repository, lambda: github.installation_token(installation)
+    )
+    await mirror.update()
+    return mirror
+
+
+def plan_rules(config: RepoConfig) -> PlanRules:
+    return PlanRules(max_tasks=config.max_tasks, protected_paths=tuple(config.protected_paths))
+
+
 async def load_run(context: JobContext, run_id: str) -> Run:
     def load(session: Session) -> Run:
         run = session.get(Run, run_id)
@@ -115,12 +131,7 @@ async def plan_run(context: JobContext, run_id: str) -> None:
 
 
 async def _plan(context: JobContext, run: Run, repo: RepoClient, config: RepoConfig) -> Planned:
-    github = context.integrations.require_github()
-    installation = run.installation_id or 0
-    mirror = context.integrations.mirrors.mirror(
-        run.repository, lambda: github.installation_token(installation)
-    )
-    await mirror.update()
+    mirror = await updated_mirror(context, run)
     repository = await repo.repository()
     base = await mirror.resolve(repository.default_branch)
     worktree = await mirror.add_worktree(run.id, "plan", base)
@@ -128,7 +139,7 @@ async def _plan(context: JobContext, run: Run, repo: RepoClient, config: RepoCon
         files = await asyncio.to_thread(tracked_files, worktree.path)
         context_text = await asyncio.to_thread(planner_context, worktree.path)
         issue = await repo.issue(run.issue_number)
-        rules = PlanRules(max_tasks=config.max_tasks, protected_paths=tuple(config.protected_paths))
+        rules = plan_rules(config)
         feedback, previous = await _revision_inputs(context, run.id)
         agent = Agent(
             await planner_model(context, run, config),
@@ -186,7 +197,7 @@ def planner_prompt(issue: IssueThread, feedback: str | None, previous: str | Non
 
 
 async def planner_model(context: JobContext, run: Run, config: RepoConfig) -> Model:
-    name = model_name_for("orchestrator", context.settings, _chosen_models(config))
+    name = model_name_for("orchestrator", context.settings, chosen_models(config))
     prices = context.integrations.prices.with_overrides(config.price_overrides())
     spent = await context.store.run(lambda session: run_spend(session, run.id))
     budget = Budget(config.budget_limits(), run_usd=spent)
@@ -194,7 +205,7 @@ async def planner_model(context: JobContext, run: Run, config: RepoConfig) -> Mo
     return MeteredModel(context.integrations.model_factory(name), prices, budget, recorder)
 
 
-def _chosen_models(config: RepoConfig) -> dict[str, str]:
+def chosen_models(config: RepoConfig) -> dict[str, str]:
     return {role: name for role, name in config.models.model_dump().items() if name}
 
 
@@ -277,7 +288,7 @@ async def publish_revision(
 
 def render_revision(context: JobContext, config: RepoConfig, planned: Planned, number: int) -> str:
     prices = context.integrations.prices.with_overrides(config.price_overrides())
-    models = _chosen_models(config)
+    models = chosen_models(config)
     worker = model_name_for("implementer", context.settings, models)
     orchestrator = model_name_for("orchestrator", context.settings, models)
     return render_plan(

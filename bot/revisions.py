@@ -24,7 +24,15 @@ from bot.llm.types import ModelFailed
 from bot.plan.render import plan_yaml
 from bot.plan.schema import Plan
 from bot.plan.validate import PlanRules, check_plan
-from bot.planning import PLANNER_SYSTEM, load_run, newest_revision, planner_model, repo_client
+from bot.planning import (
+    PLANNER_SYSTEM,
+    load_run,
+    newest_revision,
+    plan_rules,
+    planner_model,
+    repo_client,
+    updated_mirror,
+)
 from bot.store.models import PlanRevision, Run, RunState, Task, TimelineEvent
 from bot.store.types import utcnow
 from bot.task_rows import add_task_rows
@@ -94,17 +102,12 @@ def _review_key(review_id: int) -> str:
 async def _plan_review(context: JobContext, run: Run, review: Review) -> Plan:
     config = RepoConfig.model_validate(run.config)
     first = await context.store.run(lambda session: _next_number(session, run.id))
-    github = context.integrations.require_github()
-    installation = run.installation_id or 0
-    mirror = context.integrations.mirrors.mirror(
-        run.repository, lambda: github.installation_token(installation)
-    )
-    await mirror.update()
+    mirror = await updated_mirror(context, run)
     head = run.head_sha or run.base_sha or ""
     worktree = await mirror.add_worktree(run.id, "review-plan", head)
     try:
         files = await mirror.files_at(head)
-        rules = PlanRules(max_tasks=config.max_tasks, protected_paths=tuple(config.protected_paths))
+        rules = plan_rules(config)
         checks = _checks(files, rules, first, review)
         agent = Agent(
             await planner_model(context, run, config),

@@ -18,15 +18,17 @@ from bot.events import IssueCommentCreated, IssueLabeled
 from bot.executor import JobContext, enqueue
 from bot.github.repo import RepoClient
 from bot.plan.render import render_problems
-from bot.plan.validate import PlanRules, PlanSyntaxError, check_plan, parse_plan_yaml
+from bot.plan.validate import PlanSyntaxError, check_plan, parse_plan_yaml
 from bot.planning import (
     REVISION_REQUESTED,
     Planned,
     end_run,
     load_run,
     newest_revision,
+    plan_rules,
     publish_revision,
     show_status,
+    updated_mirror,
 )
 from bot.store.models import PlanRevision, Run, RunState, Task, TaskState
 from bot.store.types import utcnow
@@ -217,14 +219,9 @@ async def _edit(context: JobContext, run: Run, repo: RepoClient, command: Comman
     except PlanSyntaxError as error:
         return render_problems(EDIT_REFUSED, error.problems)
     config = RepoConfig.model_validate(run.config)
-    github = context.integrations.require_github()
-    installation = run.installation_id or 0
-    mirror = context.integrations.mirrors.mirror(
-        run.repository, lambda: github.installation_token(installation)
-    )
-    await mirror.update()
+    mirror = await updated_mirror(context, run)
     files = await mirror.files_at(run.base_sha or (await repo.repository()).default_branch)
-    rules = PlanRules(max_tasks=config.max_tasks, protected_paths=tuple(config.protected_paths))
+    rules = plan_rules(config)
     check = check_plan(plan, files, rules)
     if check.errors:
         return render_problems(EDIT_REFUSED, check.errors)

@@ -6,7 +6,9 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -90,3 +92,20 @@ def wait_for(condition: Any, timeout: float = 10.0, interval: float = 0.02) -> A
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+def git(*args: str, cwd: Path) -> str:
+    """A real git, run by hand as a person would, with no user configuration; output stripped."""
+    environment = {
+        "PATH": os.environ["PATH"],
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_AUTHOR_NAME": "Maintainer",
+        "GIT_AUTHOR_EMAIL": "maintainer@example.com",
+        "GIT_COMMITTER_NAME": "Maintainer",
+        "GIT_COMMITTER_EMAIL": "maintainer@example.com",
+    }
+    completed = subprocess.run(
+        ["git", *args], cwd=cwd, env=environment, capture_output=True, text=True, check=True
+    )
+    return completed.stdout.strip()

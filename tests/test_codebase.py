@@ -7,8 +7,6 @@ Every test works on real git repositories built in `tmp_path`, read through a wo
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from bot.codebase import (
     symbols,
 )
 from bot.llm.agent import Tool, ToolError
+from tests.support import git
 
 SECRET = "TOP SECRET outside the repository"
 
@@ -66,23 +65,6 @@ async def run() -> None:
 
 T = TypeVar("T")
 '''
-
-
-def git(*args: str, cwd: Path) -> str:
-    """A real git with no user configuration; output stripped."""
-    environment = {
-        "PATH": os.environ["PATH"],
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_AUTHOR_NAME": "Maintainer",
-        "GIT_AUTHOR_EMAIL": "maintainer@example.com",
-        "GIT_COMMITTER_NAME": "Maintainer",
-        "GIT_COMMITTER_EMAIL": "maintainer@example.com",
-    }
-    completed = subprocess.run(
-        ["git", *args], cwd=cwd, env=environment, capture_output=True, text=True, check=True
-    )
-    return completed.stdout.strip()
 
 
 def write(base: Path, files: dict[str, str | bytes]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 
 from bot.codebase.edits import WriteSet, edit_tools
 from bot.llm.agent import Tool, ToolError
+from tests.support import git
 
 SECRET = "TOP SECRET outside the repository\n"
 APP_PY = "".join(f"line {number}\n" for number in range(1, 21))
@@ -42,23 +42,6 @@ WRITABLE = (
 )
 
 Snapshot = dict[str, tuple[Any, ...]]
-
-
-def git(*args: str, cwd: Path) -> str:
-    """A real git with no user configuration; output stripped."""
-    environment = {
-        "PATH": os.environ["PATH"],
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_AUTHOR_NAME": "Maintainer",
-        "GIT_AUTHOR_EMAIL": "maintainer@example.com",
-        "GIT_COMMITTER_NAME": "Maintainer",
-        "GIT_COMMITTER_EMAIL": "maintainer@example.com",
-    }
-    completed = subprocess.run(
-        ["git", *args], cwd=cwd, env=environment, capture_output=True, text=True, check=True
-    )
-    return completed.stdout.strip()
 
 
 @pytest.fixture

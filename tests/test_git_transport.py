@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import subprocess
 import uuid
@@ -19,7 +18,7 @@ from bot.git import GitError, GitRunner, GitTimeout, Identity, Mirror, Mirrors, 
 from bot.git.auth import basic_credentials, secret_forms
 from bot.git.worktree import Worktree
 from tests.doubles.git_http import GitHttpBackend, init_bare_repository
-from tests.support import serve
+from tests.support import git, serve
 
 REPO = "octo-org/widgets"
 # Long and unusual on purpose: nothing may assume a token's length or alphabet.
@@ -44,23 +43,6 @@ async def token() -> str:
 
 async def wrong_token() -> str:
     return WRONG_TOKEN
-
-
-def git(*args: str, cwd: Path) -> str:
-    """A real git, run by hand as a person would; output stripped."""
-    environment = {
-        "PATH": os.environ["PATH"],
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_AUTHOR_NAME": "Maintainer",
-        "GIT_AUTHOR_EMAIL": "maintainer@example.com",
-        "GIT_COMMITTER_NAME": "Maintainer",
-        "GIT_COMMITTER_EMAIL": "maintainer@example.com",
-    }
-    completed = subprocess.run(
-        ["git", *args], cwd=cwd, env=environment, capture_output=True, text=True, check=True
-    )
-    return completed.stdout.strip()
 
 
 def trailers(message: str) -> list[str]:
