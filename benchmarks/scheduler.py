@@ -7,16 +7,25 @@ on the machine, and every run is checked: no cap exceeded, no two running tasks 
 no task started before its dependencies, every task finished. One cap serves as both the run's
 `max_parallel` and the global `BATON_MAX_PARALLEL`.
 
+The scheduler never sees the durations. It sees what Baton gives it: each task's `effort`
+(1..5) from the plan, turned into an estimate by `bot.scheduler.effort_estimate`. The planner's
+efforts are scripted too: the level that matches the task's duration (3 for about 10 minutes, one
+level per doubling), off by a random amount (normal, sigma `--planner-noise` levels, 0.5 unless
+told) and rounded, so about a third of the tasks are sized one level wrong, as a planner guessing
+would; `--planner-noise 0` is a planner that is only ever off by rounding.
+
 Per graph and cap: the makespan; the issue's lower bound max(critical path, total work / cap),
 which no schedule can beat; their ratio; the serial time of one agent doing every task in turn
-and the speed-up over it. Two more columns say how to read a ratio:
+and the speed-up over it. More columns say how to read a ratio:
 
 - tight: a higher lower bound (`Graph.tight_bound`). The issue's bound assumes every worker can
   be busy from the first minute; on a fan-out the root runs alone, so even the best schedule
-  exceeds that bound. A ratio to `tight` near 1 means the schedule is near the best possible.
-- unit-est: the makespan when every task's estimate is 1.0, so the critical path is the longest
-  chain by task count. That is what Baton passes today (it has no duration estimates); the main
-  makespan lets the scheduler see each task's true duration.
+  exceeds that bound. A ratio to `tight` near 1 means the schedule is near the best possible,
+  and a row whose tight bound is itself over 1.10 x bound (marked `!`) is one where no schedule
+  at all can meet the goal.
+- exact: the makespan had the scheduler known every true duration (an oracle no planner is).
+- no-effort: the makespan of a plan without efforts, where every estimate is 1.0 and the
+  critical path is the longest chain by task count.
 
 Graphs (each seeded; every task writes its own file unless said otherwise):
 
@@ -62,16 +71,18 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import anthropic
 
 from bot.llm.agent import Agent, Finisher
 from bot.llm.anthropic_adapter import AnthropicModel
 from bot.llm.types import Model, Turn, TurnRequest
-from bot.scheduler import TaskView, ready_to_start, remaining_path
+from bot.plan.schema import MAX_EFFORT, MIN_EFFORT
+from bot.scheduler import MEDIUM_EFFORT, TaskView, effort_estimate, ready_to_start, remaining_path
 from bot.workers.roles import FinishInput
 
 GOAL_RATIO = 1.10
@@ -85,19 +96,30 @@ LOCAL_WINDOW = 8
 MEDIAN_MINUTES = 10.0
 SIGMA = 0.6
 MIN_MINUTES, MAX_MINUTES = 2.0, 60.0
+PLANNER_NOISE = 0.5  # how far off the planner's effort is, in levels (one level = 2x duration)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKER_SYSTEM = "You are a worker. Do the task, then call finish."
 FINISH = Finisher("finish", "Say the task is done.", FinishInput)
 
 
+Estimates = Literal["effort", "exact", "none"]  # what the scheduler is told of durations
+
+
 @dataclass(frozen=True)
 class Spec:
-    """One task of a synthetic graph and how long its worker takes, in virtual minutes."""
+    """One task of a synthetic graph, how long its worker takes in virtual minutes, and the
+    effort the planner gave it."""
 
     key: str
     depends_on: tuple[str, ...]
     files: tuple[str, ...]
     minutes: float
+    effort: int
+
+    def estimate(self, estimates: Estimates) -> float:
+        if estimates == "exact":
+            return self.minutes
+        return effort_estimate(self.effort if estimates == "effort" else None)
 
 
 @dataclass(frozen=True)
@@ -111,7 +133,7 @@ class Graph:
 
     @cached_property
     def critical_path(self) -> float:
-        return max(remaining_path(self.views(exact=True)).values())
+        return max(remaining_path(self.views("exact")).values())
 
     @cached_property
     def busiest_file(self) -> float:
@@ -143,7 +165,7 @@ class Graph:
 
     def heads_and_tails(self) -> tuple[dict[str, float], dict[str, float]]:
         """For each task, the longest chain of work before it and after it, itself excluded."""
-        remaining = remaining_path(self.views(exact=True))
+        remaining = remaining_path(self.views("exact"))
         tails = {task.key: remaining[task.key] - task.minutes for task in self.tasks}
         heads: dict[str, float] = {}
         by_key = {task.key: task for task in self.tasks}
@@ -154,7 +176,7 @@ class Graph:
             )
         return heads, tails
 
-    def views(self, *, exact: bool, states: dict[str, str] | None = None) -> list[TaskView]:
+    def views(self, estimates: Estimates, states: dict[str, str] | None = None) -> list[TaskView]:
         states = states or {}
         return [
             TaskView(
@@ -162,7 +184,7 @@ class Graph:
                 states.get(task.key, "pending"),
                 task.depends_on,
                 task.files,
-                estimate=task.minutes if exact else 1.0,
+                estimate=task.estimate(estimates),
             )
             for task in self.tasks
         ]
@@ -179,11 +201,26 @@ def minutes(rng: random.Random) -> float:
     return round(min(max(drawn, MIN_MINUTES), MAX_MINUTES) * 2) / 2
 
 
+def planned(graph: Graph, noise: float) -> Graph:
+    """`graph` with the planner's efforts: for each task the level for its duration (one per
+    doubling, MEDIUM_EFFORT at the median), off by normal noise of sigma `noise`, rounded into
+    1..5. Seeded by the graph's name, so every run of the benchmark sees the same guesses."""
+    guesses = random.Random(f"{graph.name}-efforts")
+
+    def effort(minutes: float) -> int:
+        level = MEDIUM_EFFORT + math.log2(minutes / MEDIAN_MINUTES) + guesses.gauss(0, noise)
+        return min(MAX_EFFORT, max(MIN_EFFORT, round(level)))
+
+    tasks = tuple(replace(task, effort=effort(task.minutes)) for task in graph.tasks)
+    return Graph(graph.name, tasks)
+
+
 def build(
     name: str, size: int, rng: random.Random, dependencies: Dependencies, file_pool: int = 0
 ) -> Graph:
     """Tasks T1..Tsize; `dependencies(i, rng)` gives the 0-based earlier tasks task i needs.
-    With `file_pool`, each task writes 1-2 files of that many instead of a file of its own."""
+    With `file_pool`, each task writes 1-2 files of that many instead of a file of its own.
+    Every effort is medium until `planned` gives the planner's."""
     tasks = []
     for index in range(size):
         after = tuple(f"T{dep + 1}" for dep in sorted(set(dependencies(index, rng))))
@@ -192,7 +229,7 @@ def build(
             files = tuple(f"src/f{n}.py" for n in rng.sample(range(file_pool), count))
         else:
             files = (f"src/t{index + 1}.py",)
-        tasks.append(Spec(f"T{index + 1}", after, files, minutes(rng)))
+        tasks.append(Spec(f"T{index + 1}", after, files, minutes(rng), MEDIUM_EFFORT))
     return Graph(name, tuple(tasks))
 
 
@@ -283,17 +320,17 @@ class VirtualRun:
     """One run of a graph in virtual time: `start` what `ready` names, `advance` the clock to
     the next completion, until `advance` says nothing is running; then `finish`."""
 
-    def __init__(self, graph: Graph, cap: int, *, exact: bool) -> None:
+    def __init__(self, graph: Graph, cap: int, estimates: Estimates) -> None:
         self.graph = graph
         self.cap = cap  # the run's max_parallel and the global cap alike
-        self.exact = exact
+        self.estimates = estimates
         self.specs = {task.key: task for task in graph.tasks}
         self.states = dict.fromkeys(self.specs, "pending")
         self.completions: list[tuple[float, str]] = []
         self.now = 0.0
 
     def ready(self) -> list[str]:
-        views = self.graph.views(exact=self.exact, states=self.states)
+        views = self.graph.views(self.estimates, self.states)
         return ready_to_start(views, run_cap=self.cap, global_free=self.cap - self.running)
 
     @property
@@ -331,9 +368,9 @@ class VirtualRun:
         return self.now
 
 
-def makespan(graph: Graph, cap: int, *, exact: bool) -> float:
+def makespan(graph: Graph, cap: int, estimates: Estimates = "effort") -> float:
     """Virtual minutes until every task is integrated; `RuleBroken` if a rule was broken."""
-    run = VirtualRun(graph, cap, exact=exact)
+    run = VirtualRun(graph, cap, estimates)
     run.start(run.ready())
     while run.advance():
         run.start(run.ready())
@@ -348,8 +385,9 @@ def makespan(graph: Graph, cap: int, *, exact: bool) -> float:
 class Row:
     graph: Graph
     cap: int
-    makespan: float  # estimates are the true durations
-    unit_makespan: float  # every estimate 1.0
+    makespan: float  # what Baton does: estimates from the planner's efforts
+    exact_makespan: float  # estimates are the true durations
+    no_effort_makespan: float  # every estimate 1.0
     bound: float
     tight_bound: float
 
@@ -362,8 +400,17 @@ class Row:
         return self.makespan / self.tight_bound
 
     @property
-    def unit_ratio(self) -> float:
-        return self.unit_makespan / self.bound
+    def exact_ratio(self) -> float:
+        return self.exact_makespan / self.bound
+
+    @property
+    def no_effort_ratio(self) -> float:
+        return self.no_effort_makespan / self.bound
+
+    @property
+    def unattainable(self) -> bool:
+        """No schedule at all comes within the goal of the issue's bound here."""
+        return self.tight_bound > GOAL_RATIO * self.bound
 
     @property
     def speed_up(self) -> float:
@@ -373,7 +420,7 @@ class Row:
 HEADER = (
     f"{'graph':<16} {'tasks':>5} {'cap':>3} {'makespan':>9} {'crit path':>9} {'work/cap':>9}"
     f" {'bound':>7} {'ratio':>6} {'serial':>7} {'speed-up':>8} {'tight':>7} {'ratio':>6}"
-    f" {'unit-est':>8} {'ratio':>6}"
+    f" {'exact':>7} {'ratio':>6} {'no-effort':>9} {'ratio':>6}"
 )
 
 
@@ -381,26 +428,28 @@ def measure(graph: Graph, cap: int) -> Row:
     row = Row(
         graph,
         cap,
-        makespan(graph, cap, exact=True),
-        makespan(graph, cap, exact=False),
+        makespan(graph, cap, "effort"),
+        makespan(graph, cap, "exact"),
+        makespan(graph, cap, "none"),
         graph.lower_bound(cap),
         graph.tight_bound(cap),
     )
     # A bound above a schedule that was actually run would be a wrong bound.
-    if min(row.makespan, row.unit_makespan) < row.tight_bound - 1e-9:
+    if min(row.makespan, row.exact_makespan, row.no_effort_makespan) < row.tight_bound - 1e-9:
         raise RuleBroken(f"{graph.name} cap {cap}: a schedule beat the bound; the bound is wrong")
     return row
 
 
 def print_row(row: Row) -> None:
     graph = row.graph
-    flag = " *" if max(row.ratio, row.unit_ratio) > GOAL_RATIO else ""
+    flag = (" *" if row.ratio > GOAL_RATIO else "") + (" !" if row.unattainable else "")
     print(
         f"{graph.name:<16} {len(graph.tasks):>5} {row.cap:>3} {row.makespan:>9.1f}"
         f" {graph.critical_path:>9.1f} {graph.work / row.cap:>9.1f} {row.bound:>7.1f}"
         f" {row.ratio:>6.3f} {graph.work:>7.1f} {row.speed_up:>7.2f}x"
         f" {row.tight_bound:>7.1f} {row.tight_ratio:>6.3f}"
-        f" {row.unit_makespan:>8.1f} {row.unit_ratio:>6.3f}{flag}",
+        f" {row.exact_makespan:>7.1f} {row.exact_ratio:>6.3f}"
+        f" {row.no_effort_makespan:>9.1f} {row.no_effort_ratio:>6.3f}{flag}",
         flush=True,
     )
 
@@ -424,15 +473,20 @@ def to_tight_bound(row: Row) -> float:
     return row.tight_ratio
 
 
-def unit_to_bound(row: Row) -> float:
-    return row.unit_ratio
+def exact_to_bound(row: Row) -> float:
+    return row.exact_ratio
+
+
+def no_effort_to_bound(row: Row) -> float:
+    return row.no_effort_ratio
 
 
 def print_summary(label: str, rows: Sequence[Row]) -> None:
     measures = [
         ("makespan / bound", to_bound),
         ("makespan / tight bound", to_tight_bound),
-        ("unit-estimate makespan / bound", unit_to_bound),
+        ("exact-duration makespan / bound", exact_to_bound),
+        ("no-effort makespan / bound", no_effort_to_bound),
     ]
     for name, ratio in measures:
         worst = max(rows, key=ratio)
@@ -442,6 +496,11 @@ def print_summary(label: str, rows: Sequence[Row]) -> None:
             f"{label}, {name}: worst {ratio(worst):.3f} ({worst.graph.name}, cap {worst.cap});"
             f" {len(over)} of {len(rows)} over {GOAL_RATIO:.2f}{': ' + listed if over else ''}"
         )
+    speed_ups = sorted(row.speed_up for row in rows)
+    print(
+        f"{label}, speed-up over one agent doing every task in turn: {speed_ups[0]:.2f}x to"
+        f" {speed_ups[-1]:.2f}x, median {speed_ups[len(speed_ups) // 2]:.2f}x"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,7 +545,7 @@ async def run_through_double(graph: Graph, cap: int, url: str) -> tuple[float, C
 async def makespan_through(graph: Graph, cap: int, model: Model) -> float:
     """As `makespan`, but the tasks `ready` names first run their workers against `model`, all
     at once; a worker whose summary names another task breaks a rule."""
-    run = VirtualRun(graph, cap, exact=True)
+    run = VirtualRun(graph, cap, "effort")
     while True:
         keys = run.ready()
         summaries = await asyncio.gather(*(work(model, key) for key in keys))
@@ -500,16 +559,17 @@ async def makespan_through(graph: Graph, cap: int, model: Model) -> float:
             return run.finish()
 
 
-def double_graphs() -> list[Graph]:
+def double_graphs(noise: float) -> list[Graph]:
     layered_rng = random.Random("double-layered")
-    return [
+    graphs = [
         build("diamonds-9", 9, random.Random("double-diamonds"), diamond_dependencies),
         build("layered-20", 20, layered_rng, layered(20, layered_rng)),
         build("random-20", 20, random.Random("double-random"), random_dependencies),
     ]
+    return [planned(graph, noise) for graph in graphs]
 
 
-def through_model_double(cap: int) -> None:
+def through_model_double(cap: int, noise: float) -> None:
     """Run `double_graphs` with real Anthropic SDK calls to the loopback model double."""
     # The double lives with the tests, which are not installed; the repository root holds them.
     if str(REPO_ROOT) not in sys.path:
@@ -527,11 +587,11 @@ def through_model_double(cap: int) -> None:
         f" {'most at once':>12} {'wall s':>7}"
     )
     with ModelDouble(policy=answer) as double:
-        for graph in double_graphs():
+        for graph in double_graphs(noise):
             started = time.perf_counter()
             span, model = asyncio.run(run_through_double(graph, cap, double.url))
             wall = time.perf_counter() - started
-            expected = makespan(graph, cap, exact=True)
+            expected = makespan(graph, cap)
             print(
                 f"{graph.name:<12} {len(graph.tasks):>5} {span:>9.1f} {expected:>9.1f}"
                 f" {model.calls:>5} {model.most_in_flight:>12} {wall:>7.2f}",
@@ -555,9 +615,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also run a few small graphs with one worker agent per task against the model"
         " double (real SDK calls on loopback; durations stay virtual)",
     )
+    parser.add_argument(
+        "--planner-noise",
+        type=float,
+        default=PLANNER_NOISE,
+        help=f"sigma, in effort levels, of the planner's error (default {PLANNER_NOISE})",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.seeds <= 50:
         parser.error("--seeds must be in 1..50")
+    if not 0 <= args.planner_noise <= 5:
+        parser.error("--planner-noise must be in 0..5")
     return args
 
 
@@ -571,23 +639,32 @@ def caps(text: str) -> list[int]:
     return levels
 
 
-def print_preamble() -> None:
+def print_preamble(noise: float) -> None:
     print(
-        "Scheduler makespan in virtual minutes, estimates = true durations. bound ="
-        " max(critical path, work / cap), the issue's bound; ratio = makespan / bound;"
+        "Scheduler makespan in virtual minutes; the scheduler sees the planner's efforts"
+        f" (scripted: right level +- normal noise, sigma {noise} levels), as in Baton."
+        " bound = max(critical path, work / cap), the issue's bound; ratio = makespan / bound;"
         " serial = one agent doing every task in turn; speed-up = serial / makespan;"
         " tight = a higher lower bound (see Graph.tight_bound), then makespan / tight;"
-        " unit-est = makespan when every estimate is 1.0 (Baton today), then its ratio to bound."
-        f" * marks a row with either ratio to bound over {GOAL_RATIO:.2f}."
+        " exact = makespan had the scheduler known the true durations; no-effort = makespan of"
+        " a plan without efforts; each then its ratio to bound."
+        f" * marks a makespan over {GOAL_RATIO:.2f} x bound; ! a row where even the tight bound"
+        f" is over {GOAL_RATIO:.2f} x bound, so no schedule can meet the goal."
     )
 
 
 def print_goal(rows: Sequence[Row]) -> None:
     for name, ratio in [("bound", to_bound), ("tight bound", to_tight_bound)]:
-        over = sum(ratio(row) > GOAL_RATIO for row in rows)
-        verdict = "HOLDS" if not over else f"DOES NOT HOLD ({over} of {len(rows)} over)"
+        over = [row for row in rows if ratio(row) > GOAL_RATIO]
+        unattainable = sum(row.unattainable for row in over)
+        verdict = (
+            "HOLDS"
+            if not over
+            else f"DOES NOT HOLD ({len(over)} of {len(rows)} over; no schedule can meet it on"
+            f" {unattainable} of them)"
+        )
         print(
-            f"Goal, makespan <= {GOAL_RATIO:.2f} x {name} on every graph (true durations as"
+            f"Goal, makespan <= {GOAL_RATIO:.2f} x {name} on every graph (planner's efforts as"
             f" estimates): {verdict}"
         )
 
@@ -595,12 +672,15 @@ def print_goal(rows: Sequence[Row]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    print_preamble()
+    noise = args.planner_noise
+    print_preamble(noise)
     try:
-        rows = print_table("Graphs:", graphs(args.seeds), args.caps)
+        rows = print_table(
+            "Graphs:", (planned(graph, noise) for graph in graphs(args.seeds)), args.caps
+        )
         shared = print_table(
             "Shared files (bound also >= the busiest file's work):",
-            shared_file_graphs(args.seeds),
+            (planned(graph, noise) for graph in shared_file_graphs(args.seeds)),
             args.caps,
         )
         print()
@@ -609,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         print_goal(rows)
         print(f"({time.perf_counter() - started:.1f} s of real time)")
         if args.model_double:
-            through_model_double(min(args.caps))
+            through_model_double(min(args.caps), noise)
     except RuleBroken as broken:
         print(f"FAILED: {broken}")
         return 1

@@ -9,7 +9,6 @@ status comment and the check run are found again rather than made twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -26,12 +25,20 @@ from bot.executor import JobContext
 from bot.git import ApplyConflict, GitError, Mirror, PushRejected
 from bot.github.repo import GitHubError, RepoClient
 from bot.llm.agent import AgentFailed
-from bot.llm.budget import Budget, BudgetExceeded
+from bot.llm.budget import Budget, BudgetExceeded, InFlight
 from bot.llm.metered import MeteredModel
 from bot.llm.recording import StoreRecorder, run_spend, task_spend
 from bot.llm.registry import model_name_for
 from bot.llm.types import Model, ModelFailed
-from bot.plan.render import fenced
+from bot.plan.render import (
+    Finding,
+    RunProgress,
+    TaskProgress,
+    markdown_text,
+    render_pull_request,
+    render_status,
+)
+from bot.plan.schema import Plan, PlanTask
 from bot.planning import (
     chosen_models,
     end_run,
@@ -43,9 +50,16 @@ from bot.planning import (
 from bot.review import ReviewVerdict, review
 from bot.revisions import answer_review_comments
 from bot.sandbox import CommandResult, Sandbox, SandboxUnavailable
-from bot.scheduler import TaskView, blocked_for_good, finished, ready_to_start
+from bot.scheduler import (
+    TaskView,
+    blocked_for_good,
+    effort_estimate,
+    finished,
+    ready_to_start,
+)
 from bot.store.models import (
     AttemptStatus,
+    ModelCall,
     PlanRevision,
     Run,
     RunState,
@@ -64,9 +78,6 @@ log = logging.getLogger(__name__)
 CONFIDENCE_FLOOR = 0.5
 LIVE_STATUS_SECONDS = 3.0
 POLL_SECONDS = 0.5
-STATUS_HEADER = (
-    "| task | state | role | model | tokens | cost | attempts |\n|---|---|---|---|---|---|---|"
-)
 TEST_COMMANDS = (
     ("pyproject.toml", "python3 -m pytest -q"),
     ("setup.py", "python3 -m pytest -q"),
@@ -119,6 +130,7 @@ class Execution:
         self.commands = commands
         self.integration = asyncio.Lock()
         self._last_status = 0.0
+        self._in_flight = InFlight()  # the run's model calls under way, for its budget
 
     @classmethod
     async def prepare(cls, context: JobContext, run: Run) -> Execution:
@@ -151,6 +163,9 @@ class Execution:
     async def drive(self) -> None:
         running: dict[str, asyncio.Task[_Outcome]] = {}
         try:
+            for key in await self._left_awaiting_approval():
+                resumed = self._guarded(key, resumed=True)
+                running[key] = asyncio.create_task(resumed, name=f"task-{key}")
             while True:
                 if await self._cancelled():
                     return
@@ -188,11 +203,11 @@ class Execution:
         waiting = {v.key for v in views if v.state == TaskState.pending}
         return finished(views) or waiting <= set(blocked_for_good(views))
 
-    async def _guarded(self, key: str) -> _Outcome:
+    async def _guarded(self, key: str, resumed: bool = False) -> _Outcome:
         """The task's outcome; a failure of Baton's own (GitHub, git, a budget) ends the task, not
         the run's job, so the rest of the run carries on and a person is told."""
         try:
-            return await self._do_task(key)
+            return await (self._resume_approval(key) if resumed else self._do_task(key))
         except BudgetExceeded as exceeded:
             return _Outcome(TaskState.escalated, f"budget: {exceeded}")
         except RunCancelled:
@@ -221,8 +236,7 @@ class Execution:
 
     # Tasks
 
-    async def _do_task(self, key: str) -> _Outcome:
-        feedback: str | None = None
+    async def _do_task(self, key: str, feedback: str | None = None) -> _Outcome:
         for round_number in range(1, self.config.review_rounds + 1):
             last = round_number == self.config.review_rounds
             outcome, feedback = await self._attempt_round(key, feedback, last)
@@ -283,6 +297,16 @@ class Execution:
         except ApplyConflict as conflict:
             return None, f"Your change conflicts with the run branch now:\n{conflict.hunks}"
         return _Outcome(TaskState.integrated), None
+
+    async def _resume_approval(self, key: str) -> _Outcome:
+        """A task a dead process left waiting for `/approve-task` waits again; once approved, the
+        commit its last attempt had accepted is integrated, and no worker runs again."""
+        task = await self._task(key)
+        accepted = await self._accepted_attempt(task.id or 0)
+        if accepted is None:
+            return _Outcome(TaskState.pending, "no accepted work on record: it starts over")
+        outcome, feedback = await self._accepted(key, task, accepted.commit_sha)
+        return outcome or await self._do_task(key, feedback)
 
     async def _review(
         self, task: Task, attempt_id: int, commit_sha: str | None, base: str, finish: FinishInput
@@ -409,32 +433,59 @@ class Execution:
                 summary,
                 conclusion="success" if passed else "failure",
             )
-        final = await self._status_text(f"**Draft pull request** #{pull.number} is open. {summary}")
-        await show_status(self.context, self.run, self.repo, final)
+        heading = f"**Draft pull request** #{pull.number} is open. {summary}"
+        await show_status(self.context, self.run, self.repo, await self._status_text(heading))
         await answer_review_comments(self.context, self.run.id, self.repo, pull.number)
         await self._finish_run(pull.number, check_id)
 
     async def _pull_request_body(self, tests: CommandResult | None) -> str:
-        rows = await self._task_rows()
-        lines = [
-            f"Resolves #{self.run.issue_number}.",
-            "",
-            "| task | role | model | tokens | cost | attempts |",
-            "|---|---|---|---|---|---|",
-            *rows,
-            "",
-            "Tests on the branch: " + ("passed" if tests and tests.exit_code == 0 else "failed"),
-        ]
-        if tests is not None:
-            # Test output is text the workers' code printed: fenced so it stays inert.
-            lines += ["", fenced("", tests.output[-3000:])]
-        return "\n".join(lines)
+        return render_pull_request(
+            self.run.issue_number,
+            await self._progress(),
+            await self._findings(),
+            tests_passed=tests is not None and tests.exit_code == 0,
+            test_output=tests.output if tests is not None else None,
+        )
+
+    async def _findings(self) -> list[Finding]:
+        """What each accepted static analyst reported; its task adds no commit, so the pull
+        request is where its findings go."""
+
+        def read(session: Session) -> list[Finding]:
+            analysts = session.exec(
+                select(Task)
+                .where(
+                    Task.run_id == self.run.id,
+                    Task.role == "static_analyst",
+                    Task.state == TaskState.integrated,
+                )
+                .order_by(col(Task.id))
+            )
+            found = []
+            for task in analysts:
+                accepted = session.exec(
+                    select(TaskAttempt)
+                    .where(
+                        TaskAttempt.task_id == task.id,
+                        TaskAttempt.status == AttemptStatus.succeeded,
+                        TaskAttempt.review_verdict == "accept",
+                    )
+                    .order_by(col(TaskAttempt.number).desc())
+                ).first()
+                if accepted is not None:
+                    said = [accepted.summary or "", accepted.notes or ""]
+                    text = "\n\n".join(part.strip() for part in said if part.strip())
+                    found.append(Finding(task.key, task.title, text))
+            return found
+
+        return await self.context.store.run(read)
 
     async def _nothing_to_propose(self) -> None:
         """Every task was skipped or changed nothing: the run ends without a pull request."""
         reason = "no task changed a file, so there is nothing to propose"
         await end_run(self.context, self.run, self.repo, RunState.done, reason)
-        await show_status(self.context, self.run, self.repo, f"**Done**: {reason}.")
+        done = await self._status_text(f"**Done**: {reason}.")
+        await show_status(self.context, self.run, self.repo, done)
 
     async def _needs_human(self, stuck: list[str], blocked: list[str]) -> None:
         def park(session: Session) -> None:
@@ -445,8 +496,8 @@ class Execution:
 
         await self.context.store.run(park)
         text = (
-            f"**Needs a person**: {', '.join(stuck)} did not finish. "
-            "Answer with `/retry Tn` or `/skip Tn`."
+            f"**Needs a person**: {', '.join(markdown_text(key) for key in stuck)} did not "
+            "finish. Answer with `/retry Tn` or `/skip Tn`."
         )
         await show_status(self.context, self.run, self.repo, await self._status_text(text))
 
@@ -491,13 +542,40 @@ class Execution:
 
         await self.context.store.run(ready)
 
+    async def _left_awaiting_approval(self) -> list[str]:
+        """Tasks a dead process left waiting for `/approve-task`: this process waits for none."""
+        return [v.key for v in await self._views() if v.state == TaskState.awaiting_approval]
+
+    async def _accepted_attempt(self, task_id: int) -> TaskAttempt | None:
+        """The task's last attempt if the reviewer accepted it; its commit is the accepted work."""
+
+        def read(session: Session) -> TaskAttempt | None:
+            last = session.exec(
+                select(TaskAttempt)
+                .where(TaskAttempt.task_id == task_id)
+                .order_by(col(TaskAttempt.number).desc())
+            ).first()
+            if last is None or last.review_verdict != "accept":
+                return None
+            session.expunge(last)
+            return last
+
+        return await self.context.store.run(read)
+
     async def _views(self) -> list[TaskView]:
         def read(session: Session) -> list[TaskView]:
             tasks = session.exec(
                 select(Task).where(Task.run_id == self.run.id).order_by(col(Task.id))
             )
             return [
-                TaskView(t.key, t.state, tuple(t.depends_on), tuple(t.files), t.needs_approval)
+                TaskView(
+                    t.key,
+                    t.state,
+                    tuple(t.depends_on),
+                    tuple(t.files),
+                    t.needs_approval,
+                    effort_estimate(t.effort),
+                )
                 for t in tasks
             ]
 
@@ -621,6 +699,7 @@ class Execution:
                 used,
                 run_spend(session, self.run.id),
                 run_spent=self._run_spend,
+                in_flight=self._in_flight,
             )
 
         budget = await self.context.store.run(spent)
@@ -635,32 +714,97 @@ class Execution:
         if time.monotonic() - self._last_status < LIVE_STATUS_SECONDS:
             return
         self._last_status = time.monotonic()
-        with contextlib.suppress(Exception):
-            await show_status(
-                self.context, self.run, self.repo, await self._status_text("**Executing**")
-            )
+        try:
+            text = await self._status_text("**Executing**")
+            await show_status(self.context, self.run, self.repo, text)
+        except Exception:  # the work goes on; the next update or the final one catches up
+            log.warning("the status comment of run %s was not updated", self.run.id, exc_info=True)
 
     async def _status_text(self, heading: str) -> str:
-        rows = await self._task_rows(with_state=True)
-        header = STATUS_HEADER
-        return "\n".join([heading, "", header, *rows])
+        return render_status(heading, await self._progress())
 
-    async def _task_rows(self, with_state: bool = False) -> list[str]:
-        def read(session: Session) -> list[str]:
-            rows = []
-            for task in session.exec(
-                select(Task).where(Task.run_id == self.run.id).order_by(col(Task.id))
-            ):
-                spend = task_spend(session, task.id or 0)
-                state = [str(task.state)] if with_state else []
-                model = model_name_for(
-                    task.role,
-                    self.context.settings,
-                    chosen_models(self.config),
+    async def _progress(self) -> RunProgress:
+        """The run's plan (its approved revisions as one), every task as it stands, the spend."""
+
+        def read(session: Session) -> RunProgress:
+            revisions = session.exec(
+                select(PlanRevision)
+                .where(
+                    PlanRevision.run_id == self.run.id, col(PlanRevision.approved_by).is_not(None)
                 )
-                cells = [task.key, *state, task.role, model, str(spend.tokens)]
-                cells += [f"${spend.usd:.4f}", str(task.attempts)]
-                rows.append("| " + " | ".join(cells) + " |")
-            return rows
+                .order_by(col(PlanRevision.number))
+            ).all()
+            tokens, usd, unpriced = _run_total(session, self.run.id)
+            return RunProgress(
+                plan=_final_plan([Plan.model_validate(revision.plan) for revision in revisions]),
+                revisions=[revision.number for revision in revisions],
+                tasks=self._task_rows(session),
+                tokens=tokens,
+                usd=usd,
+                unpriced_calls=unpriced,
+            )
 
         return await self.context.store.run(read)
+
+    def _task_rows(self, session: Session) -> list[TaskProgress]:
+        """Each task with its state, spend, attempts, and the models its attempts recorded
+        (the configured one before any has)."""
+        configured = chosen_models(self.config)
+        used: dict[int, list[str]] = {}
+        for attempt in session.exec(
+            select(TaskAttempt)
+            .where(TaskAttempt.run_id == self.run.id)
+            .order_by(col(TaskAttempt.number))
+        ):
+            models = used.setdefault(attempt.task_id, [])
+            if attempt.model and attempt.model not in models:
+                models.append(attempt.model)
+        rows = []
+        for task in session.exec(
+            select(Task).where(Task.run_id == self.run.id).order_by(col(Task.id))
+        ):
+            spend = task_spend(session, task.id or 0)
+            models = used.get(task.id or 0) or [
+                model_name_for(task.role, self.context.settings, configured)
+            ]
+            rows.append(
+                TaskProgress(
+                    key=task.key,
+                    title=task.title,
+                    state=str(task.state),
+                    role=task.role,
+                    model=", ".join(models),
+                    tokens=spend.tokens,
+                    usd=spend.usd,
+                    attempts=task.attempts,
+                )
+            )
+        return rows
+
+
+def _final_plan(approved: Sequence[Plan]) -> Plan:
+    """The approved revisions as the one plan carried out: every summary, and each task once,
+    from the first revision that has it (as its task row was made)."""
+    tasks: dict[str, PlanTask] = {}
+    for plan in approved:
+        for task in plan.tasks:
+            tasks.setdefault(task.id, task)
+    summary = "\n\n".join(plan.summary for plan in approved)
+    return Plan(summary=summary, tasks=list(tasks.values()))
+
+
+def _run_total(session: Session, run_id: str) -> tuple[int, float, int]:
+    """Tokens and dollars of all the run's model calls, and how many had no known price."""
+    tokens = (
+        col(ModelCall.input_tokens)
+        + col(ModelCall.output_tokens)
+        + col(ModelCall.cache_read_tokens)
+        + col(ModelCall.cache_write_tokens)
+    )
+    query = select(
+        sa.func.coalesce(sa.func.sum(tokens), 0),
+        sa.func.coalesce(sa.func.sum(ModelCall.cost_usd), 0.0),
+        sa.func.count() - sa.func.count(col(ModelCall.cost_usd)),
+    ).where(ModelCall.run_id == run_id)
+    used, dollars, unpriced = session.exec(query).one()
+    return int(used), float(dollars or 0.0), int(unpriced)

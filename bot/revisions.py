@@ -257,7 +257,9 @@ async def answer_review_comments(
 
     for comment_id, key, sha in await context.store.run(pending):
         text = f"Addressed in {sha[:12]} ({key})."
-        await repo.reply_to_review_comment(pull_number, comment_id, text)
+        # Keyed by run and comment: a reply posted by a process that died before recording it
+        # is found in the thread, not posted again.
+        await repo.reply_to_review_comment(pull_number, comment_id, f"{run_id}:{comment_id}", text)
         await context.store.run(_replied(run_id, comment_id, text))
 
 

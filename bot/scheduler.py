@@ -36,6 +36,8 @@ STOPPED_STATES: frozenset[str] = frozenset(
     {TaskState.failed, TaskState.escalated, TaskState.cancelled}
 )
 _NUMBERS = re.compile(r"([0-9]+)")
+# The planner's effort level that counts as one unit of estimate; a task without one counts so.
+MEDIUM_EFFORT = 3
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,13 @@ class TaskView:
             raise ValueError(
                 f"task {self.key} has estimate {self.estimate}; use a finite number >= 0"
             )
+
+
+def effort_estimate(effort: int | None) -> float:
+    """A task's `estimate` from the planner's effort (1..5): each level twice the one below,
+    since agent tasks range from minutes to hours; no effort counts as medium, so a plan
+    without efforts puts the longest chain by task count first."""
+    return 1.0 if effort is None else 2.0 ** (effort - MEDIUM_EFFORT)
 
 
 def key_order(key: str) -> tuple[str | int, ...]:

@@ -37,6 +37,7 @@ def _task_row(run_id: str, revision: PlanRevision, planned: PlanTask, config: Re
         depends_on=planned.depends_on,
         files=planned.files,
         context_files=planned.context_files,
+        effort=planned.effort,
         needs_approval=any(protected(path, config.protected_paths) for path in planned.files),
         state=TaskState.pending,
     )

@@ -13,6 +13,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from bot.plan.schema import Plan
+from bot.plan.validate import parse_plan_yaml
 from tests.doubles.fixtures import REPOSITORY, commit_files
 from tests.doubles.github import GitHubDouble
 from tests.doubles.models import ModelReply, RecordedCall, ScriptedToolCall
@@ -104,6 +106,31 @@ def attempts(engine: sa.Engine) -> list[Any]:
         return list(connection.execute(sa.text(query)))
 
 
+def spent(engine: sa.Engine) -> str:
+    """The run's spend as the status comment and the pull request give it."""
+    query = (
+        "SELECT sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens), "
+        "coalesce(sum(cost_usd), 0) FROM model_calls"
+    )
+    with engine.connect() as connection:
+        tokens, usd = connection.execute(sa.text(query)).one()
+    assert tokens > 0
+    return f"${usd:,.4f} · {tokens:,} tokens"
+
+
+def recorded_model(engine: sa.Engine, key: str) -> str:
+    query = "SELECT a.model FROM task_attempts a JOIN tasks t ON t.id = a.task_id WHERE t.key = :k"
+    with engine.connect() as connection:
+        (model,) = set(connection.execute(sa.text(query), {"k": key}).scalars())
+    return str(model)
+
+
+def yaml_in(body: str) -> Plan:
+    found = re.search(r"<summary>Plan as YAML \(r1\)</summary>\n\n```yaml\n(.*?)\n```", body, re.S)
+    assert found, body
+    return parse_plan_yaml(found.group(1))
+
+
 def test_an_approved_plan_becomes_a_draft_pull_request(world: World, engine: sa.Engine) -> None:
     approved(world, engine, models_for(FOUR_TASKS))
     wait_for_run(world, engine, "pr_open")
@@ -123,14 +150,70 @@ def test_an_approved_plan_becomes_a_draft_pull_request(world: World, engine: sa.
     (pull,) = world.github.pulls(REPOSITORY)
     assert pull["draft"] is True
     assert pull["head"]["ref"] == BRANCH
-    assert f"#{ISSUE}" in pull["body"]
+    body = pull["body"]
+    assert body.startswith(f"Resolves #{ISSUE}.\n\n## Plan\n\nAdd a dial widget.\n\n```mermaid\n")
+    assert '  T1["T1: Step T1"]\n' in body
+    assert "  T2 --> T4\n  T3 --> T4\n" in body
+    assert yaml_in(body).model_dump() == Plan.model_validate(FOUR_TASKS).model_dump()
     for key in FILES:
-        assert f"| {key} |" in pull["body"]
+        model = recorded_model(engine, key)
+        assert model
+        assert f"| {key} | implementer | {model} | " in body
+    assert f"**Cost:** {spent(engine)}" in body
+    assert "Tests on the branch: passed" in body
+    assert "## Findings" not in body  # no static analyst in this plan
     (check,) = world.github.check_runs(REPOSITORY)
     assert (check["name"], check["conclusion"]) == ("baton", "success")
     status = world.status()
     assert "Draft pull request" in status
-    assert status.count("| integrated |") == 4
+    assert "### Plan (r1)\n\nAdd a dial widget.\n\n" in status
+    for key in FILES:
+        assert f"- [x] **{key}** Step {key} — integrated\n" in status
+    assert "- [ ]" not in status
+    assert "```mermaid\nflowchart TD\n" in status
+    assert "  classDef integrated fill:" in status
+    assert "  class T1,T2,T3,T4 integrated\n```" in status
+    assert f"**Cost so far:** {spent(engine)}" in status
+
+
+def test_a_static_analysts_findings_go_into_the_pull_request_inert_and_add_no_commit(
+    world: World, engine: sa.Engine
+) -> None:
+    analysed = plan(
+        task("T1", [], [FILES["T1"]]),
+        task("T2", ["T1"], [], role="static_analyst", title="Look for bare excepts"),
+    )
+    implement = models_for(analysed)
+
+    def answer(call: RecordedCall) -> ModelReply:
+        role, key = who(call)
+        if role != "worker" or key != "T2":
+            return implement(call)
+        if len(call.json["messages"]) == 1:
+            return tool("read_file", path=FILES["T1"])
+        findings = {
+            "summary": "One finding in src/widgets/base.py.",
+            "confidence": 0.9,
+            "notes": "@octocat line 1 <img src=x onerror=alert(1)> has a bare except",
+        }
+        return tool("finish", **findings)
+
+    approved(world, engine, answer)
+    wait_for_run(world, engine, "pr_open")
+
+    assert branch_log(world.github) == ["T1: Step T1"]  # the analyst changed nothing
+    (pull,) = world.github.pulls(REPOSITORY)
+    assert (
+        "## Findings\n\n**T2** Look for bare excepts\n\n```\n"
+        "One finding in src/widgets/base.py.\n\n"
+        "@octocat line 1 <img src=x onerror=alert(1)> has a bare except\n```\n\n## Tests"
+    ) in pull["body"]
+    # Outside the fence, neither the mention nor the markup appears.
+    outside = re.sub(r"^```[a-z]*\n.*?\n```$", "", pull["body"], flags=re.S | re.M)
+    assert "@octocat" not in outside
+    assert "<img" not in outside
+    assert f"| T2 | static\\_analyst | {recorded_model(engine, 'T2')} | " in pull["body"]
+    assert "- [x] **T2** Look for bare excepts — integrated" in world.status()
 
 
 def test_a_revise_then_accept_makes_two_attempts_and_one_commit(
@@ -201,15 +284,13 @@ def test_tasks_that_write_one_file_never_run_at_the_same_time(
     assert len(branch_log(world.github)) == 4
 
 
-def test_a_review_with_two_comments_becomes_tasks_commits_and_replies(
-    world: World, engine: sa.Engine
-) -> None:
-    comment_ids: list[int] = []
+def review_tasks(comment_ids: list[int]) -> Callable[[RecordedCall], ModelReply]:
+    """T1 first; then a review planner that answers the first review comment with T2 and the
+    rest with T3. `comment_ids` is filled in once the review exists."""
     first_run = models_for(plan(task("T1", [], [FILES["T1"]])))
 
     def answer(call: RecordedCall) -> ModelReply:
         if "This time a person reviewed" in call.json["system"][0]["text"]:
-            # One task per review comment, numbered on from T1.
             return submit(
                 plan(
                     task("T2", [], [FILES["T2"]], addresses=comment_ids[:1]),
@@ -218,26 +299,36 @@ def test_a_review_with_two_comments_becomes_tasks_commits_and_replies(
             )
         return first_run(call)
 
-    approved(world, engine, answer)
-    wait_for_run(world, engine, "pr_open")
-    (pull,) = world.github.pulls(REPOSITORY)
+    return answer
+
+
+def submit_review(world: World, pull_number: int, comments: list[str]) -> list[int]:
+    """Alice requests changes with one review comment per text on T1's file; GitHub delivers
+    the review. Returns the comments' ids."""
     review = world.github.add_review(
         REPOSITORY,
-        pull["number"],
+        pull_number,
         user="alice",
         state="CHANGES_REQUESTED",
-        body="Two more widgets, please.",
-        comments=[
-            {"path": FILES["T1"], "line": 1, "body": "Add a dial next to this."},
-            {"path": FILES["T1"], "line": 1, "body": "And a knob."},
-        ],
+        body="More widgets, please.",
+        comments=[{"path": FILES["T1"], "line": 1, "body": text} for text in comments],
     )
-    comment_ids.extend(comment["id"] for comment in review["comments"])
     body = copy.deepcopy(payload("pull_request_review.submitted"))
-    body["pull_request"]["number"] = pull["number"]
+    body["pull_request"]["number"] = pull_number
     body["review"] = {**body["review"], "id": review["id"], "state": "changes_requested"}
     body["sender"]["login"] = "alice"
     assert world.github.send_webhook(world.url, "pull_request_review", body).status_code == 202
+    return [comment["id"] for comment in review["comments"]]
+
+
+def test_a_review_with_two_comments_becomes_tasks_commits_and_replies(
+    world: World, engine: sa.Engine
+) -> None:
+    comment_ids: list[int] = []
+    approved(world, engine, review_tasks(comment_ids))
+    wait_for_run(world, engine, "pr_open")
+    (pull,) = world.github.pulls(REPOSITORY)
+    comment_ids += submit_review(world, pull["number"], ["Add a dial next to this.", "And a knob."])
 
     def replied() -> list[dict[str, Any]]:
         return world.github.review_comment_replies(REPOSITORY, pull["number"])
@@ -298,7 +389,10 @@ def test_a_task_that_fails_every_round_waits_for_a_person_and_retry_finishes_it(
     approved(world, engine, models_for(two, review))
     wait_for_run(world, engine, "needs_human")
     assert branch_log(world.github) == ["T1: Step T1"]  # accepted work stays pushed
-    wait_for(lambda: "Needs a person" in world.status())
+    status = wait_for(lambda: "Needs a person" in world.status() and world.status())
+    assert "- [x] **T1** Step T1 — integrated\n- [ ] **T2** Step T2 — failed\n" in status
+    assert "  class T1 integrated\n" in status
+    assert "  class T2 failed\n" in status
 
     world.comment("/retry T2")
     wait_for_run(world, engine, "pr_open")

@@ -1,5 +1,5 @@
-"""A real `baton serve`, killed with SIGKILL while a worker runs and started again, finishes
-the run with one pull request, one status comment and no commit made twice."""
+"""A real `baton serve`, killed with SIGKILL and started again, carries its run on from where
+it stood: one pull request, one status comment, no commit made twice, no gate forgotten."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from tests.doubles.github import GitHubDouble
 from tests.doubles.models import ModelDouble, ModelReply, RecordedCall
 from tests.support import SECRET, free_port, payload, wait_for
 from tests.test_execution import FILES, FOUR_TASKS, TEST_COMMAND, branch_log, models_for, who
-from tests.world import ISSUE
+from tests.world import ISSUE, plan, task
 
 
 class Server:
@@ -92,6 +92,17 @@ def crashable(
                 server.kill()
 
 
+def say(github: GitHubDouble, hooks: str, text: str) -> None:
+    """Alice comments `text` on the issue, and GitHub delivers it."""
+    body = copy.deepcopy(payload("issue_comment.created"))
+    body["issue"]["number"] = ISSUE
+    body["comment"] = {
+        **body["comment"],
+        **github.add_issue_comment(REPOSITORY, ISSUE, text, user="alice"),
+    }
+    assert github.send_webhook(hooks, "issue_comment", body).status_code == 202
+
+
 def running_attempts(engine: sa.Engine) -> int:
     query = "SELECT count(*) FROM task_attempts WHERE status = 'running'"
     with engine.connect() as connection:
@@ -101,6 +112,17 @@ def running_attempts(engine: sa.Engine) -> int:
 def run_state(engine: sa.Engine) -> str | None:
     with engine.connect() as connection:
         return connection.execute(sa.text("SELECT state FROM runs")).scalar_one_or_none()
+
+
+def planned_on_a_live_server(server: Server, github: GitHubDouble, engine: sa.Engine) -> str:
+    """Start the server, label the issue, wait for the plan; returns the webhook address."""
+    server.start()
+    hooks = f"{server.url}/api/github/webhooks"
+    labelled = payload("issues.labeled")
+    labelled["issue"]["number"] = ISSUE
+    assert github.send_webhook(hooks, "issues", labelled).status_code == 202
+    wait_for(lambda: run_state(engine) == "awaiting_approval", timeout=60)
+    return hooks
 
 
 def test_a_run_killed_while_a_worker_runs_completes_after_a_restart(
@@ -116,20 +138,9 @@ def test_a_run_killed_while_a_worker_runs_completes_after_a_restart(
 
     models.policy = thinking
     commit_files(github, {".github/baton.yml": f"test_command: {TEST_COMMAND}\n"})
-    server.start()
-    hooks = f"{server.url}/api/github/webhooks"
-    labelled = payload("issues.labeled")
-    labelled["issue"]["number"] = ISSUE
-    assert github.send_webhook(hooks, "issues", labelled).status_code == 202
-    wait_for(lambda: run_state(engine) == "awaiting_approval", timeout=60)
+    hooks = planned_on_a_live_server(server, github, engine)
 
-    approval = copy.deepcopy(payload("issue_comment.created"))
-    approval["issue"]["number"] = ISSUE
-    approval["comment"] = {
-        **approval["comment"],
-        **github.add_issue_comment(REPOSITORY, ISSUE, "/approve-plan", user="alice"),
-    }
-    assert github.send_webhook(hooks, "issue_comment", approval).status_code == 202
+    say(github, hooks, "/approve-plan")
     # Kill once the first task is pushed and a later worker is at work.
     wait_for(lambda: branch_log(github) and running_attempts(engine) > 0, timeout=90)
     server.kill()
@@ -144,3 +155,51 @@ def test_a_run_killed_while_a_worker_runs_completes_after_a_restart(
     ]
     assert len(status_comments) == 1
     assert len(github.check_runs(REPOSITORY)) == 1
+
+
+def task_state(engine: sa.Engine, key: str) -> str | None:
+    with engine.connect() as connection:
+        query = sa.text("SELECT state FROM tasks WHERE key = :key")
+        return connection.execute(query, {"key": key}).scalar_one_or_none()
+
+
+def execution_holder(engine: sa.Engine) -> str | None:
+    """Which process holds the run's execution job, while one does."""
+    query = "SELECT locked_by FROM jobs WHERE name = 'execute_run' AND state = 'running'"
+    with engine.connect() as connection:
+        return connection.execute(sa.text(query)).scalar_one_or_none()
+
+
+def test_a_task_waiting_for_approval_waits_again_after_a_restart_and_is_then_integrated(
+    crashable: tuple[Server, GitHubDouble, ModelDouble], engine: sa.Engine
+) -> None:
+    server, github, models = crashable
+    models.policy = models_for(plan(task("T1", [], [FILES["T1"]])))
+    config = f"test_command: {TEST_COMMAND}\nprotected_paths: [{FILES['T1']}]\n"
+    commit_files(github, {".github/baton.yml": config})
+    hooks = planned_on_a_live_server(server, github, engine)
+    say(github, hooks, "/approve-plan")
+    wait_for(lambda: task_state(engine, "T1") == "awaiting_approval", timeout=90)
+    before = execution_holder(engine)
+    model_calls = len(models.calls)
+    server.kill()
+
+    server.start()
+    wait_for(
+        lambda: execution_holder(engine) not in (None, before) or run_state(engine) != "executing",
+        timeout=30,
+    )
+    time.sleep(2)  # long enough for a restarted run that lost track of the gate to give up
+    assert (run_state(engine), task_state(engine, "T1")) == ("executing", "awaiting_approval")
+    assert branch_log(github) == []
+
+    say(github, hooks, "/approve-task T1")
+    wait_for(lambda: run_state(engine) == "pr_open", timeout=120)
+    assert branch_log(github) == ["T1: Step T1"]
+    assert len(models.calls) == model_calls  # the accepted work was integrated, not redone
+    with engine.connect() as connection:
+        query = "SELECT status, review_verdict FROM task_attempts"
+        assert [tuple(row) for row in connection.execute(sa.text(query))] == [
+            ("succeeded", "accept")
+        ]
+    assert len(github.pulls(REPOSITORY)) == 1

@@ -9,11 +9,12 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 from itertools import pairwise
+from typing import Any
 
 import pytest
 
 from bot.github.client import GitHubApp, GitHubTuning
-from bot.github.repo import NotFound, RepoClient, status_marker
+from bot.github.repo import NotFound, PullRequest, RepoClient, reply_marker, status_marker
 from bot.settings import Settings
 from tests.doubles.fixtures import INSTALLATION_ID as INSTALLATION
 from tests.doubles.fixtures import REPOSITORY as REPO
@@ -211,18 +212,24 @@ async def test_a_draft_pull_request_is_opened_once_per_branch(
     assert [pull.number for pull in await repo.open_pull_requests()] == [first.number]
 
 
+async def reviewed_pull(
+    github: GitHubDouble, repo: RepoClient, state: str, body: str, comments: dict[int, str]
+) -> tuple[PullRequest, dict[str, Any]]:
+    """A draft pull request and alice's review of it, with a comment per README line given."""
+    _push_branch(github, "baton/issue-42")
+    pull = await repo.open_draft_pull_request("baton/issue-42", "main", "Widgets", "Closes #42")
+    lines = [{"path": "README.md", "line": line, "body": text} for line, text in comments.items()]
+    review = github.add_review(
+        REPO, pull.number, user="alice", state=state, body=body, comments=lines
+    )
+    return pull, review
+
+
 async def test_a_review_with_its_comments_and_a_reply(
     github: GitHubDouble, repo: RepoClient
 ) -> None:
-    _push_branch(github, "baton/issue-42")
-    pull = await repo.open_draft_pull_request("baton/issue-42", "main", "Widgets", "Closes #42")
-    submitted = github.add_review(
-        REPO,
-        pull.number,
-        user="alice",
-        state="CHANGES_REQUESTED",
-        body="Two things.",
-        comments=[{"path": "README.md", "line": 1, "body": "Say more."}],
+    pull, submitted = await reviewed_pull(
+        github, repo, "CHANGES_REQUESTED", "Two things.", {1: "Say more."}
     )
     review = await repo.review(pull.number, submitted["id"])
     assert (review.author, review.state, review.body) == (
@@ -232,9 +239,32 @@ async def test_a_review_with_its_comments_and_a_reply(
     )
     (comment,) = review.comments
     assert (comment.path, comment.line, comment.body) == ("README.md", 1, "Say more.")
-    await repo.reply_to_review_comment(pull.number, comment.id, "Addressed in abc1234.")
+    await repo.reply_to_review_comment(pull.number, comment.id, "run1:1", "Addressed in abc1234.")
     replies = github.review_comment_replies(REPO, pull.number)
-    assert [reply["body"] for reply in replies] == ["Addressed in abc1234."]
+    assert [reply["body"] for reply in replies] == [
+        f"Addressed in abc1234.\n\n{reply_marker('run1:1')}"
+    ]
+
+
+async def test_a_review_comment_is_answered_once_per_key_however_often_asked(
+    github: GitHubDouble, repo: RepoClient
+) -> None:
+    pull, submitted = await reviewed_pull(
+        github, repo, "COMMENTED", "", {1: "Say more.", 2: "And here."}
+    )
+    first, second = (comment["id"] for comment in submitted["comments"])
+    # A person quoting the marker in the thread is not Baton's reply.
+    github.add_review_reply(REPO, first, f"Like this? {reply_marker('run1:a')}")
+    one = await repo.reply_to_review_comment(pull.number, first, "run1:a", "Done.")
+    again = await repo.reply_to_review_comment(pull.number, first, "run1:a", "Done.")
+    # The same key in another thread is another reply.
+    other = await repo.reply_to_review_comment(pull.number, second, "run1:a", "Done.")
+    assert one == again != other
+    baton = [
+        r for r in github.review_comment_replies(REPO, pull.number) if r["user"]["type"] == "Bot"
+    ]
+    assert sorted((r["id"], r["in_reply_to_id"]) for r in baton) == [(one, first), (other, second)]
+    assert github.unknown_requests() == []
 
 
 async def test_no_request_went_to_a_route_the_double_does_not_know(

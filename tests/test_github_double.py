@@ -32,6 +32,7 @@ from githubkit.exception import (
 )
 from githubkit.retry import RetryOption
 from githubkit.typing import RetryDecisionFunc
+from githubkit.utils import UNSET
 from githubkit.webhooks import verify
 from starlette.types import Receive, Scope, Send
 
@@ -696,6 +697,18 @@ def test_a_review_its_comments_and_replies(
     replies = github.review_comment_replies(REPOSITORY, 43)
     assert [(r["body"], r["in_reply_to_id"]) for r in replies] == [
         ("Fixed in abc1234", listed[0].id)
+    ]
+    github.add_review_reply(REPOSITORY, reply.parsed_data.id, "Thanks!", user="alice")
+    # Every comment on the pull request, oldest first; a reply to a reply joins the thread.
+    every = list(
+        client.rest.paginate(
+            rest.pulls.list_review_comments, owner=OWNER, repo=NAME, pull_number=43, per_page=2
+        )
+    )
+    assert [(c.body, c.user and c.user.type, c.in_reply_to_id) for c in every] == [
+        ("Bound the cache size.", "User", UNSET),
+        ("Fixed in abc1234", "Bot", listed[0].id),
+        ("Thanks!", "User", listed[0].id),
     ]
 
 

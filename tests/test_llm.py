@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import anthropic
@@ -14,7 +16,7 @@ import sqlalchemy as sa
 from bot.attempts import AttemptStopped, within_budget
 from bot.llm.agent import Agent, AgentFailed, Finisher, Limits, Tool
 from bot.llm.anthropic_adapter import AnthropicModel
-from bot.llm.budget import Budget, BudgetExceeded, BudgetLimits
+from bot.llm.budget import Budget, BudgetExceeded, BudgetLimits, InFlight
 from bot.llm.metered import MeteredModel
 from bot.llm.openai_adapter import OpenAIModel
 from bot.llm.pricing import LIST_PRICES, Price, PriceTable
@@ -25,7 +27,13 @@ from bot.plan.schema import Plan
 from bot.settings import Settings, SettingsError
 from bot.store.db import Store
 from bot.store.models import AttemptStatus, ModelCall, PlanRevision, Run, Task, TaskAttempt
-from tests.doubles.models import ModelDouble, ModelError, ModelReply, ScriptedToolCall
+from tests.doubles.models import (
+    ModelDouble,
+    ModelError,
+    ModelReply,
+    RecordedCall,
+    ScriptedToolCall,
+)
 
 PLAN = {
     "summary": "Add a dial widget.",
@@ -295,9 +303,9 @@ async def test_a_task_whose_next_call_would_pass_its_budget_stops_before_it(
         ModelReply("Reading.", [ScriptedToolCall("read_file", {"path": "README.md"})]),
         ModelReply("Plan.", [ScriptedToolCall("submit_plan", PLAN)]),
     )
-    # The first call may use 559 tokens (its prompt, estimated, and 64 out) and uses 120; the
-    # second may use 632 more, which would pass 650.
-    limits = BudgetLimits(task_tokens=650)
+    # The first call may use 662 tokens (its prompt, estimated, and 64 out) and uses 120; the
+    # second may use 737 more, which would pass 750.
+    limits = BudgetLimits(task_tokens=750)
     agent = Agent(
         metered(anthropic_model(models), store, ids, limits),
         "You plan.",
@@ -316,7 +324,7 @@ async def test_a_task_whose_next_call_would_pass_its_budget_stops_before_it(
         assert attempt is not None
         assert task is not None
         assert attempt.status == AttemptStatus.escalated
-        assert "task has used 120 of its 650" in (attempt.error or "")
+        assert "task has used 120 of its 750" in (attempt.error or "")
         assert (attempt.input_tokens, attempt.output_tokens) == (100, 20)
         assert task.state == "escalated"
         assert task_spend(session, task_id).tokens == 120
@@ -431,26 +439,57 @@ def test_a_model_needs_its_providers_key(monkeypatch: pytest.MonkeyPatch) -> Non
     assert make_model("openai/meta-llama/Llama-3.3-70B").name == "openai/meta-llama/Llama-3.3-70B"
 
 
-async def test_the_run_budget_counts_what_parallel_tasks_spent_meanwhile(
-    models: ModelDouble, store: Store
-) -> None:
+# Room for one call of `first_request`'s size in a run (about $0.0010 projected), not two.
+ONE_CALL_RUN_BUDGET = BudgetLimits(run_usd=0.0013)
+
+
+def task_models_of_one_run(
+    models: ModelDouble, store: Store, in_flight: InFlight | None = None
+) -> Callable[[], MeteredModel]:
+    """Makes the metered model of another task of one run, under `ONE_CALL_RUN_BUDGET`."""
     ids = attempt_rows(store)
-    run_id = ids[0]
 
     async def run_spent() -> float:
-        return await store.run(lambda session: run_spend(session, run_id))
-
-    # Room for one call of this size in the run (about $0.0010 projected), not two.
-    limits = BudgetLimits(run_usd=0.0013)
+        return await store.run(lambda session: run_spend(session, ids[0]))
 
     def task_model() -> MeteredModel:
         recorder = StoreRecorder(store, "implementer", *ids)
-        budget = Budget(limits, run_spent=run_spent)
+        budget = Budget(ONE_CALL_RUN_BUDGET, run_spent=run_spent, in_flight=in_flight)
         return MeteredModel(anthropic_model(models), PriceTable(), budget, recorder)
 
+    return task_model
+
+
+async def test_the_run_budget_counts_what_parallel_tasks_spent_meanwhile(
+    models: ModelDouble, store: Store
+) -> None:
+    task_model = task_models_of_one_run(models, store)
     first, second = task_model(), task_model()  # two tasks of one run, started together
     models.add(ModelReply("done"))
     await first.turn(first_request())
     with pytest.raises(BudgetExceeded, match="the run has spent \\$0.0006 of its \\$0.00"):
         await second.turn(first_request())
     assert len(models.calls) == 1
+
+
+async def test_calls_in_flight_at_once_cannot_together_pass_the_run_budget(
+    models: ModelDouble, store: Store
+) -> None:
+    in_flight = InFlight()  # one per run, shared by its tasks' budgets
+    task_model = task_models_of_one_run(models, store, in_flight)
+
+    def slow(call: RecordedCall) -> ModelReply:
+        time.sleep(0.5)  # the first call is still under way when the second is checked
+        return ModelReply("done")
+
+    models.policy = slow
+    outcomes = await asyncio.gather(
+        task_model().turn(first_request()),
+        task_model().turn(first_request()),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[0], Turn)
+    assert isinstance(outcomes[1], BudgetExceeded)
+    assert "calls in flight may cost $0.0010 more" in str(outcomes[1])
+    assert len(models.calls) == 1
+    assert in_flight.usd == 0.0  # released once the call was over

@@ -479,6 +479,14 @@ def test_yaml_is_read_into_a_plan_with_defaults() -> None:
 
     assert parsed.tasks[0].files == ["src/app/dial.py"]
     assert parsed.tasks[0].depends_on == []
+    assert parsed.tasks[0].effort is None
+    assert parse_plan_yaml(plan_yaml(parsed)) == parsed
+
+
+def test_an_effort_survives_a_yaml_round_trip() -> None:
+    parsed = parse_plan_yaml(YAML_PLAN + "    effort: 4\n")
+
+    assert parsed.tasks[0].effort == 4
     assert parse_plan_yaml(plan_yaml(parsed)) == parsed
 
 
@@ -579,6 +587,17 @@ def test_any_text_survives_a_yaml_round_trip(summary: str, title: str, descripti
             ),
         ),
         (
+            YAML_PLAN + "    effort: 6\n",
+            ("tasks[0].effort: Input should be less than or equal to 5 (got 6)",),
+        ),
+        (
+            YAML_PLAN + "    effort: big\n",
+            (
+                "tasks[0].effort: Input should be a valid integer, unable to parse string as an"
+                " integer (got 'big')",
+            ),
+        ),
+        (
             "summary: ''\ntasks: {}\n",
             (
                 "summary: String should have at least 1 character (got '')",
@@ -598,6 +617,8 @@ def test_any_text_survives_a_yaml_round_trip(summary: str, title: str, descripti
         "missing and extra fields",
         "task not a mapping",
         "huge value clipped",
+        "effort above 5",
+        "effort not a number",
         "wrong types",
     ],
 )

@@ -25,7 +25,7 @@ from tests.doubles.fixtures import (
     commit_files,
 )
 from tests.doubles.models import ModelDouble
-from tests.support import payload, wait_for
+from tests.support import count_rows, payload, wait_for
 from tests.world import (
     CYCLE,
     DIAMOND,
@@ -215,3 +215,20 @@ def test_cancel_ends_the_run(world: World, engine: sa.Engine) -> None:
     world.comment("/cancel")
     wait_for(lambda: world.run_state(engine) == "cancelled")
     wait_for(lambda: "Cancelled" in world.status())
+
+
+def test_a_plan_stored_before_the_status_comment_showed_it_is_shown_when_the_job_runs_again(
+    world: World, engine: sa.Engine
+) -> None:
+    # The edit that shows r1 is refused once: the job ends as if the process had died between
+    # storing the plan and showing it, and the executor runs it again.
+    world.github.fail_next("PATCH", rf"/repos/{REPOSITORY}/issues/comments/\d+", 403)
+    world.models.add(submit(DIAMOND))
+    world.label()
+    status = wait_for(lambda: "Plan r1" in world.status() and world.status(), timeout=30)
+    assert "/approve-plan" in status
+    refused = [r for r in world.github.requests if r.method == "PATCH" and r.status == 403]
+    assert len(refused) == 1
+    assert count_rows(engine, "plan_revisions") == 1
+    assert len(world.models.calls) == 1  # shown again, not planned again
+    assert world.run_state(engine) == "awaiting_approval"

@@ -16,6 +16,7 @@ from bot.scheduler import (
     RUNNING_STATES,
     TaskView,
     blocked_for_good,
+    effort_estimate,
     finished,
     key_order,
     ready_to_start,
@@ -120,6 +121,21 @@ def test_the_longer_remaining_path_starts_first() -> None:
 def test_estimates_weigh_more_than_the_number_of_tasks() -> None:
     tasks = [task("T1"), task("T2", after=["T1"]), task("T3", estimate=5.0)]
     assert ready_to_start(tasks, run_cap=1, global_free=1) == ["T3"]
+
+
+@pytest.mark.parametrize(
+    ("effort", "estimate"), [(None, 1.0), (1, 0.25), (2, 0.5), (3, 1.0), (4, 2.0), (5, 4.0)]
+)
+def test_each_effort_level_is_twice_the_one_below(effort: int | None, estimate: float) -> None:
+    assert effort_estimate(effort) == estimate
+
+
+def test_a_large_task_starts_before_a_chain_of_small_ones() -> None:
+    small = [task("T1", estimate=effort_estimate(1))] + [
+        task(f"T{n}", after=[f"T{n - 1}"], estimate=effort_estimate(1)) for n in (2, 3)
+    ]
+    tasks = [*small, task("T4", estimate=effort_estimate(5))]
+    assert ready_to_start(tasks, run_cap=1, global_free=1) == ["T4"]
 
 
 def test_ties_go_in_numeric_key_order() -> None:

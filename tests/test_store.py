@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel
 
@@ -30,6 +32,10 @@ def test_migrations_are_at_head_and_match_the_models(engine: sa.Engine) -> None:
     assert is_current(engine)
     tables = set(sa.inspect(engine).get_table_names()) - {"alembic_version"}
     assert tables == set(SQLModel.metadata.tables)
+    # Every column, type and index the models declare is what the migrations built.
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, SQLModel.metadata) == []
 
 
 def test_one_active_run_per_issue_is_enforced_by_the_database(engine: sa.Engine) -> None:

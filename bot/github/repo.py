@@ -41,6 +41,11 @@ def status_marker(run_id: str) -> str:
     return f"<!-- baton:run:{run_id} -->"
 
 
+def reply_marker(key: str) -> str:
+    """The hidden line that identifies Baton's one reply for `key`."""
+    return f"<!-- baton:reply:{key} -->"
+
+
 @dataclass(frozen=True)
 class Repository:
     id: int
@@ -86,6 +91,8 @@ class ReviewComment:
     path: str
     line: int | None
     body: str
+    author_is_bot: bool = False
+    in_reply_to: int | None = None  # the thread's first comment, for a reply
 
 
 @dataclass(frozen=True)
@@ -174,7 +181,7 @@ class RepoClient:
 
     async def reply_once(self, number: int, key: str, body: str) -> int:
         """Post a reply on an issue once per `key` (such as its delivery), however often retried."""
-        marker = f"<!-- baton:reply:{key} -->"
+        marker = reply_marker(key)
         existing = await self._find_bot_comment(number, marker)
         if existing is not None:
             return existing
@@ -319,15 +326,42 @@ class RepoClient:
             comments=tuple(map(_review_comment, await _every(comments, what))),
         )
 
-    async def reply_to_review_comment(self, pull_number: int, comment_id: int, body: str) -> int:
-        """Reply in a review comment's own thread; returns the reply's id."""
+    async def reply_to_review_comment(
+        self, pull_number: int, comment_id: int, key: str, body: str
+    ) -> int:
+        """Reply in a review comment's own thread once per `key`, however often retried;
+        returns the reply's id.
+
+        The reply carries a hidden marker and is found again in the thread, so a crash between
+        posting it and recording it does not post it twice.
+        """
+        marker = reply_marker(key)
+        for comment in await self._review_comments(pull_number):
+            # Only a bot's reply counts: people may quote the marker.
+            mine = comment.author_is_bot and comment.body.rstrip().endswith(marker)
+            if mine and comment.in_reply_to == comment_id:
+                return comment.id
+        # The marker goes last, so the thread and its notifications start with the answer.
+        text = f"{body}\n\n{marker}"
         created = await self._call(
             f"reply to review comment {comment_id} on {self.full_name}#{pull_number}",
             self._rest.pulls.async_create_reply_for_review_comment(
-                self.owner, self.name, pull_number, comment_id, body=body
+                self.owner, self.name, pull_number, comment_id, body=text
             ),
         )
         return created.id
+
+    async def _review_comments(self, pull_number: int) -> list[ReviewComment]:
+        """Every review comment on the pull request, replies included, oldest first."""
+        pages: Paginator[Any] = self._client.rest.paginate(
+            self._rest.pulls.async_list_review_comments,
+            owner=self.owner,
+            repo=self.name,
+            pull_number=pull_number,
+            per_page=PER_PAGE,
+        )
+        what = f"review comments of {self.full_name}#{pull_number}"
+        return list(map(_review_comment, await _every(pages, what)))
 
     async def _comments(self, number: int) -> list[Comment]:
         pages: Paginator[Any] = self._client.rest.paginate(
@@ -414,10 +448,14 @@ def _pull(pull: Any) -> PullRequest:
 
 
 def _review_comment(comment: Any) -> ReviewComment:
+    user = comment.user
+    in_reply_to = getattr(comment, "in_reply_to_id", None)
     return ReviewComment(
         id=comment.id,
-        author=comment.user.login if comment.user else "",
+        author=user.login if user else "",
         path=comment.path,
         line=comment.line if isinstance(comment.line, int) else None,
         body=comment.body,
+        author_is_bot=bool(user and user.type == "Bot"),
+        in_reply_to=in_reply_to if isinstance(in_reply_to, int) else None,
     )

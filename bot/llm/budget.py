@@ -6,9 +6,10 @@ would pass a limit is not made, and the task ends `escalated` with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 
 from bot.llm.types import TurnRequest, Usage
@@ -36,6 +37,14 @@ class Spend:
     usd: float = 0.0
 
 
+@dataclass
+class InFlight:
+    """The most a run's calls now in flight may cost. Shared by the budgets of the run's tasks in
+    one process, so calls made at once cannot together pass the run's budget."""
+
+    usd: float = 0.0
+
+
 class Budget:
     """What a task and its run have spent, against their limits."""
 
@@ -45,12 +54,14 @@ class Budget:
         task: Spend | None = None,
         run_usd: float = 0.0,
         run_spent: Callable[[], Awaitable[float]] | None = None,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.limits = limits
         self.task = task or Spend()
         self.run_usd = run_usd
         # Tasks of one run spend at once: the run's total is read again before each call.
         self._run_spent = run_spent
+        self.in_flight = in_flight or InFlight()
 
     async def refresh(self) -> None:
         """Bring the run's spend up to date with what its other tasks have spent meanwhile."""
@@ -72,11 +83,23 @@ class Budget:
                 f"the next call may cost ${usd:.4f}; the task has spent "
                 f"${self.task.usd:.4f} of its ${limits.task_usd:.2f}"
             )
-        if limits.run_usd is not None and self.run_usd + usd > limits.run_usd:
+        pending = self.in_flight.usd
+        if limits.run_usd is not None and self.run_usd + pending + usd > limits.run_usd:
+            waiting = f" and calls in flight may cost ${pending:.4f} more" if pending else ""
             raise BudgetExceeded(
                 f"the next call may cost ${usd:.4f}; the run has spent "
-                f"${self.run_usd:.4f} of its ${limits.run_usd:.2f}"
+                f"${self.run_usd:.4f} of its ${limits.run_usd:.2f}{waiting}"
             )
+
+    @contextlib.contextmanager
+    def reserved(self, usd: float | None) -> Iterator[None]:
+        """Count a checked call's largest cost against the run until the call is over."""
+        usd = usd or 0.0
+        self.in_flight.usd += usd
+        try:
+            yield
+        finally:
+            self.in_flight.usd = max(0.0, self.in_flight.usd - usd)
 
     def charge(self, usage: Usage, usd: float | None) -> None:
         self.task.tokens += usage.total

@@ -48,16 +48,19 @@ class MeteredModel:
         """The model's turn; BudgetExceeded (no call made) or ModelFailed (recorded) otherwise."""
         projected = projected_usage(request)
         await self.budget.refresh()
-        self.budget.check(projected.total, self.prices.cost(self.name, projected))
-        started = time.perf_counter()
-        try:
-            turn = await self.model.turn(request)
-        except ModelFailed as failure:
-            await self.recorder.record(self._failed(failure, started))
-            raise
-        cost = self.prices.cost(self.name, turn.usage)
-        await self.recorder.record(self._succeeded(turn, cost, started))
-        self.budget.charge(turn.usage, cost)
+        most = self.prices.cost(self.name, projected)
+        self.budget.check(projected.total, most)
+        # No await between the check and the reservation: no other call can slip in between.
+        with self.budget.reserved(most):
+            started = time.perf_counter()
+            try:
+                turn = await self.model.turn(request)
+            except ModelFailed as failure:
+                await self.recorder.record(self._failed(failure, started))
+                raise
+            cost = self.prices.cost(self.name, turn.usage)
+            await self.recorder.record(self._succeeded(turn, cost, started))
+            self.budget.charge(turn.usage, cost)
         return turn
 
     def _succeeded(self, turn: Turn, cost: float | None, started: float) -> CallRecord:

@@ -1,17 +1,21 @@
-"""A plan revision as GitHub-flavoured Markdown: the status comment's body, YAML and Mermaid.
+"""A plan as GitHub-flavoured Markdown: the status comment while it is proposed and while it is
+carried out, and the draft pull request's body, with YAML and Mermaid.
 
 Plan text comes from a model that read untrusted issue text, so everything it wrote is escaped
-before it reaches the comment: it cannot add markup, ping anyone, or open an HTML comment (the
-status comment is found again by one). Output depends on the inputs alone, byte for byte.
+before it reaches a comment, and what a worker wrote is fenced: it cannot add markup, ping anyone,
+or open an HTML comment (the status comment is found again by one). Output depends on the inputs
+alone, byte for byte.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import yaml
 
+from bot.github.untrusted import prepare_untrusted
 from bot.llm.pricing import PriceTable
 from bot.llm.types import Usage
 from bot.plan.schema import Plan
@@ -24,6 +28,23 @@ WORKER_ATTEMPT = Usage(input_tokens=15_000, cache_read_tokens=45_000, output_tok
 REVIEW = Usage(input_tokens=15_000, output_tokens=1_500)
 MERMAID_LABEL_CHARS = 60  # longer labels make boxes too wide to read
 GATE_TEXT = "needs /approve-task"
+TEST_OUTPUT_CHARS = 3000  # the tail of the test run: where the failures are
+FINDINGS_CHARS = 4000  # per task, so a talkative analyst cannot fill the body
+DONE_STATES = frozenset({"accepted", "integrated"})
+GITHUB_BODY_CHARS = 65_536  # GitHub refuses a longer comment or pull request body
+LEFT_OUT = "_Left out here to stay within GitHub's size limit; `GET /runs/{id}` has it all._"
+# Graph colours per task state (GitHub's own palette); a state not listed keeps the default.
+_STATE_STYLES = {
+    "running": "fill:#ddf4ff,stroke:#0969da",
+    "reviewing": "fill:#ddf4ff,stroke:#0969da",
+    "awaiting_approval": "fill:#fff8c5,stroke:#9a6700",
+    "accepted": "fill:#dafbe1,stroke:#1a7f37",
+    "integrated": "fill:#dafbe1,stroke:#1a7f37",
+    "escalated": "fill:#ffebe9,stroke:#cf222e",
+    "failed": "fill:#ffebe9,stroke:#cf222e",
+    "skipped": "fill:#eaeef2,stroke:#8c959f",
+    "cancelled": "fill:#eaeef2,stroke:#8c959f",
+}
 
 # In Mermaid labels these break the syntax, become markup or look like a mention; Mermaid reads
 # `#name;` and `#123;` as entities.
@@ -58,18 +79,18 @@ def render_plan(
     """The status comment body for plan revision `revision`: heading, summary, task table,
     problems and warnings when there are any, the graph, the estimated cost (`unpriced_models`
     say why it is unknown), the plan as YAML, and `commands`, the ones that apply now."""
-    sections = [
+    sections: list[str | Droppable] = [
         f"## {markdown_text(heading)}",
         markdown_text(plan.summary),
         _task_table(plan, check.gated),
         _bullets("Problems", check.errors),
         _bullets("Warnings", check.warnings),
-        mermaid(plan),
+        Droppable(mermaid(plan), 2),
         _cost_line(estimated_usd, unpriced_models),
-        _yaml_details(plan, revision),
+        Droppable(_yaml_details(plan, f"r{revision}"), 3),
         _command_list(commands),
     ]
-    return "\n\n".join(section for section in sections if section) + "\n"
+    return within_github_limit(sections)
 
 
 def render_problems(title: str, errors: Sequence[str]) -> str:
@@ -77,9 +98,160 @@ def render_problems(title: str, errors: Sequence[str]) -> str:
     return f"## {markdown_text(title)}\n\n{_items(errors)}\n"
 
 
-def mermaid(plan: Plan) -> str:
+@dataclass(frozen=True)
+class TaskProgress:
+    """One task of a run as it stands: its state, the model its attempts used, what it spent."""
+
+    key: str
+    title: str
+    state: str
+    role: str
+    model: str
+    tokens: int
+    usd: float
+    attempts: int
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """The plan a run carries out (its approved revisions as one) and how far it has come.
+    `unpriced_calls` counts model calls of unknown price, which add nothing to `usd`."""
+
+    plan: Plan
+    revisions: Sequence[int]
+    tasks: Sequence[TaskProgress]
+    tokens: int
+    usd: float
+    unpriced_calls: int = 0
+
+    @property
+    def states(self) -> dict[str, str]:
+        return {task.key: task.state for task in self.tasks}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a static analyst reported when its task was accepted: model text, shown fenced."""
+
+    key: str
+    title: str
+    text: str
+
+
+def render_status(heading: str, progress: RunProgress) -> str:
+    """The status comment while the plan is carried out and after: `heading`, the plan's summary,
+    a checklist of the tasks and their states, the graph coloured by state, the per-task table
+    and the cost so far."""
+    sections: list[str | Droppable] = [
+        heading,
+        f"### Plan ({_revision_label(progress.revisions)})",
+        _paragraphs(progress.plan.summary),
+        task_checklist(progress.tasks),
+        Droppable(mermaid(progress.plan, progress.states), 2),
+        task_table(progress.tasks),
+        f"**Cost so far:** {spend_text(progress)}",
+    ]
+    return within_github_limit(sections)
+
+
+def render_pull_request(
+    issue_number: int,
+    progress: RunProgress,
+    findings: Sequence[Finding],
+    *,
+    tests_passed: bool,
+    test_output: str | None,
+) -> str:
+    """The draft pull request's body: the issue it resolves, the final plan (summary, graph and
+    YAML), the per-task table and cost, the static analysts' findings and the test results."""
+    skipped = [task.key for task in progress.tasks if task.state == "skipped"]
+    sections: list[str | Droppable] = [
+        f"Resolves #{issue_number}.",
+        "## Plan",
+        _paragraphs(progress.plan.summary),
+        Droppable(mermaid(progress.plan, progress.states), 2),
+        Droppable(_yaml_details(progress.plan, _revision_label(progress.revisions)), 3),
+        "## Tasks",
+        task_table(progress.tasks),
+        f"**Skipped by a person:** {_keys(skipped)}" if skipped else "",
+        f"**Cost:** {spend_text(progress)}",
+        Droppable(_findings(findings), 1),
+        "## Tests",
+        "Tests on the branch: " + ("passed" if tests_passed else "failed"),
+        # Test output is text the workers' code printed: fenced so it stays inert.
+        fenced("", test_output[-TEST_OUTPUT_CHARS:]) if test_output is not None else "",
+    ]
+    return within_github_limit(sections)
+
+
+@dataclass(frozen=True)
+class Droppable:
+    """A section that may be left out when the whole is too long; higher `rank` goes first."""
+
+    text: str
+    rank: int
+
+
+def within_github_limit(sections: Sequence[str | Droppable], limit: int = GITHUB_BODY_CHARS) -> str:
+    """The non-empty sections joined by blank lines. While that is longer than `limit`, the
+    droppable section of the highest rank is replaced by `LEFT_OUT`; if that is not enough
+    (a huge summary), the text is cut at a line end and `LEFT_OUT` added."""
+    parts = list(sections)
+    while len(text := _joined(parts)) > limit:
+        ranked = [(part.rank, n) for n, part in enumerate(parts) if isinstance(part, Droppable)]
+        if not ranked:
+            cut = text[: limit - len(LEFT_OUT) - 2]
+            return cut[: cut.rfind("\n") + 1 or len(cut)] + "\n" + LEFT_OUT + "\n"
+        parts[max(ranked)[1]] = LEFT_OUT
+    return text
+
+
+def _joined(parts: Sequence[str | Droppable]) -> str:
+    texts = (part.text if isinstance(part, Droppable) else part for part in parts)
+    return "\n\n".join(text for text in texts if text) + "\n"
+
+
+def task_checklist(tasks: Sequence[TaskProgress]) -> str:
+    """A Markdown task list: each task's id, title and state, checked once its work is in."""
+    return "\n".join(
+        f"- [{'x' if task.state in DONE_STATES else ' '}] **{markdown_text(task.key)}** "
+        f"{markdown_text(task.title)} — {markdown_text(task.state.replace('_', ' '))}"
+        for task in tasks
+    )
+
+
+def task_table(tasks: Sequence[TaskProgress]) -> str:
+    """One row per task: role, model, tokens, dollars and attempts."""
+    rows = [
+        "| Task | Role | Model | Tokens | Cost | Attempts |",
+        "|---|---|---|---|---|---|",
+    ]
+    for task in tasks:
+        cells = [
+            markdown_text(task.key),
+            markdown_text(task.role),
+            markdown_text(task.model),
+            f"{task.tokens:,}",
+            f"${task.usd:,.4f}",
+            str(task.attempts),
+        ]
+        rows.append(f"| {' | '.join(cells)} |")
+    return "\n".join(rows)
+
+
+def spend_text(progress: RunProgress) -> str:
+    """`$0.0421 · 12,345 tokens`, saying so when some calls had no known price."""
+    text = f"${progress.usd:,.4f} · {progress.tokens:,} tokens"
+    if progress.unpriced_calls:
+        calls = "call" if progress.unpriced_calls == 1 else "calls"
+        text += f" ({progress.unpriced_calls} model {calls} of unknown price not counted)"
+    return text
+
+
+def mermaid(plan: Plan, states: Mapping[str, str] | None = None) -> str:
     """A fenced Mermaid flowchart: one box per task, an arrow from each task to those waiting
-    for it. Ids that are malformed or repeated get a neutral node name; unknown ids no arrow."""
+    for it, and, given the tasks' `states`, a colour per state. Ids that are malformed or
+    repeated get a neutral node name; unknown ids no arrow."""
     nodes = _node_names(plan)
     lines = ["```mermaid", "flowchart TD"]
     lines += [
@@ -92,8 +264,24 @@ def mermaid(plan: Plan) -> str:
         for dep in dict.fromkeys(task.depends_on):
             if dep in first_position:
                 lines.append(f"  {nodes[first_position[dep]]} --> {nodes[index]}")
+    lines += _state_classes(plan, nodes, states or {})
     lines.append("```")
     return "\n".join(lines)
+
+
+def _state_classes(plan: Plan, nodes: Sequence[str], states: Mapping[str, str]) -> list[str]:
+    """A `classDef` per state that has a colour, then the boxes of the tasks in that state."""
+    members: dict[str, list[str]] = {state: [] for state in _STATE_STYLES}
+    for index, task in enumerate(plan.tasks):
+        state = states.get(task.id)
+        if state in members and nodes[index] not in members[state]:
+            members[state].append(nodes[index])
+    lines = []
+    for state, names in members.items():
+        if names:
+            lines.append(f"  classDef {state} {_STATE_STYLES[state]}")
+            lines.append(f"  class {','.join(names)} {state}")
+    return lines
 
 
 def plan_yaml(plan: Plan) -> str:
@@ -102,6 +290,8 @@ def plan_yaml(plan: Plan) -> str:
     for task in data["tasks"]:
         if not task["addresses"]:
             del task["addresses"]  # only revisions from a pull request review use it
+        if task["effort"] is None:
+            del task["effort"]  # optional: a plan without efforts reads as before
     return yaml.dump(
         data,
         Dumper=_PlanDumper,
@@ -179,16 +369,41 @@ def _items(messages: Sequence[str]) -> str:
     return "\n".join(f"- {markdown_text(message)}" for message in messages)
 
 
-def _yaml_details(plan: Plan, revision: int) -> str:
+def _yaml_details(plan: Plan, revisions: str) -> str:
     return "\n".join(
         [
-            f"<details><summary>Plan as YAML (r{revision})</summary>",
+            f"<details><summary>Plan as YAML ({revisions})</summary>",
             "",
             fenced("yaml", plan_yaml(plan)),
             "",
             "</details>",
         ]
     )
+
+
+def _findings(findings: Sequence[Finding]) -> str:
+    """Each static analyst's report under its task, fenced: it is model text, shown verbatim."""
+    if not findings:
+        return ""
+    parts = ["## Findings"]
+    for finding in findings:
+        parts.append(f"**{markdown_text(finding.key)}** {markdown_text(finding.title)}")
+        parts.append(fenced("", prepare_untrusted(finding.text, FINDINGS_CHARS)))
+    return "\n\n".join(parts)
+
+
+def _paragraphs(text: str) -> str:
+    """Text with its paragraphs kept apart, each one line of inert Markdown."""
+    paragraphs = (markdown_text(part) for part in re.split(r"\n\s*\n", text))
+    return "\n\n".join(paragraph for paragraph in paragraphs if paragraph)
+
+
+def _revision_label(revisions: Sequence[int]) -> str:
+    return ", ".join(f"r{number}" for number in revisions)
+
+
+def _keys(keys: Sequence[str]) -> str:
+    return ", ".join(markdown_text(key) for key in keys)
 
 
 def fenced(language: str, text: str) -> str:

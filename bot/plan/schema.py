@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+MIN_EFFORT, MAX_EFFORT = 1, 5
+
 Role = Literal["implementer", "test_writer", "refactorer", "static_analyst"]
 
 
@@ -24,6 +26,13 @@ class PlanTask(BaseModel):
     acceptance: str = Field(description="how a reviewer knows it is done")
     addresses: list[int] = Field(
         default_factory=list, description="ids of the pull request review comments it answers"
+    )
+    effort: int | None = Field(
+        default=None,
+        ge=MIN_EFFORT,
+        le=MAX_EFFORT,
+        description="how much work the task is, 1 (a few lines) to 5 (a large change); tasks on"
+        " the longest chain of effort start first",
     )
 
 

@@ -202,6 +202,7 @@ class Task(SQLModel, table=True):
     depends_on: list[str] = _json_list()
     files: list[str] = _json_list()
     context_files: list[str] = _json_list()
+    effort: int | None = None  # the planner's 1..5 size of the task, if it gave one
     needs_approval: bool = False
     approved_by: str | None = Field(default=None, max_length=255)
     state: str = Field(default=TaskState.pending, sa_type=STATE)

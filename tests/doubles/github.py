@@ -1532,28 +1532,26 @@ class _RestApi:
         page, link = _page(call, self.state.api_url, found)
         return _json_answer(200, [self.views.review_comment(call.repo, c) for c in page], link)
 
+    @_handles("GET", "/repos/{owner}/{repo}/pulls/{number}/comments")
+    def pull_review_comments(self, call: _Call) -> _Answer:
+        """Every review comment on the pull request, replies included, in ascending order by
+        id as GitHub lists them by default (`sort`, `direction` and `since` are not served)."""
+        pull = self._pull(call)
+        found = sorted(
+            (c for c in call.repo.review_comments.values() if c.pull_number == pull.number),
+            key=lambda comment: comment.id,
+        )
+        page, link = _page(call, self.state.api_url, found)
+        return _json_answer(200, [self.views.review_comment(call.repo, c) for c in page], link)
+
     @_handles("POST", "/repos/{owner}/{repo}/pulls/{number}/comments/{id}/replies")
     def reply_to_review_comment(self, call: _Call) -> _Answer:
         pull = self._pull(call)
         parent = call.repo.review_comments.get(call.int_param("id"))
         if parent is None or parent.pull_number != pull.number:
             raise _not_found()
-        now = _iso(_utc_now())
-        reply = _ReviewComment(
-            id=self.state.new_id(),
-            # GitHub files a reply under a review of its own.
-            review_id=self.state.new_id(),
-            pull_number=pull.number,
-            user=self.state.bot_login,
-            path=parent.path,
-            line=parent.line,
-            body=_required_text(call.fields(), "body"),
-            commit_id=parent.commit_id,
-            created_at=now,
-            updated_at=now,
-            in_reply_to_id=parent.in_reply_to_id or parent.id,
-        )
-        call.repo.review_comments[reply.id] = reply
+        body = _required_text(call.fields(), "body")
+        reply = _new_reply(self.state, call.repo, parent, body, self.state.bot_login)
         return _json_answer(201, self.views.review_comment(call.repo, reply))
 
     def _pull(self, call: _Call) -> _Pull:
@@ -1623,6 +1621,29 @@ def _new_pull_ends(repo: _Repository, head: str, base: str) -> tuple[str, str]:
         message = f"No commits between {base} and {head}"
         raise _validation_failed({"resource": "PullRequest", "code": "custom", "message": message})
     return head_sha, base_sha
+
+
+def _new_reply(
+    state: _State, repo: _Repository, parent: _ReviewComment, body: str, user: str
+) -> _ReviewComment:
+    """A reply in `parent`'s thread; a reply to a reply joins the thread's first comment."""
+    now = _iso(_utc_now())
+    reply = _ReviewComment(
+        id=state.new_id(),
+        # GitHub files a reply under a review of its own.
+        review_id=state.new_id(),
+        pull_number=parent.pull_number,
+        user=user,
+        path=parent.path,
+        line=parent.line,
+        body=body,
+        commit_id=parent.commit_id,
+        created_at=now,
+        updated_at=now,
+        in_reply_to_id=parent.in_reply_to_id or parent.id,
+    )
+    repo.review_comments[reply.id] = reply
+    return reply
 
 
 def _new_comment(state: _State, repo: _Repository, number: int, body: str, user: str) -> _Comment:
@@ -1927,6 +1948,18 @@ class GitHubDouble:
         )
         repo.review_comments[added.id] = added
         return added
+
+    def add_review_reply(
+        self, full_name: str, comment_id: int, body: str, user: str = "alice"
+    ) -> dict[str, Any]:
+        """A person's reply in a review comment's thread; returns it as the REST API shows it."""
+        with self._lock:
+            repo = self._state.repository(full_name)
+            parent = repo.review_comments.get(comment_id)
+            if parent is None:
+                raise KeyError(f"{full_name} has no review comment {comment_id}")
+            reply = _new_reply(self._state, repo, parent, body, user)
+            return self._views.review_comment(repo, reply)
 
     def fail_next(
         self,
