@@ -30,7 +30,7 @@ and the speed-up over it. More columns say how to read a ratio:
 Graphs (each seeded; every task writes its own file unless said otherwise):
 
 - chain: T1 -> T2 -> ... -> Tn.
-- fan-out: T1, then T2..Tn each depending on T1 only.
+- fan-out: T1, then T2..Tn each depending on T1 only, at each size.
 - diamonds: diamonds of width 3 in a row: a task, three tasks after it, one task after those
   three that starts the next diamond.
 - layered: layers of 1-6 tasks; each task depends on 1-3 tasks of the layer before, and with
@@ -288,7 +288,9 @@ def graphs(seeds: int) -> Iterator[Graph]:
     """The structured graphs, then each random family at each size and seed."""
     rng = random.Random(0)
     yield build(f"chain-{STRUCTURED_SIZE}", STRUCTURED_SIZE, rng, chain_dependencies)
-    yield build(f"fan-out-{STRUCTURED_SIZE}", STRUCTURED_SIZE, rng, fan_out_dependencies)
+    # A fan-out at every size: how close a schedule can come depends on leaves per worker.
+    for size in SIZES:
+        yield build(f"fan-out-{size}", size, rng, fan_out_dependencies)
     yield build(f"diamonds-{STRUCTURED_SIZE + 1}", STRUCTURED_SIZE + 1, rng, diamond_dependencies)
     for size in SIZES:
         for seed in range(1, seeds + 1):

@@ -27,7 +27,7 @@ from bot.github.repo import GitHubError, RepoClient
 from bot.llm.agent import AgentFailed
 from bot.llm.budget import Budget, BudgetExceeded, InFlight
 from bot.llm.metered import MeteredModel
-from bot.llm.recording import StoreRecorder, run_spend, task_spend
+from bot.llm.recording import StoreRecorder, run_spend, run_total, task_spend
 from bot.llm.registry import model_name_for
 from bot.llm.types import Model, ModelFailed
 from bot.plan.render import (
@@ -59,7 +59,6 @@ from bot.scheduler import (
 )
 from bot.store.models import (
     AttemptStatus,
-    ModelCall,
     PlanRevision,
     Run,
     RunState,
@@ -357,6 +356,7 @@ class Execution:
                 await self.mirror.update()
                 raise
             await self._record_integration(key, new_head)
+            await self.mirror.unpin(self.run.id, key)
 
     async def _follow_pushes(self) -> None:
         """Take the branch as GitHub has it when a person pushed on top of Baton's work."""
@@ -734,13 +734,13 @@ class Execution:
                 )
                 .order_by(col(PlanRevision.number))
             ).all()
-            tokens, usd, unpriced = _run_total(session, self.run.id)
+            spent, unpriced = run_total(session, self.run.id)
             return RunProgress(
                 plan=_final_plan([Plan.model_validate(revision.plan) for revision in revisions]),
                 revisions=[revision.number for revision in revisions],
                 tasks=self._task_rows(session),
-                tokens=tokens,
-                usd=usd,
+                tokens=spent.tokens,
+                usd=spent.usd,
                 unpriced_calls=unpriced,
             )
 
@@ -791,20 +791,3 @@ def _final_plan(approved: Sequence[Plan]) -> Plan:
             tasks.setdefault(task.id, task)
     summary = "\n\n".join(plan.summary for plan in approved)
     return Plan(summary=summary, tasks=list(tasks.values()))
-
-
-def _run_total(session: Session, run_id: str) -> tuple[int, float, int]:
-    """Tokens and dollars of all the run's model calls, and how many had no known price."""
-    tokens = (
-        col(ModelCall.input_tokens)
-        + col(ModelCall.output_tokens)
-        + col(ModelCall.cache_read_tokens)
-        + col(ModelCall.cache_write_tokens)
-    )
-    query = select(
-        sa.func.coalesce(sa.func.sum(tokens), 0),
-        sa.func.coalesce(sa.func.sum(ModelCall.cost_usd), 0.0),
-        sa.func.count() - sa.func.count(col(ModelCall.cost_usd)),
-    ).where(ModelCall.run_id == run_id)
-    used, dollars, unpriced = session.exec(query).one()
-    return int(used), float(dollars or 0.0), int(unpriced)

@@ -68,6 +68,7 @@ PLAN_COMMANDS = ("/approve-plan", "/revise-plan <feedback>", "/edit-plan", "/can
 UNTRUSTED_ISSUE_LIMIT = 30_000
 PLAN_REPAIR_ROUNDS = 2
 REVISION_REQUESTED = "plan.revision_requested"
+PLAN_REVISED = "plan.revised"
 
 
 @dataclass(frozen=True)
@@ -260,14 +261,20 @@ async def publish_revision(
     planned: Planned,
     *,
     source: str,
-    approved_by: str | None = None,
-) -> int:
-    """Store the plan as the next revision, wait for approval, and show it; returns its number."""
+    delivery_id: int | None = None,
+) -> int | None:
+    """Store the plan as the next revision, wait for approval, and show it; returns its number.
+
+    With the delivery that asked for it, a revision is stored once: None when it already was.
+    """
     plan, check = planned.plan, planned.check
 
-    def store(session: Session) -> int:
+    def store(session: Session) -> int | None:
         latest = newest_revision(session, run.id)
         number = (latest.number if latest else 0) + 1
+        message = f"plan r{number} ({source})"
+        if not runs.record_event(session, run.id, PLAN_REVISED, message, delivery_id=delivery_id):
+            return None
         session.add(
             PlanRevision(
                 run_id=run.id,
@@ -284,11 +291,11 @@ async def publish_revision(
         if current is not None and current.state in (RunState.planning, RunState.awaiting_approval):
             current.state = RunState.awaiting_approval
             current.updated_at = utcnow()
-        runs.record_event(session, run.id, "plan.revised", f"plan r{number} ({source})")
         return number
 
     number = await context.store.run(store)
-    await show_status(context, run, repo, render_revision(context, config, planned, number))
+    if number is not None:
+        await show_status(context, run, repo, render_revision(context, config, planned, number))
     return number
 
 
@@ -352,9 +359,16 @@ async def show_status(context: JobContext, run: Run, repo: RepoClient, body: str
 
 
 async def end_run(
-    context: JobContext, run: Run, repo: RepoClient, state: RunState, reason: str
+    context: JobContext,
+    run: Run,
+    repo: RepoClient,
+    state: RunState,
+    reason: str,
+    *,
+    delivery_id: int | None = None,
 ) -> None:
-    """The run stops for good; the issue may be labelled again for a new one."""
+    """The run stops for good; the issue may be labelled again for a new one. The timeline
+    event names the delivery that ended it, if one did."""
 
     def end(session: Session) -> None:
         current = session.get(Run, run.id)
@@ -364,7 +378,7 @@ async def end_run(
         current.active = False
         current.error = reason
         current.ended_at = current.updated_at = utcnow()
-        runs.record_event(session, run.id, f"run.{state}", reason)
+        runs.record_event(session, run.id, f"run.{state}", reason, delivery_id=delivery_id)
 
     await context.store.run(end)
 

@@ -1,7 +1,9 @@
 """What people say to a run: the label that starts it and the slash commands that steer it.
 
 Only people with write access or more are obeyed (CONTRACT §5); anyone else gets a short reply,
-posted once per delivery however often the job runs.
+posted once per delivery however often the job runs. A command takes effect once per delivery:
+the timeline event it records in the same transaction names the delivery, and a job run again
+after a crash finds that event and does not obey a second time.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from bot.github.repo import RepoClient
 from bot.plan.render import render_problems
 from bot.plan.validate import PlanSyntaxError, check_plan, parse_plan_yaml
 from bot.planning import (
+    PLAN_REVISED,
     REVISION_REQUESTED,
     Planned,
     end_run,
@@ -27,10 +30,11 @@ from bot.planning import (
     newest_revision,
     plan_rules,
     publish_revision,
+    show_newest_revision,
     show_status,
     updated_mirror,
 )
-from bot.store.models import PlanRevision, Run, RunState, Task, TaskState
+from bot.store.models import PlanRevision, Run, RunState, Task, TaskState, TimelineEvent
 from bot.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -41,6 +45,7 @@ TASK_COMMANDS = frozenset({"approve-task", "retry", "skip"})
 STOPPED = frozenset({TaskState.escalated, TaskState.failed, TaskState.awaiting_approval})
 NO_RUN = "There is no active Baton run on this issue."
 NOT_ALLOWED = "only people with write access to this repository can {what}."
+PLAN_APPROVED = "plan.approved"
 
 
 def _repo_for(context: JobContext, installation_id: int, full_name: str) -> RepoClient:
@@ -97,6 +102,14 @@ async def steer(context: JobContext, event: IssueCommentCreated, delivery_id: in
     if command is None:
         return
     repo = _repo_for(context, event.installation.id, event.repository.full_name)
+    obeyed = await context.store.run(
+        lambda session: _obeyed_by(session, event, delivery_id, command)
+    )
+    if obeyed is not None:
+        # Obeyed before its job was cut short: the job runs again, the command does not.
+        await _show_obeyed(context, await load_run(context, obeyed), repo, command, event)
+        await repo.react("+1", comment=event.comment.id)
+        return
     key = f"delivery-{delivery_id}"
     sender = event.sender.login
     if not await repo.may_command(sender):
@@ -109,12 +122,10 @@ async def steer(context: JobContext, event: IssueCommentCreated, delivery_id: in
         lambda session: _active_run_id(session, event.repository.id, event.issue.number)
     )
     if run_id is None:
-        await repo.reply_once(
-            event.issue.number, key, "There is no active Baton run on this issue."
-        )
+        await repo.reply_once(event.issue.number, key, NO_RUN)
         return
     run = await load_run(context, run_id)
-    answer = await _obey(context, run, repo, command, event)
+    answer = await _obey(context, run, repo, command, event, delivery_id)
     if answer:
         await repo.reply_once(event.issue.number, key, answer)
     else:
@@ -126,29 +137,84 @@ def _active_run_id(session: Session, repository_id: int, number: int) -> str | N
     return run.id if run else None
 
 
-async def _obey(
+def _obeyed_kind(command: Command) -> str:
+    """The timeline event a command records, with its delivery, in the transaction of its effect."""
+    kinds = {
+        "cancel": f"run.{RunState.cancelled}",
+        "approve-plan": PLAN_APPROVED,
+        "revise-plan": REVISION_REQUESTED,
+        "edit-plan": PLAN_REVISED,
+    }
+    return kinds.get(command.name, f"task.{command.name}")
+
+
+def _obeyed_by(
+    session: Session, event: IssueCommentCreated, delivery_id: int, command: Command
+) -> str | None:
+    """The run on which this delivery's command took effect, if it did."""
+    query = (
+        select(Run.id)
+        .join(TimelineEvent, col(TimelineEvent.run_id) == col(Run.id))
+        .where(
+            Run.repository_id == event.repository.id,
+            Run.issue_number == event.issue.number,
+            TimelineEvent.kind == _obeyed_kind(command),
+            TimelineEvent.delivery_id == delivery_id,
+        )
+    )
+    return session.exec(query).first()
+
+
+async def _show_obeyed(
     context: JobContext, run: Run, repo: RepoClient, command: Command, event: IssueCommentCreated
+) -> None:
+    """Show again what the first job may have died before showing: the cancelled run, or the
+    edited plan while it waits. The other commands queue a job that shows their effect."""
+    if command.name == "cancel":
+        await show_status(context, run, repo, _cancelled(event.sender.login))
+    elif command.name == "edit-plan" and run.state == RunState.awaiting_approval:
+        await show_newest_revision(context, run)
+
+
+def _cancelled(sender: str) -> str:
+    return f"**Cancelled** by @{sender}."
+
+
+async def _obey(
+    context: JobContext,
+    run: Run,
+    repo: RepoClient,
+    command: Command,
+    event: IssueCommentCreated,
+    delivery_id: int,
 ) -> str | None:
     """Carry out the command; a reply when it cannot be, None when it was."""
+    sender = event.sender.login
     if command.name == "cancel":
-        await end_run(context, run, repo, RunState.cancelled, f"cancelled by @{event.sender.login}")
-        await show_status(context, run, repo, f"**Cancelled** by @{event.sender.login}.")
+        reason = f"cancelled by @{sender}"
+        await end_run(context, run, repo, RunState.cancelled, reason, delivery_id=delivery_id)
+        await show_status(context, run, repo, _cancelled(sender))
         return None
     if command.name in TASK_COMMANDS:
-        return await _steer_task(context, run, command, event.sender.login)
+        return await _steer_task(context, run, command, sender, delivery_id)
     if run.state != RunState.awaiting_approval:
         return (
             f"`/{command.name}` applies while a plan waits for approval; this run is {run.state}."
         )
     if command.name == "approve-plan":
-        return await _approve(context, run, repo, command, event)
+        return await _approve(context, run, repo, command, event, delivery_id)
     if command.name == "revise-plan":
-        return await _revise(context, run, repo, command)
-    return await _edit(context, run, repo, command)
+        return await _revise(context, run, repo, command, delivery_id)
+    return await _edit(context, run, repo, command, delivery_id)
 
 
 async def _approve(
-    context: JobContext, run: Run, repo: RepoClient, command: Command, event: IssueCommentCreated
+    context: JobContext,
+    run: Run,
+    repo: RepoClient,
+    command: Command,
+    event: IssueCommentCreated,
+    delivery_id: int,
 ) -> str | None:
     written_at = event.comment.created_at or datetime.now(UTC)
     sender = event.sender.login
@@ -163,15 +229,14 @@ async def _approve(
                 f"r{wanted} is not the newest plan: r{newest.number} is. "
                 f"Approve it with `/approve-plan r{newest.number}`."
             )
-        newest.approved_by, newest.approved_at = sender, utcnow()
         current = session.get(Run, run.id)
         if current is None or current.state != RunState.awaiting_approval:
             return "This run no longer waits for approval."
-        current.state, current.updated_at = RunState.executing, utcnow()
-        runs.record_event(
-            session, run.id, "plan.approved", f"r{newest.number} approved by @{sender}"
-        )
-        enqueue(session, "execute_run", run_id=run.id)
+        message = f"r{newest.number} approved by @{sender}"
+        if runs.record_event(session, run.id, PLAN_APPROVED, message, delivery_id=delivery_id):
+            newest.approved_by, newest.approved_at = sender, utcnow()
+            current.state, current.updated_at = RunState.executing, utcnow()
+            enqueue(session, "execute_run", run_id=run.id)
         return None
 
     refusal = await context.store.run(approve)
@@ -190,30 +255,38 @@ def _newest_before(session: Session, run_id: str, moment: datetime) -> int | Non
     return session.exec(query).first()
 
 
-async def _revise(context: JobContext, run: Run, repo: RepoClient, command: Command) -> str | None:
+async def _revise(
+    context: JobContext, run: Run, repo: RepoClient, command: Command, delivery_id: int
+) -> str | None:
     if not command.text.strip():
         return "`/revise-plan` needs feedback after it: what should the plan change?"
 
-    def request(session: Session) -> None:
+    def request(session: Session) -> str | None:
         current = session.get(Run, run.id)
-        if current is None:
-            return
-        current.state, current.updated_at = RunState.planning, utcnow()
-        runs.record_event(
+        # Checked again here: a /cancel or an approval may have landed since `_obey` looked.
+        if current is None or current.state != RunState.awaiting_approval:
+            return "This run no longer waits for approval."
+        if runs.record_event(
             session,
             run.id,
             REVISION_REQUESTED,
             "plan revision requested",
+            delivery_id=delivery_id,
             data={"feedback": command.text},
-        )
-        enqueue(session, "plan_run", run_id=run.id)
+        ):
+            current.state, current.updated_at = RunState.planning, utcnow()
+            enqueue(session, "plan_run", run_id=run.id)
+        return None
 
-    await context.store.run(request)
-    await show_status(context, run, repo, "**Revising the plan** with the feedback given.")
-    return None
+    refusal = await context.store.run(request)
+    if refusal is None:
+        await show_status(context, run, repo, "**Revising the plan** with the feedback given.")
+    return refusal
 
 
-async def _edit(context: JobContext, run: Run, repo: RepoClient, command: Command) -> str | None:
+async def _edit(
+    context: JobContext, run: Run, repo: RepoClient, command: Command, delivery_id: int
+) -> str | None:
     try:
         plan = parse_plan_yaml(command.plan_yaml or "")
     except PlanSyntaxError as error:
@@ -225,11 +298,16 @@ async def _edit(context: JobContext, run: Run, repo: RepoClient, command: Comman
     check = check_plan(plan, files, rules)
     if check.errors:
         return render_problems(EDIT_REFUSED, check.errors)
-    await publish_revision(context, run, repo, config, Planned(plan, check), source="edit")
+    planned = Planned(plan, check)
+    await publish_revision(
+        context, run, repo, config, planned, source="edit", delivery_id=delivery_id
+    )
     return None
 
 
-async def _steer_task(context: JobContext, run: Run, command: Command, sender: str) -> str | None:
+async def _steer_task(
+    context: JobContext, run: Run, command: Command, sender: str, delivery_id: int
+) -> str | None:
     """`/approve-task`, `/retry` and `/skip` on one task of an executing run."""
     if run.state not in (RunState.executing, RunState.needs_human):
         return f"`/{command.name}` applies while the plan's tasks run; the run is {run.state}."
@@ -240,15 +318,19 @@ async def _steer_task(context: JobContext, run: Run, command: Command, sender: s
         ).first()
         if task is None:
             return f"This run has no task {command.task_id}."
+        if command.name != "approve-task" and task.state not in STOPPED:
+            return f"{task.key} is {task.state}; `/{command.name}` applies to a stopped task."
+        kind = _obeyed_kind(command)
+        if not runs.record_event(
+            session, run.id, kind, f"@{sender}", delivery_id=delivery_id, task_key=task.key
+        ):
+            return None
         if command.name == "approve-task":
             task.approved_by = sender
-        elif task.state not in STOPPED:
-            return f"{task.key} is {task.state}; `/{command.name}` applies to a stopped task."
         else:
             task.state = TaskState.pending if command.name == "retry" else TaskState.skipped
             task.approved_by = None  # a retried change is new work: it needs approving again
         task.updated_at = utcnow()
-        runs.record_event(session, run.id, f"task.{command.name}", f"@{sender}", task_key=task.key)
         _resume(session, run.id)
         return None
 

@@ -15,10 +15,11 @@ import sqlalchemy as sa
 
 from bot.plan.schema import Plan
 from bot.plan.validate import parse_plan_yaml
+from bot.settings import Settings
 from tests.doubles.fixtures import REPOSITORY, commit_files
 from tests.doubles.github import GitHubDouble
 from tests.doubles.models import ModelReply, RecordedCall, ScriptedToolCall
-from tests.support import payload, wait_for
+from tests.support import git, payload, wait_for
 from tests.world import ISSUE, World, plan, submit, task, wait_for_run
 
 BRANCH = f"baton/issue-{ISSUE}"
@@ -131,12 +132,17 @@ def yaml_in(body: str) -> Plan:
     return parse_plan_yaml(found.group(1))
 
 
-def test_an_approved_plan_becomes_a_draft_pull_request(world: World, engine: sa.Engine) -> None:
+def test_an_approved_plan_becomes_a_draft_pull_request(
+    world: World, engine: sa.Engine, settings: Settings
+) -> None:
     approved(world, engine, models_for(FOUR_TASKS))
     wait_for_run(world, engine, "pr_open")
 
     subjects = branch_log(world.github)
     assert len(subjects) == 4
+    # Each task's own commit was kept from git's gc until it was on the branch, then let go.
+    mirror = settings.data_dir / "mirrors" / f"{REPOSITORY}.git"
+    assert git("for-each-ref", "refs/baton", cwd=mirror) == ""
     assert subjects[0] == "T1: Step T1"
     assert sorted(subjects[1:3]) == ["T2: Step T2", "T3: Step T3"]
     assert subjects[3] == "T4: Step T4"

@@ -217,6 +217,28 @@ async def test_commit_has_bot_identity_message_trailers_and_diff_stat(mirror: Mi
     ]
 
 
+async def test_a_task_commit_outlives_git_gc_until_it_is_unpinned(mirror: Mirror) -> None:
+    await mirror.update()
+    worktree = await mirror.add_worktree("run-1", "T1", "main")
+    sha = await commit_files(worktree, {"a.txt": "a\n"}, "Add a")
+    await worktree.remove()
+
+    def gc_then_has_commit() -> bool:
+        # Expire and prune at once: what gc would do to an unreferenced commit weeks later.
+        git("reflog", "expire", "--expire=now", "--all", cwd=mirror.path)
+        git("gc", "--quiet", "--prune=now", cwd=mirror.path)
+        kind = subprocess.run(
+            ["git", "cat-file", "-t", sha], cwd=mirror.path, capture_output=True, text=True
+        )
+        return kind.stdout.strip() == "commit"
+
+    assert git("rev-parse", "refs/baton/run-1/T1", cwd=mirror.path) == sha
+    assert gc_then_has_commit()
+    await mirror.unpin("run-1", "T1")
+    await mirror.unpin("run-1", "T1")  # again, as after a crash: harmless
+    assert not gc_then_has_commit()
+
+
 async def test_commit_with_a_given_identity(mirror: Mirror) -> None:
     await mirror.update()
     worktree = await mirror.add_worktree("run-1", "T1", "main")

@@ -7,6 +7,7 @@ shows that `BATON_GITHUB_API_URL` pointing at an Enterprise Server works.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from itertools import pairwise
 from typing import Any
@@ -14,13 +15,20 @@ from typing import Any
 import pytest
 
 from bot.github.client import GitHubApp, GitHubTuning
-from bot.github.repo import NotFound, PullRequest, RepoClient, reply_marker, status_marker
+from bot.github.repo import (
+    GitHubError,
+    NotFound,
+    PullRequest,
+    RepoClient,
+    reply_marker,
+    status_marker,
+)
 from bot.settings import Settings
 from tests.doubles.fixtures import INSTALLATION_ID as INSTALLATION
 from tests.doubles.fixtures import REPOSITORY as REPO
 from tests.doubles.fixtures import WIDGETS_FILES, as_app, commit_files
 from tests.doubles.github import GitHubDouble, RecordedRequest
-from tests.support import payload
+from tests.support import free_port, payload
 
 ISSUE_TITLE = payload("issues.labeled")["issue"]["title"]
 QUICK = GitHubTuning(write_interval=0.05)
@@ -103,9 +111,112 @@ async def test_a_server_error_is_retried(github: GitHubDouble, repo: RepoClient)
     assert [r.status for r in calls_to(github, "GET", f"/repos/{REPO}")] == [502, 200]
 
 
+COMMENTS = rf"/repos/{REPO}/issues/42/comments"
+
+
+@pytest.mark.parametrize(
+    "post",
+    [
+        pytest.param(lambda repo: repo.upsert_status_comment(42, "run1", "planning"), id="status"),
+        pytest.param(lambda repo: repo.reply_once(42, "delivery-7", "Noted."), id="reply"),
+    ],
+)
+async def test_a_comment_github_made_before_a_server_error_is_not_posted_twice(
+    github: GitHubDouble, repo: RepoClient, post: Callable[[RepoClient], Awaitable[int]]
+) -> None:
+    github.fail_next("POST", COMMENTS, 502, after_route=True)
+    with pytest.raises(GitHubError, match="GitHub answered 502"):
+        await post(repo)
+    (made,) = github.issue_comments(REPO, 42)
+    # The job runs again; its marker finds the comment GitHub made despite the 502.
+    assert await post(repo) == made["id"]
+    assert len(github.issue_comments(REPO, 42)) == 1
+    assert [r.status for r in calls_to(github, "POST", "/issues/42/comments")] == [502]
+
+
+async def test_a_pull_request_and_check_run_made_before_a_server_error_are_found_again(
+    github: GitHubDouble, repo: RepoClient
+) -> None:
+    _push_branch(github, "baton/issue-42")
+    github.fail_next("POST", rf"/repos/{REPO}/pulls", 504, after_route=True)
+    with pytest.raises(GitHubError, match="504"):
+        await repo.open_draft_pull_request("baton/issue-42", "main", "Widgets", "Closes #42")
+    again = await repo.open_draft_pull_request("baton/issue-42", "main", "Widgets", "Closes #42")
+    assert [pull["number"] for pull in github.pulls(REPO)] == [again.number]
+    head = again.head_sha
+    github.fail_next("POST", rf"/repos/{REPO}/check-runs", 502, after_route=True)
+    with pytest.raises(GitHubError, match="502"):
+        await repo.create_check_run(head, "completed", "Baton", "done", conclusion="success")
+    (check,) = github.check_runs(REPO)
+    assert await repo.find_check_run(head) == check["id"]
+
+
+async def test_an_edit_answered_with_a_server_error_is_sent_again(
+    github: GitHubDouble, repo: RepoClient
+) -> None:
+    first = await repo.upsert_status_comment(42, "run1", "planning")
+    path = f"/issues/comments/{first}"
+    github.fail_next("PATCH", rf"/repos/{REPO}{path}", 502, after_route=True)
+    assert await repo.upsert_status_comment(42, "run1", "plan ready", known_id=first) == first
+    assert [r.status for r in calls_to(github, "PATCH", path)] == [502, 200]
+    (comment,) = github.issue_comments(REPO, 42)
+    assert comment["body"].endswith("plan ready")
+
+
+@pytest.mark.parametrize(
+    "limit",
+    [
+        pytest.param({"rate_limit_remaining": 0}, id="primary"),
+        pytest.param({"retry_after": 1}, id="secondary"),
+    ],
+)
+async def test_a_post_refused_by_a_rate_limit_is_sent_again(
+    github: GitHubDouble, repo: RepoClient, limit: dict[str, int]
+) -> None:
+    # GitHub processes nothing it refuses for a rate limit: sending it again makes one comment.
+    github.rate_limit_reset = int(time.time())  # the window ends now
+    github.fail_next("POST", COMMENTS, 403, **limit)
+    await repo.comment(42, "hello")
+    assert [r.status for r in calls_to(github, "POST", "/issues/42/comments")] == [403, 201]
+    assert len(github.issue_comments(REPO, 42)) == 1
+
+
+async def test_a_token_request_answered_with_a_server_error_is_sent_again(
+    github: GitHubDouble, repo: RepoClient
+) -> None:
+    # A second installation token only replaces the first: nothing a person sees is made twice.
+    github.fail_next("POST", rf"/app/installations/{INSTALLATION}/access_tokens", 502)
+    assert (await repo.repository()).full_name == REPO
+    assert [r.status for r in calls_to(github, "POST", "/access_tokens")] == [502, 201]
+
+
+async def test_a_reaction_answered_with_a_server_error_is_sent_again(
+    github: GitHubDouble, repo: RepoClient
+) -> None:
+    # GitHub answers a repeated reaction with the one it has: sending it again adds none.
+    github.fail_next("POST", rf"/repos/{REPO}/issues/42/reactions", 502, after_route=True)
+    await repo.react("eyes", issue=42)
+    assert [r.status for r in calls_to(github, "POST", "/42/reactions")] == [502, 200]
+    assert [reaction["content"] for reaction in github.reactions(REPO)] == ["eyes"]
+
+
 async def test_a_missing_issue_names_the_repository_and_number(repo: RepoClient) -> None:
     with pytest.raises(NotFound, match="octo-org/widgets#999"):
         await repo.issue(999)
+
+
+async def test_github_out_of_reach_is_a_github_error_naming_what_was_asked(
+    github: GitHubDouble, clock: OffsetClock
+) -> None:
+    port = free_port()  # nothing listens there
+    settings = as_app(Settings(_env_file=None), github)  # type: ignore[call-arg]
+    unreachable = settings.model_copy(update={"github_api_url": f"http://127.0.0.1:{port}/api/v3"})
+    repo = RepoClient(GitHubApp(unreachable, QUICK, clock=clock).installation(INSTALLATION), REPO)
+
+    with pytest.raises(GitHubError, match="could not be reached for issue octo-org/widgets#7"):
+        await repo.issue(7)
+    with pytest.raises(GitHubError, match="could not be reached for comment on octo-org/widgets#7"):
+        await repo.comment(7, "Hello")
 
 
 async def test_issue_with_all_its_comments_across_pages(

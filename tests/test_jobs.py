@@ -3,63 +3,23 @@
 from __future__ import annotations
 
 import copy
-import json
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlmodel import select
 
-from bot.events import decide
 from bot.executor import JobContext
-from bot.github.client import GitHubTuning
-from bot.integrations import Integrations
 from bot.jobs import JOBS
-from bot.settings import Settings
-from bot.store.db import Store
-from bot.store.models import Delivery, Installation, InstallationRepository, Run, TimelineEvent
-from tests.doubles.fixtures import as_app
-from tests.doubles.github import GitHubDouble
+from bot.store.models import Installation, InstallationRepository, Run, TimelineEvent
+from tests.jobs_by_hand import deliver
 from tests.support import payload
 
 WIDGETS = "octo-org/widgets"
 
 
 @pytest.fixture
-async def context(
-    database_url: str, settings: Settings, github: GitHubDouble
-) -> AsyncIterator[JobContext]:
-    """Jobs run directly against the store, talking to the GitHub double as the App."""
-    store = Store(database_url)
-    configured = as_app(settings, github)
-    integrations = Integrations.from_settings(configured, GitHubTuning(write_interval=0.0))
-    yield JobContext(store, configured, None, integrations)  # type: ignore[arg-type]
-    store.close()
-
-
-async def deliver(context: JobContext, name: str, body: dict[str, Any] | None = None) -> int:
-    """Store a delivery as the endpoint would and run the job it routes to; returns its row id."""
-    data = json.dumps(body if body is not None else payload(name)).encode()
-    event, _, action = name.partition(".")
-    decision = decide(event, data)
-    assert decision.job is not None
-
-    def add(session: Any) -> int:
-        row = Delivery(
-            delivery_id=f"{name}-{uuid.uuid4()}",
-            event=event,
-            action=action,
-            outcome="queued",
-            payload=decision.fields,
-        )
-        session.add(row)
-        session.flush()
-        return row.id
-
-    delivery_id = await context.store.run(add)
-    await JOBS[decision.job](context, delivery_id=delivery_id)
-    return delivery_id
+def context(job_context: JobContext) -> JobContext:
+    return job_context
 
 
 async def all_of(context: JobContext, model: Any) -> list[Any]:

@@ -13,6 +13,13 @@ from bot.git.runner import GitRunner
 
 # Ids become path components and trailer values: no separators, no leading dot or dash.
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# Where a task's newest commit is kept reachable until it is on the run branch.
+PIN_PREFIX = "refs/baton"
+
+
+def pin_ref(run_id: str, task_id: str) -> str:
+    """The ref that keeps task `task_id`'s newest commit from git's garbage collection."""
+    return f"{PIN_PREFIX}/{check_id('run id', run_id)}/{check_id('task id', task_id)}"
 
 
 @dataclass(frozen=True)
@@ -158,7 +165,13 @@ class Worktree:
             environment=identity.environment(),
             stdin=message.encode(),
         )
-        return Commit(sha=await self.head(), stat=parse_numstat(staged.stdout))
+        sha = await self.head()
+        # Only the attempt's row names this commit until it is integrated, which may be days
+        # away behind /approve-task; unreferenced, `git gc` would delete it in the meantime.
+        await self._runner.run(
+            ["update-ref", pin_ref(self.run_id, self.task_id), sha], cwd=self.path
+        )
+        return Commit(sha=sha, stat=parse_numstat(staged.stdout))
 
     async def apply_commit(self, sha: str, identity: Identity = Identity()) -> str:
         """Put commit `sha` (made on another base) on top of HEAD, keeping its message; the new

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Final, NamedTuple, TypeVar
 
+import httpx
 from githubkit import AppAuthStrategy, GitHub
 from githubkit.auth.base import BaseAuthStrategy
 from githubkit.cache import MemCacheStrategy
-from githubkit.exception import GitHubException
+from githubkit.exception import GitHubException, RequestFailed
 from githubkit.retry import RetryChainDecision, RetryRateLimit, RetryServerError
 from githubkit.typing import RetryDecisionFunc, RetryOption
 
@@ -29,6 +31,11 @@ API_VERSION: Final = "2022-11-28"
 USER_AGENT = "baton-bot"
 
 MINIMUM_RETRY_WAIT = timedelta(seconds=1)
+# Sent twice, these leave GitHub as sending them once does.
+REPEATABLE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
+# POSTs that are too: a new installation token leaves nothing a person sees, and GitHub
+# answers a repeated reaction with the one it already has.
+REPEATABLE_POSTS: Final = re.compile(r".*/(app/installations/\d+/access_tokens|reactions)")
 AuthT = TypeVar("AuthT", bound=BaseAuthStrategy)
 
 
@@ -92,12 +99,31 @@ class GitHubApp:
             auto_retry=_never_zero(
                 RetryChainDecision(
                     RetryRateLimit(self.tuning.rate_limit_retries),
-                    RetryServerError(self.tuning.server_error_retries),
+                    _only_repeatable(RetryServerError(self.tuning.server_error_retries)),
                 )
             ),
             # githubkit's default cache is process-wide; each App keeps its own JWT.
             cache_strategy=MemCacheStrategy(),
         )
+
+
+def _only_repeatable(decide: RetryDecisionFunc) -> RetryDecisionFunc:
+    """GitHub may have made the comment, check run or pull request it then answered 5xx for:
+    such a POST is not sent again. The error reaches the job, whose next attempt finds what
+    was made (by marker, branch or commit) before making it."""
+
+    def decision(error: GitHubException, retry_count: int) -> RetryOption:
+        if isinstance(error, RequestFailed) and not _repeatable(error.request):
+            return RetryOption(False)
+        return decide(error, retry_count)
+
+    return decision
+
+
+def _repeatable(request: httpx.Request) -> bool:
+    if request.method in REPEATABLE_METHODS:
+        return True
+    return request.method == "POST" and REPEATABLE_POSTS.fullmatch(request.url.path) is not None
 
 
 def _never_zero(decide: RetryDecisionFunc) -> RetryDecisionFunc:

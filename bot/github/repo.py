@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
 
 from githubkit import GitHub, Response
-from githubkit.exception import RequestFailed
+from githubkit.exception import RequestError, RequestFailed
 from githubkit.rest.paginator import Paginator
 from githubkit.utils import UNSET
 
@@ -391,7 +391,7 @@ class RepoClient:
         """The parsed answer of a githubkit call, or a GitHubError naming `what`."""
         try:
             response = await call
-        except RequestFailed as error:
+        except RequestError as error:
             raise _error(error, what) from None
         return response.parsed_data
 
@@ -400,11 +400,14 @@ async def _every(pages: Paginator[T], what: str) -> list[T]:
     """Every item of every page, or a GitHubError naming `what`."""
     try:
         return [item async for item in pages]
-    except RequestFailed as error:
+    except RequestError as error:
         raise _error(error, what) from None
 
 
-def _error(error: RequestFailed, what: str) -> GitHubError:
+def _error(error: RequestError[Any], what: str) -> GitHubError:
+    if not isinstance(error, RequestFailed):
+        # No answer at all (refused, reset, timed out): the job is retried later.
+        return GitHubError(f"GitHub could not be reached for {what}: {error!r}")
     status = error.response.status_code
     if status == 404:
         return NotFound(f"{what} was not found, or Baton's installation cannot see it")

@@ -50,22 +50,32 @@ class StoreRecorder:
 
 def task_spend(session: Session, task_id: int) -> Spend:
     """Tokens and dollars the task's model calls have used so far."""
-    tokens = (
-        col(ModelCall.input_tokens)
-        + col(ModelCall.output_tokens)
-        + col(ModelCall.cache_read_tokens)
-        + col(ModelCall.cache_write_tokens)
-    )
-    query = select(sa.func.coalesce(sa.func.sum(tokens), 0), _dollars()).where(
-        ModelCall.task_id == task_id
-    )
+    query = select(_tokens(), _dollars()).where(ModelCall.task_id == task_id)
     used, dollars = session.exec(query).one()
     return Spend(int(used), float(dollars))
+
+
+def run_total(session: Session, run_id: str) -> tuple[Spend, int]:
+    """Tokens and dollars of all the run's model calls, and how many had no known price."""
+    unpriced = sa.func.count() - sa.func.count(col(ModelCall.cost_usd))
+    query = select(_tokens(), _dollars(), unpriced).where(ModelCall.run_id == run_id)
+    used, dollars, unknown = session.exec(query).one()
+    return Spend(int(used), float(dollars)), int(unknown)
 
 
 def run_spend(session: Session, run_id: str) -> float:
     """Dollars the run's model calls have cost so far (calls of unknown price count nothing)."""
     return float(session.exec(select(_dollars()).where(ModelCall.run_id == run_id)).one())
+
+
+def _tokens() -> sa.ColumnElement[int]:
+    every_kind = (
+        col(ModelCall.input_tokens)
+        + col(ModelCall.output_tokens)
+        + col(ModelCall.cache_read_tokens)
+        + col(ModelCall.cache_write_tokens)
+    )
+    return sa.func.coalesce(sa.func.sum(every_kind), 0)
 
 
 def _dollars() -> sa.ColumnElement[float]:

@@ -297,6 +297,7 @@ class _Failure:
     retry_after: int | None
     message: str | None
     rate_limit_remaining: int | None
+    after_route: bool
 
 
 @dataclass
@@ -1823,6 +1824,16 @@ class GitHubDouble:
         with self._lock:
             self._state.token_lifetime = lifetime
 
+    @property
+    def rate_limit_reset(self) -> int:
+        """When the rate limit window ends (`x-ratelimit-reset`), in seconds since the epoch."""
+        return self._state.rate_limit_reset
+
+    @rate_limit_reset.setter
+    def rate_limit_reset(self, reset: int) -> None:
+        with self._lock:
+            self._state.rate_limit_reset = reset
+
     # arranging state
 
     def add_installation(self, installation_id: int, account: str) -> None:
@@ -1971,11 +1982,14 @@ class GitHubDouble:
         message: str | None = None,
         *,
         rate_limit_remaining: int | None = None,
+        after_route: bool = False,
     ) -> None:
         """Answer the next `times` REST requests whose method is `method` and whose path after
         /api/v3 matches `path_pattern` in full (`re.fullmatch`) with `status`, before auth and
         the route run. A 403 with `retry_after` is GitHub's secondary rate limit; with
-        `rate_limit_remaining=0` it is the primary one."""
+        `rate_limit_remaining=0` it is the primary one. With `after_route` the route runs and
+        keeps what it made, and only its answer is replaced: GitHub did the work, then a 502
+        or 504 from its front end reached the client instead."""
         failure = _Failure(
             method.upper(),
             re.compile(path_pattern),
@@ -1984,6 +1998,7 @@ class GitHubDouble:
             retry_after,
             message,
             rate_limit_remaining,
+            after_route,
         )
         with self._lock:
             self._state.failures.append(failure)
@@ -2143,7 +2158,7 @@ class GitHubDouble:
         matched = self._api.match(incoming.method, path)
         route_name = matched[0].name if matched else None
         failure = self._take_failure(incoming.method, path)
-        if failure is not None:
+        if failure is not None and not failure.after_route:
             return self._failure_answer(failure), route_name
         if matched is None:
             return self._with_rate_limit(_json_answer(404, _error_body(404, "Not Found"))), None
@@ -2154,6 +2169,8 @@ class GitHubDouble:
             answer = route.handler(call)
         except _ApiError as error:
             answer = _json_answer(error.status, _error_body(error.status, **error.body))
+        if failure is not None:
+            return self._failure_answer(failure), route_name
         return self._with_rate_limit(answer), route_name
 
     def _authorize(self, route: _Route, call: _Call, headers: Mapping[str, str]) -> None:
