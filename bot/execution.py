@@ -51,6 +51,7 @@ from bot.review import ReviewVerdict, review
 from bot.revisions import answer_review_comments
 from bot.sandbox import CommandResult, Sandbox, SandboxUnavailable
 from bot.scheduler import (
+    RUNNING_STATES,
     TaskView,
     blocked_for_good,
     effort_estimate,
@@ -130,6 +131,7 @@ class Execution:
         self.integration = asyncio.Lock()
         self._last_status = 0.0
         self._in_flight = InFlight()  # the run's model calls under way, for its budget
+        self._slots = asyncio.Lock()  # counting worker slots and taking one is one step
 
     @classmethod
     async def prepare(cls, context: JobContext, run: Run) -> Execution:
@@ -168,14 +170,15 @@ class Execution:
             while True:
                 if await self._cancelled():
                     return
-                views = await self._views()
-                for key in ready_to_start(
-                    views, run_cap=self.config.max_parallel, global_free=await self._free()
-                ):
-                    if key in running:
-                        continue  # still settling from the last round
-                    await self._set_state(key, TaskState.running)
-                    running[key] = asyncio.create_task(self._guarded(key), name=f"task-{key}")
+                async with self._slots:
+                    views = await self._views()
+                    for key in ready_to_start(
+                        views, run_cap=self.config.max_parallel, global_free=await self._free()
+                    ):
+                        if key in running:
+                            continue  # still settling from the last round
+                        await self._set_state(key, TaskState.running)
+                        running[key] = asyncio.create_task(self._guarded(key), name=f"task-{key}")
                 if not running and self._nothing_can_start(views):
                     break
                 if not running:
@@ -232,6 +235,11 @@ class Execution:
                 attempt.status, attempt.ended_at = AttemptStatus.cancelled, utcnow()
 
         await self.context.store.run(stop)
+        await self._let_go_of_pins()
+        # Shown last, so a live update that raced the cancel cannot leave "Executing" up.
+        reason = await self.context.store.run(lambda session: _end_reason(session, self.run.id))
+        heading = f"**Cancelled**: {markdown_text(reason or 'cancelled')}."
+        await show_status(self.context, self.run, self.repo, await self._status_text(heading))
 
     # Tasks
 
@@ -247,6 +255,8 @@ class Execution:
         self, key: str, feedback: str | None, last: bool
     ) -> tuple[_Outcome | None, str | None]:
         task = await self._task(key)
+        if task.state not in RUNNING_STATES:
+            await self._take_slot(key)  # back from a gate or a conflict: a worker runs again
         plan_task = describe_task(task)
         base = self.run.head_sha or self.run.base_sha or ""
         worker = WorkerAttempt(
@@ -356,7 +366,7 @@ class Execution:
                 await self.mirror.update()
                 raise
             await self._record_integration(key, new_head)
-            await self.mirror.unpin(self.run.id, key)
+        await self._let_go_of_pins(key)
 
     async def _follow_pushes(self) -> None:
         """Take the branch as GitHub has it when a person pushed on top of Baton's work."""
@@ -484,6 +494,7 @@ class Execution:
         """Every task was skipped or changed nothing: the run ends without a pull request."""
         reason = "no task changed a file, so there is nothing to propose"
         await end_run(self.context, self.run, self.repo, RunState.done, reason)
+        await self._let_go_of_pins()
         done = await self._status_text(f"**Done**: {reason}.")
         await show_status(self.context, self.run, self.repo, done)
 
@@ -604,6 +615,7 @@ class Execution:
         def count(session: Session) -> None:
             task = self._task_in(session, key)
             task.attempts = number
+            task.approved_by = None  # new work: an approval was for the change a person saw
 
         await self.context.store.run(count)
 
@@ -650,6 +662,7 @@ class Execution:
 
         await self.context.store.run(finish)
         self.run.check_run_id = check_id
+        await self._let_go_of_pins()
 
     async def _cancelled(self) -> bool:
         def state(session: Session) -> str | None:
@@ -670,6 +683,27 @@ class Execution:
                 return TaskState(task.state)
             await asyncio.sleep(POLL_SECONDS)
         return TaskState.cancelled
+
+    async def _take_slot(self, key: str) -> None:
+        """Wait until both caps leave a worker slot, then hold it: the task is running."""
+        while True:
+            if await self._cancelled():
+                raise RunCancelled(self.run.id)
+            async with self._slots:
+                views = await self._views()
+                running = sum(view.state in RUNNING_STATES for view in views)
+                if running < self.config.max_parallel and await self._free() > 0:
+                    await self._set_state(key, TaskState.running)
+                    return
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def _let_go_of_pins(self, key: str | None = None) -> None:
+        """Unpin the task's commit, or all of the run's: best effort, since a pin left behind
+        costs a little disk and the work it kept is on the branch or no longer wanted."""
+        try:
+            await self.mirror.unpin(self.run.id, key)
+        except GitError as error:
+            log.warning("pins of run %s (%s) stay: %s", self.run.id, key or "all tasks", error)
 
     async def _free(self) -> int:
         def running(session: Session) -> int:
@@ -791,3 +825,8 @@ def _final_plan(approved: Sequence[Plan]) -> Plan:
             tasks.setdefault(task.id, task)
     summary = "\n\n".join(plan.summary for plan in approved)
     return Plan(summary=summary, tasks=list(tasks.values()))
+
+
+def _end_reason(session: Session, run_id: str) -> str | None:
+    run = session.get(Run, run_id)
+    return run.error if run is not None else None

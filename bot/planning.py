@@ -262,19 +262,29 @@ async def publish_revision(
     *,
     source: str,
     delivery_id: int | None = None,
+    only_while_waiting: bool = False,
 ) -> int | None:
     """Store the plan as the next revision, wait for approval, and show it; returns its number.
 
     With the delivery that asked for it, a revision is stored once: None when it already was.
+    With `only_while_waiting` (a person's edit), None and nothing stored unless the run still
+    waits for approval. A revision that comes after the run ended is kept but not shown.
     """
     plan, check = planned.plan, planned.check
 
-    def store(session: Session) -> int | None:
+    def store(session: Session) -> tuple[int | None, bool]:
+        current = session.get(Run, run.id)
+        waiting = current is not None and current.state in (
+            RunState.planning,
+            RunState.awaiting_approval,
+        )
+        if only_while_waiting and not waiting:
+            return None, False
         latest = newest_revision(session, run.id)
         number = (latest.number if latest else 0) + 1
         message = f"plan r{number} ({source})"
         if not runs.record_event(session, run.id, PLAN_REVISED, message, delivery_id=delivery_id):
-            return None
+            return None, False
         session.add(
             PlanRevision(
                 run_id=run.id,
@@ -286,15 +296,14 @@ async def publish_revision(
                 created_at=utcnow(),
             )
         )
-        current = session.get(Run, run.id)
         # A `/cancel` while the planner worked wins: the revision is kept, the run stays ended.
-        if current is not None and current.state in (RunState.planning, RunState.awaiting_approval):
+        if current is not None and waiting:
             current.state = RunState.awaiting_approval
             current.updated_at = utcnow()
-        return number
+        return number, waiting
 
-    number = await context.store.run(store)
-    if number is not None:
+    number, waiting = await context.store.run(store)
+    if number is not None and waiting:
         await show_status(context, run, repo, render_revision(context, config, planned, number))
     return number
 

@@ -44,6 +44,7 @@ TASK_COMMANDS = frozenset({"approve-task", "retry", "skip"})
 # A task a person may retry or skip: it stopped, or waits for them.
 STOPPED = frozenset({TaskState.escalated, TaskState.failed, TaskState.awaiting_approval})
 NO_RUN = "There is no active Baton run on this issue."
+NO_LONGER_WAITING = "This run no longer waits for approval."
 NOT_ALLOWED = "only people with write access to this repository can {what}."
 PLAN_APPROVED = "plan.approved"
 
@@ -231,7 +232,7 @@ async def _approve(
             )
         current = session.get(Run, run.id)
         if current is None or current.state != RunState.awaiting_approval:
-            return "This run no longer waits for approval."
+            return NO_LONGER_WAITING
         message = f"r{newest.number} approved by @{sender}"
         if runs.record_event(session, run.id, PLAN_APPROVED, message, delivery_id=delivery_id):
             newest.approved_by, newest.approved_at = sender, utcnow()
@@ -265,7 +266,7 @@ async def _revise(
         current = session.get(Run, run.id)
         # Checked again here: a /cancel or an approval may have landed since `_obey` looked.
         if current is None or current.state != RunState.awaiting_approval:
-            return "This run no longer waits for approval."
+            return NO_LONGER_WAITING
         if runs.record_event(
             session,
             run.id,
@@ -299,10 +300,18 @@ async def _edit(
     if check.errors:
         return render_problems(EDIT_REFUSED, check.errors)
     planned = Planned(plan, check)
-    await publish_revision(
-        context, run, repo, config, planned, source="edit", delivery_id=delivery_id
+    number = await publish_revision(
+        context,
+        run,
+        repo,
+        config,
+        planned,
+        source="edit",
+        delivery_id=delivery_id,
+        only_while_waiting=True,
     )
-    return None
+    # Checked again as it was stored: an approval or a /cancel may have landed meanwhile.
+    return NO_LONGER_WAITING if number is None else None
 
 
 async def _steer_task(
@@ -318,6 +327,12 @@ async def _steer_task(
         ).first()
         if task is None:
             return f"This run has no task {command.task_id}."
+        if command.name == "approve-task" and task.state != TaskState.awaiting_approval:
+            # An approval is for work a person has seen: none waits yet, or it is in already.
+            return (
+                f"{task.key} is {task.state}; `/approve-task` applies once its accepted change "
+                "waits for approval."
+            )
         if command.name != "approve-task" and task.state not in STOPPED:
             return f"{task.key} is {task.state}; `/{command.name}` applies to a stopped task."
         kind = _obeyed_kind(command)

@@ -262,6 +262,10 @@ def test_cancel_during_execution_stops_the_work_and_pushes_nothing(
     with engine.connect() as connection:
         states = connection.execute(sa.text("SELECT DISTINCT state FROM tasks")).scalars().all()
     assert states == ["cancelled"]
+    # The status ends showing the cancel, with every task, however a live update raced it.
+    status = wait_for(lambda: "**Cancelled**:" in world.status() and world.status(), timeout=30)
+    assert "**Cancelled**: cancelled by @&#8205;alice." in status
+    assert "- [ ] **T1** Step T1 — cancelled" in status
 
 
 def test_tasks_that_write_one_file_never_run_at_the_same_time(

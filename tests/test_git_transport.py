@@ -239,6 +239,22 @@ async def test_a_task_commit_outlives_git_gc_until_it_is_unpinned(mirror: Mirror
     assert not gc_then_has_commit()
 
 
+async def test_a_run_that_ends_lets_go_of_every_pin_it_has_and_only_its_own(
+    mirror: Mirror,
+) -> None:
+    await mirror.update()
+    for run_id, task_id in [("run-1", "T1"), ("run-1", "T2"), ("run-2", "T1")]:
+        worktree = await mirror.add_worktree(run_id, task_id, "main")
+        await commit_files(worktree, {f"{task_id}.txt": run_id}, f"Add {task_id}")
+        await worktree.remove()
+
+    await mirror.unpin("run-1")
+    await mirror.unpin("run-1")  # nothing left: harmless
+
+    pins = git("for-each-ref", "--format=%(refname)", "refs/baton", cwd=mirror.path)
+    assert pins.split() == ["refs/baton/run-2/T1"]
+
+
 async def test_commit_with_a_given_identity(mirror: Mirror) -> None:
     await mirror.update()
     worktree = await mirror.add_worktree("run-1", "T1", "main")

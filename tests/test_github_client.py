@@ -365,17 +365,34 @@ async def test_a_review_comment_is_answered_once_per_key_however_often_asked(
     )
     first, second = (comment["id"] for comment in submitted["comments"])
     # A person quoting the marker in the thread is not Baton's reply.
-    github.add_review_reply(REPO, first, f"Like this? {reply_marker('run1:a')}")
-    one = await repo.reply_to_review_comment(pull.number, first, "run1:a", "Done.")
-    again = await repo.reply_to_review_comment(pull.number, first, "run1:a", "Done.")
-    # The same key in another thread is another reply.
-    other = await repo.reply_to_review_comment(pull.number, second, "run1:a", "Done.")
+    github.add_review_reply(REPO, first, f"Like this? {reply_marker(f'run1:{first}')}")
+    one = await repo.reply_to_review_comment(pull.number, first, f"run1:{first}", "Done.")
+    again = await repo.reply_to_review_comment(pull.number, first, f"run1:{first}", "Done.")
+    other = await repo.reply_to_review_comment(pull.number, second, f"run1:{second}", "Done.")
     assert one == again != other
     baton = [
         r for r in github.review_comment_replies(REPO, pull.number) if r["user"]["type"] == "Bot"
     ]
     assert sorted((r["id"], r["in_reply_to_id"]) for r in baton) == [(one, first), (other, second)]
     assert github.unknown_requests() == []
+
+
+async def test_a_reply_to_a_reply_is_found_again_though_github_files_it_under_the_thread(
+    github: GitHubDouble, repo: RepoClient
+) -> None:
+    pull, submitted = await reviewed_pull(github, repo, "COMMENTED", "", {1: "Say more."})
+    (top,) = (comment["id"] for comment in submitted["comments"])
+    follow_up = github.add_review_reply(REPO, top, "And rename it, please.")["id"]
+
+    key = f"run1:{follow_up}"
+    one = await repo.reply_to_review_comment(pull.number, follow_up, key, "Renamed.")
+    again = await repo.reply_to_review_comment(pull.number, follow_up, key, "Renamed.")
+
+    assert one == again
+    baton = [
+        r for r in github.review_comment_replies(REPO, pull.number) if r["user"]["type"] == "Bot"
+    ]
+    assert [(r["id"], r["in_reply_to_id"]) for r in baton] == [(one, top)]
 
 
 async def test_no_request_went_to_a_route_the_double_does_not_know(

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from bot.github.repo import status_marker
 from bot.plan.render import (
     FINDINGS_CHARS,
     GITHUB_BODY_CHARS,
@@ -275,3 +276,19 @@ def test_text_too_long_with_nothing_left_to_drop_is_cut_at_a_line_end() -> None:
 
     assert len(text) <= len(LEFT_OUT) + 60
     assert text.endswith(f"line\n\n{LEFT_OUT}\n")
+
+
+def test_a_huge_summary_is_cut_and_the_tables_and_tests_stay() -> None:
+    huge = Plan(summary="word\n\n" * 20_000, tasks=PLAN.tasks)
+    progress = replace(progress_of("integrated", "integrated", "integrated"), plan=huge)
+    marker = status_marker("0123456789abcdef")
+
+    status = render_status("**Done**", progress)
+    body = pull_request(progress)
+
+    for text in (status, body):
+        assert len(f"{marker}\n{text}") <= GITHUB_BODY_CHARS  # as the client posts it
+        assert "more characters" in text
+        assert "| T3 |" in text
+    assert "- [x] **T3**" in status
+    assert "## Tests" in body

@@ -17,7 +17,9 @@ from bot.config import RepoConfig
 from bot.executor import JobContext
 from bot.github.repo import GitHubError
 from bot.jobs import JOBS
-from bot.planning import newest_revision, repo_client
+from bot.plan.schema import Plan
+from bot.plan.validate import PlanCheck
+from bot.planning import Planned, newest_revision, publish_revision, repo_client
 from bot.store.models import Delivery, Job, PlanRevision, Run, RunState, Task, TimelineEvent
 from bot.task_rows import add_task_rows
 from tests.doubles.fixtures import REPOSITORY
@@ -268,22 +270,27 @@ async def test_a_retry_run_again_after_the_task_failed_again_does_not_retry_it_t
     assert await picture(context, github, models) == before
 
 
+async def moved_on_meanwhile(context: JobContext, models: ModelDouble, state: RunState) -> Run:
+    """A run whose plan waited for approval when a command's job read it, and which a
+    concurrent approval or `/cancel` has since moved to `state`; returns the stale copy."""
+    await planned(context, models)
+    stale = await the_run(context)
+
+    def move(session: Session) -> None:
+        run = session.get(Run, stale.id)
+        assert run is not None
+        run.state = state
+
+    await context.store.run(move)
+    return stale
+
+
 async def test_a_revise_request_that_finds_the_run_cancelled_meanwhile_changes_nothing(
     context: JobContext, github: GitHubDouble, models: ModelDouble
 ) -> None:
-    await planned(context, models)
-    stale = await the_run(context)  # as `steer` read it, before a /cancel landed
+    stale = await moved_on_meanwhile(context, models, RunState.cancelled)
+    before = await picture(context, github, models)
 
-    def cancel(session: Session) -> None:
-        run = session.get(Run, stale.id)
-        assert run is not None
-        run.state = RunState.cancelled
-
-    def plan_jobs(session: Session) -> int:
-        return len(session.exec(select(Job).where(Job.name == "plan_run")).all())
-
-    await context.store.run(cancel)
-    queued = await context.store.run(plan_jobs)
     answer = await steering._revise(
         context,
         stale,
@@ -293,5 +300,36 @@ async def test_a_revise_request_that_finds_the_run_cancelled_meanwhile_changes_n
     )
 
     assert answer == "This run no longer waits for approval."
-    assert (await the_run(context)).state == RunState.cancelled
-    assert await context.store.run(plan_jobs) == queued
+    assert await picture(context, github, models) == before
+
+
+async def test_an_edit_that_finds_the_plan_approved_meanwhile_stores_and_shows_nothing(
+    context: JobContext, github: GitHubDouble, models: ModelDouble
+) -> None:
+    stale = await moved_on_meanwhile(context, models, RunState.executing)
+    before = await picture(context, github, models)
+    edit = Command("edit-plan", plan_yaml=yaml.safe_dump(EDITED))
+
+    answer = await steering._edit(context, stale, repo_client(context, stale), edit, 1)
+
+    assert answer == "This run no longer waits for approval."
+    assert await picture(context, github, models) == before
+
+
+async def test_a_plan_finished_after_a_cancel_is_kept_but_not_shown(
+    context: JobContext, github: GitHubDouble, models: ModelDouble
+) -> None:
+    stale = await moved_on_meanwhile(context, models, RunState.cancelled)
+    before = await picture(context, github, models)
+    config = RepoConfig.model_validate(stale.config)
+    planned_again = Planned(Plan.model_validate(EDITED), PlanCheck((), (), frozenset()))
+
+    number = await publish_revision(
+        context, stale, repo_client(context, stale), config, planned_again, source="planner"
+    )
+
+    after = await picture(context, github, models)
+    assert number == 2
+    assert [revision[0] for revision in after["revisions"]] == [1, 2]
+    assert after["run"] == before["run"]  # still cancelled
+    assert after["comments"] == before["comments"]  # the status was not replaced

@@ -15,7 +15,7 @@ from typing import Literal
 
 from bot.git.auth import TokenProvider, secret_forms, token_environment
 from bot.git.runner import GitError, GitOutput, GitRunner, failure
-from bot.git.worktree import Worktree, add_worktree, pin_ref
+from bot.git.worktree import Worktree, add_worktree, pin_ref, run_pins
 
 _OWNER = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
 _REPO = re.compile(r"[A-Za-z0-9_.-]{1,100}")
@@ -205,9 +205,19 @@ class Mirror:
             admin_lock=self._locks.worktrees,
         )
 
-    async def unpin(self, run_id: str, task_id: str) -> None:
-        """Let the task's pinned commit go (`pin_ref`): its change is on the run branch now."""
-        await self._runner.run(["update-ref", "-d", pin_ref(run_id, task_id)], cwd=self.path)
+    async def unpin(self, run_id: str, task_id: str | None = None) -> None:
+        """Let the task's pinned commit go (`pin_ref`), or every one of the run's without
+        `task_id`: its change is on the run branch now, or the run has ended."""
+        if task_id is not None:
+            await self._runner.run(["update-ref", "-d", pin_ref(run_id, task_id)], cwd=self.path)
+            return
+        listed = ["for-each-ref", "--format=%(refname)", run_pins(run_id)]
+        pins = (await self._runner.run(listed, cwd=self.path)).stdout.split()
+        commands = "".join(f"delete {ref}\n" for ref in pins)
+        if commands:
+            await self._runner.run(
+                ["update-ref", "--stdin"], cwd=self.path, stdin=commands.encode()
+            )
 
     async def push(self, branch: str, sha: str, expected: str | None) -> None:
         """Set GitHub's `branch` to `sha`, only if it is still at `expected` (None: must not exist).

@@ -17,9 +17,14 @@ _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 PIN_PREFIX = "refs/baton"
 
 
+def run_pins(run_id: str) -> str:
+    """The folder of refs that pin run `run_id`'s task commits."""
+    return f"{PIN_PREFIX}/{check_id('run id', run_id)}/"
+
+
 def pin_ref(run_id: str, task_id: str) -> str:
     """The ref that keeps task `task_id`'s newest commit from git's garbage collection."""
-    return f"{PIN_PREFIX}/{check_id('run id', run_id)}/{check_id('task id', task_id)}"
+    return run_pins(run_id) + check_id("task id", task_id)
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,6 @@ class ReviewComment:
     line: int | None
     body: str
     author_is_bot: bool = False
-    in_reply_to: int | None = None  # the thread's first comment, for a reply
 
 
 @dataclass(frozen=True)
@@ -337,9 +336,10 @@ class RepoClient:
         """
         marker = reply_marker(key)
         for comment in await self._review_comments(pull_number):
-            # Only a bot's reply counts: people may quote the marker.
-            mine = comment.author_is_bot and comment.body.rstrip().endswith(marker)
-            if mine and comment.in_reply_to == comment_id:
+            # Only a bot's reply counts: people may quote the marker. The thread is not compared:
+            # GitHub files a reply to a reply under the thread's first comment, and `key` is
+            # enough to tell Baton's replies apart.
+            if comment.author_is_bot and comment.body.rstrip().endswith(marker):
                 return comment.id
         # The marker goes last, so the thread and its notifications start with the answer.
         text = f"{body}\n\n{marker}"
@@ -452,7 +452,6 @@ def _pull(pull: Any) -> PullRequest:
 
 def _review_comment(comment: Any) -> ReviewComment:
     user = comment.user
-    in_reply_to = getattr(comment, "in_reply_to_id", None)
     return ReviewComment(
         id=comment.id,
         author=user.login if user else "",
@@ -460,5 +459,4 @@ def _review_comment(comment: Any) -> ReviewComment:
         line=comment.line if isinstance(comment.line, int) else None,
         body=comment.body,
         author_is_bot=bool(user and user.type == "Bot"),
-        in_reply_to=in_reply_to if isinstance(in_reply_to, int) else None,
     )

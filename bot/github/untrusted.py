@@ -32,7 +32,7 @@ def prepare_untrusted(text: str, limit: int = DEFAULT_LIMIT) -> str:
     text = "".join(char for char in text if _visible(char))
     # Invisible characters are gone first, so they cannot split `<!` from `--` to dodge this.
     text = _without_hidden_markup(text).strip()
-    return _capped(text, limit)
+    return capped(text, limit)
 
 
 def _without_hidden_markup(text: str) -> str:
@@ -52,7 +52,8 @@ def _visible(char: str) -> bool:
     return category not in _INVISIBLE_CATEGORIES and not category.startswith("C")
 
 
-def _capped(text: str, limit: int) -> str:
+def capped(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, with a note saying how many were left out."""
     if len(text) <= limit:
         return text
     kept = limit - len(TRUNCATION_MARK.format(omitted=len(text)))

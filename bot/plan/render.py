@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from bot.github.untrusted import prepare_untrusted
+from bot.github.untrusted import capped, prepare_untrusted
 from bot.llm.pricing import PriceTable
 from bot.llm.types import Usage
 from bot.plan.schema import Plan
@@ -30,9 +30,11 @@ MERMAID_LABEL_CHARS = 60  # longer labels make boxes too wide to read
 GATE_TEXT = "needs /approve-task"
 TEST_OUTPUT_CHARS = 3000  # the tail of the test run: where the failures are
 FINDINGS_CHARS = 4000  # per task, so a talkative analyst cannot fill the body
-DONE_STATES = frozenset({"accepted", "integrated"})
+CHECKED_STATES = frozenset({"accepted", "integrated"})  # the task's work is done and accepted
 GITHUB_BODY_CHARS = 65_536  # GitHub refuses a longer comment or pull request body
-LEFT_OUT = "_Left out here to stay within GitHub's size limit; `GET /runs/{id}` has it all._"
+MARKER_ROOM = 256  # for the hidden marker the GitHub client adds to a comment
+SUMMARY_CHARS = 4_000  # a plan's summary is a paragraph or two; more is cut
+LEFT_OUT = "_Left out here to stay within GitHub's size limit; Baton's run record has it all._"
 # Graph colours per task state (GitHub's own palette); a state not listed keeps the default.
 _STATE_STYLES = {
     "running": "fill:#ddf4ff,stroke:#0969da",
@@ -81,7 +83,7 @@ def render_plan(
     say why it is unknown), the plan as YAML, and `commands`, the ones that apply now."""
     sections: list[str | Droppable] = [
         f"## {markdown_text(heading)}",
-        markdown_text(plan.summary),
+        markdown_text(capped(plan.summary, SUMMARY_CHARS)),
         _task_table(plan, check.gated),
         _bullets("Problems", check.errors),
         _bullets("Warnings", check.warnings),
@@ -192,7 +194,9 @@ class Droppable:
     rank: int
 
 
-def within_github_limit(sections: Sequence[str | Droppable], limit: int = GITHUB_BODY_CHARS) -> str:
+def within_github_limit(
+    sections: Sequence[str | Droppable], limit: int = GITHUB_BODY_CHARS - MARKER_ROOM
+) -> str:
     """The non-empty sections joined by blank lines. While that is longer than `limit`, the
     droppable section of the highest rank is replaced by `LEFT_OUT`; if that is not enough
     (a huge summary), the text is cut at a line end and `LEFT_OUT` added."""
@@ -214,7 +218,7 @@ def _joined(parts: Sequence[str | Droppable]) -> str:
 def task_checklist(tasks: Sequence[TaskProgress]) -> str:
     """A Markdown task list: each task's id, title and state, checked once its work is in."""
     return "\n".join(
-        f"- [{'x' if task.state in DONE_STATES else ' '}] **{markdown_text(task.key)}** "
+        f"- [{'x' if task.state in CHECKED_STATES else ' '}] **{markdown_text(task.key)}** "
         f"{markdown_text(task.title)} — {markdown_text(task.state.replace('_', ' '))}"
         for task in tasks
     )
@@ -393,8 +397,9 @@ def _findings(findings: Sequence[Finding]) -> str:
 
 
 def _paragraphs(text: str) -> str:
-    """Text with its paragraphs kept apart, each one line of inert Markdown."""
-    paragraphs = (markdown_text(part) for part in re.split(r"\n\s*\n", text))
+    """Text with its paragraphs kept apart, each one line of inert Markdown, cut to
+    `SUMMARY_CHARS` so that a long one cannot push the tables out of a body."""
+    paragraphs = (markdown_text(part) for part in re.split(r"\n\s*\n", capped(text, SUMMARY_CHARS)))
     return "\n\n".join(paragraph for paragraph in paragraphs if paragraph)
 
 

@@ -1,0 +1,114 @@
+"""A task that writes a protected path waits for a person's `/approve-task`, and the approval
+holds only for the change the person saw."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+from tests.doubles.fixtures import commit_files
+from tests.doubles.models import ModelReply, RecordedCall
+from tests.support import wait_for
+from tests.test_execution import (
+    BRANCH,
+    FILES,
+    TEST_COMMAND,
+    attempts,
+    branch_log,
+    models_for,
+    who,
+)
+from tests.world import World, plan, task, wait_for_run
+
+ONE_GATED_TASK = plan(task("T1", [], [FILES["T1"]]))
+
+
+def gate(engine: sa.Engine) -> tuple[str, int] | None:
+    """T1's state and how many attempts it has had; None before the plan is approved."""
+    with engine.connect() as connection:
+        query = sa.text("SELECT state, attempts FROM tasks WHERE key = 'T1'")
+        row = connection.execute(query).one_or_none()
+        return None if row is None else (str(row[0]), int(row[1]))
+
+
+def events(engine: sa.Engine) -> list[str]:
+    with engine.connect() as connection:
+        query = "SELECT kind FROM timeline_events WHERE task_key = 'T1' ORDER BY id"
+        return list(connection.execute(sa.text(query)).scalars())
+
+
+def gated_run_approved(
+    world: World, engine: sa.Engine, policy: Callable[[RecordedCall], ModelReply]
+) -> None:
+    """T1 writes a protected path; the issue is labelled and its plan approved."""
+    config = f"test_command: {TEST_COMMAND}\nprotected_paths: [{FILES['T1']}]\n"
+    commit_files(world.github, {".github/baton.yml": config})
+    world.models.policy = policy
+    world.label()
+    wait_for_run(world, engine, "awaiting_approval")
+    world.comment("/approve-plan")
+
+
+def test_work_redone_after_a_conflict_needs_approving_again(
+    world: World, engine: sa.Engine
+) -> None:
+    quick = models_for(ONE_GATED_TASK)
+    pushed: list[str] = []
+
+    def answer(call: RecordedCall) -> ModelReply:
+        if who(call)[0] == "reviewer" and not pushed:
+            # While T1 is reviewed, a person pushes their own version of its file.
+            pushed.append(commit_files(world.github, {FILES["T1"]: "PERSON = 1\n"}, branch=BRANCH))
+        return quick(call)
+
+    gated_run_approved(world, engine, answer)
+    wait_for(lambda: gate(engine) == ("awaiting_approval", 1), timeout=120)
+    world.comment("/approve-task T1")
+
+    # The approved change no longer applies: the worker redoes it, and the new change waits
+    # for a person again instead of going in on the first approval.
+    wait_for(lambda: gate(engine) == ("awaiting_approval", 2), timeout=120)
+    time.sleep(2)  # the first approval, were it kept, would have let the new change in by now
+    assert gate(engine) == ("awaiting_approval", 2)
+    assert branch_log(world.github) == ["Maintainer's change"]
+    world.comment("/approve-task T1")
+    wait_for_run(world, engine, "pr_open")
+
+    assert branch_log(world.github) == ["Maintainer's change", "T1: Step T1"]
+    assert [row.number for row in attempts(engine)] == [1, 2]
+    # The second attempt held a worker slot: T1 was running again between the two waits.
+    kinds = events(engine)
+    first_wait = kinds.index("task.awaiting_approval")
+    assert "task.running" in kinds[first_wait:]
+
+
+def test_an_approval_before_the_work_waits_for_it_is_refused_and_not_kept(
+    world: World, engine: sa.Engine
+) -> None:
+    quick = models_for(ONE_GATED_TASK)
+
+    def thinking(call: RecordedCall) -> ModelReply:
+        if who(call)[0] == "worker":
+            time.sleep(1.5)  # the early approval arrives while the worker is at it
+        return quick(call)
+
+    gated_run_approved(world, engine, thinking)
+    wait_for(lambda: gate(engine) == ("running", 1), timeout=120)
+    world.comment("/approve-task T1")
+
+    (reply,) = wait_for(lambda: [r for r in world.replies() if "/approve-task" in r], timeout=60)
+    assert re.search(
+        r"T1 is (running|reviewing); `/approve-task` applies once its accepted change waits "
+        "for approval.$",
+        reply,
+    )
+    wait_for(lambda: gate(engine) == ("awaiting_approval", 1), timeout=120)
+    time.sleep(2)  # an approval kept from before would have let it in by now
+    assert gate(engine) == ("awaiting_approval", 1)
+    assert branch_log(world.github) == []
+    world.comment("/approve-task T1")
+    wait_for_run(world, engine, "pr_open")
+    assert branch_log(world.github) == ["T1: Step T1"]
