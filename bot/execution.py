@@ -522,13 +522,7 @@ class Execution:
             assert run is not None
             if run.base_sha is None:
                 run.base_sha = base
-            approved = session.exec(
-                select(PlanRevision)
-                .where(
-                    PlanRevision.run_id == self.run.id, col(PlanRevision.approved_by).is_not(None)
-                )
-                .order_by(col(PlanRevision.number))
-            ).all()
+            approved = _approved_revisions(session, self.run.id)
             assert approved, "an executing run has an approved revision"
             existing = {
                 t.key: t for t in session.exec(select(Task).where(Task.run_id == self.run.id))
@@ -761,13 +755,7 @@ class Execution:
         """The run's plan (its approved revisions as one), every task as it stands, the spend."""
 
         def read(session: Session) -> RunProgress:
-            revisions = session.exec(
-                select(PlanRevision)
-                .where(
-                    PlanRevision.run_id == self.run.id, col(PlanRevision.approved_by).is_not(None)
-                )
-                .order_by(col(PlanRevision.number))
-            ).all()
+            revisions = _approved_revisions(session, self.run.id)
             spent, unpriced = run_total(session, self.run.id)
             return RunProgress(
                 plan=_final_plan([Plan.model_validate(revision.plan) for revision in revisions]),
@@ -830,3 +818,13 @@ def _final_plan(approved: Sequence[Plan]) -> Plan:
 def _end_reason(session: Session, run_id: str) -> str | None:
     run = session.get(Run, run_id)
     return run.error if run is not None else None
+
+
+def _approved_revisions(session: Session, run_id: str) -> Sequence[PlanRevision]:
+    """The run's approved plan revisions, oldest first: together they are its plan."""
+    query = (
+        select(PlanRevision)
+        .where(PlanRevision.run_id == run_id, col(PlanRevision.approved_by).is_not(None))
+        .order_by(col(PlanRevision.number))
+    )
+    return session.exec(query).all()

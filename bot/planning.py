@@ -35,7 +35,7 @@ from bot.plan.render import (
     unpriced_models,
 )
 from bot.plan.schema import Plan
-from bot.plan.validate import PlanCheck, PlanRules, check_plan, protected
+from bot.plan.validate import PlanCheck, PlanRules, check_plan, writes_protected
 from bot.store.models import PlanRevision, Run, RunState, TimelineEvent
 from bot.store.types import utcnow
 
@@ -325,9 +325,7 @@ async def show_newest_revision(context: JobContext, run: Run) -> None:
     # A stored revision passed its check: only its warnings were kept, and its gates follow
     # from the configuration.
     gated = frozenset(
-        task.id
-        for task in plan.tasks
-        if any(protected(path, config.protected_paths) for path in task.files)
+        task.id for task in plan.tasks if writes_protected(task, config.protected_paths)
     )
     planned = Planned(plan, PlanCheck((), warnings, gated))
     text = render_revision(context, config, planned, number)

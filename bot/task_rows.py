@@ -6,7 +6,7 @@ from sqlmodel import Session
 
 from bot.config import RepoConfig
 from bot.plan.schema import Plan, PlanTask
-from bot.plan.validate import protected
+from bot.plan.validate import writes_protected
 from bot.store.models import PlanRevision, Task, TaskState
 
 
@@ -38,6 +38,6 @@ def _task_row(run_id: str, revision: PlanRevision, planned: PlanTask, config: Re
         files=planned.files,
         context_files=planned.context_files,
         effort=planned.effort,
-        needs_approval=any(protected(path, config.protected_paths) for path in planned.files),
+        needs_approval=writes_protected(planned, config.protected_paths),
         state=TaskState.pending,
     )

@@ -312,9 +312,11 @@ def review_tasks(comment_ids: list[int]) -> Callable[[RecordedCall], ModelReply]
     return answer
 
 
-def submit_review(world: World, pull_number: int, comments: list[str]) -> list[int]:
-    """Alice requests changes with one review comment per text on T1's file; GitHub delivers
-    the review. Returns the comments' ids."""
+def submit_review(
+    world: World, pull_number: int, comments: list[str], comment_ids: list[int]
+) -> None:
+    """Alice requests changes with one review comment per text on T1's file, whose ids go into
+    `comment_ids` before GitHub delivers the review (the review planner reads them)."""
     review = world.github.add_review(
         REPOSITORY,
         pull_number,
@@ -327,8 +329,8 @@ def submit_review(world: World, pull_number: int, comments: list[str]) -> list[i
     body["pull_request"]["number"] = pull_number
     body["review"] = {**body["review"], "id": review["id"], "state": "changes_requested"}
     body["sender"]["login"] = "alice"
+    comment_ids.extend(comment["id"] for comment in review["comments"])
     assert world.github.send_webhook(world.url, "pull_request_review", body).status_code == 202
-    return [comment["id"] for comment in review["comments"]]
 
 
 def test_a_review_with_two_comments_becomes_tasks_commits_and_replies(
@@ -338,7 +340,7 @@ def test_a_review_with_two_comments_becomes_tasks_commits_and_replies(
     approved(world, engine, review_tasks(comment_ids))
     wait_for_run(world, engine, "pr_open")
     (pull,) = world.github.pulls(REPOSITORY)
-    comment_ids += submit_review(world, pull["number"], ["Add a dial next to this.", "And a knob."])
+    submit_review(world, pull["number"], ["Add a dial next to this.", "And a knob."], comment_ids)
 
     def replied() -> list[dict[str, Any]]:
         return world.github.review_comment_replies(REPOSITORY, pull["number"])

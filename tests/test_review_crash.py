@@ -12,9 +12,9 @@ from sqlmodel import Session
 
 from bot import revisions
 from tests.doubles.fixtures import REPOSITORY
-from tests.support import count_rows, wait_for
+from tests.support import count_rows
 from tests.test_execution import approved, review_tasks, submit_review
-from tests.world import World, wait_for_run
+from tests.world import World, wait_explained, wait_for_run
 
 
 def test_a_reply_posted_just_before_baton_stopped_is_not_posted_again(
@@ -37,9 +37,10 @@ def test_a_reply_posted_just_before_baton_stopped_is_not_posted_again(
 
     monkeypatch.setattr(revisions, "_replied", stop_once)
     (pull,) = world.github.pulls(REPOSITORY)
-    comment_ids += submit_review(world, pull["number"], ["Add a dial.", "And a knob."])
+    submit_review(world, pull["number"], ["Add a dial.", "And a knob."], comment_ids)
 
-    wait_for(lambda: count_rows(engine, "timeline_events", "kind = 'review.replied'") == 2, 120)
+    replied = "kind = 'review.replied'"
+    wait_explained(engine, lambda: count_rows(engine, "timeline_events", replied) == 2, "reply")
     assert stopped == comment_ids[:1]
     replies: list[dict[str, Any]] = world.github.review_comment_replies(REPOSITORY, pull["number"])
     assert sorted(reply["in_reply_to_id"] for reply in replies) == sorted(comment_ids)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,10 +128,17 @@ def world(tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -
 
 def wait_for_run(world: World, engine: sa.Engine, state: str, timeout: float = 180.0) -> None:
     """Wait until the run is in `state`; on timeout, say where it stood and what it last did."""
+    wait_explained(engine, lambda: world.run_state(engine) == state, f"reach {state}", timeout)
+
+
+def wait_explained(
+    engine: sa.Engine, condition: Callable[[], object], what: str, timeout: float = 180.0
+) -> None:
+    """Wait until `condition()` holds; on timeout, say where the run stood and what it did."""
     try:
-        wait_for(lambda: world.run_state(engine) == state, timeout=timeout)
+        wait_for(condition, timeout=timeout)
     except AssertionError:
-        raise AssertionError(f"run never reached {state}: {_whereabouts(engine)}") from None
+        raise AssertionError(f"run did not {what}: {_whereabouts(engine)}") from None
 
 
 def _whereabouts(engine: sa.Engine) -> str:
@@ -139,7 +146,9 @@ def _whereabouts(engine: sa.Engine) -> str:
         run = connection.execute(sa.text("SELECT state, error FROM runs")).all()
         tasks = connection.execute(sa.text("SELECT key, state FROM tasks ORDER BY id")).all()
         events = connection.execute(
-            sa.text("SELECT kind, message FROM timeline_events ORDER BY id DESC LIMIT 8")
+            sa.text("SELECT kind, message FROM timeline_events ORDER BY id DESC LIMIT 12")
         ).all()
-        jobs = connection.execute(sa.text("SELECT name, state, last_error FROM jobs")).all()
+        jobs = connection.execute(
+            sa.text("SELECT name, state, attempts, last_error FROM jobs ORDER BY id")
+        ).all()
     return f"run {run}; tasks {tasks}; last events {events}; jobs {jobs}"

@@ -51,6 +51,7 @@ class MeteredModel:
         most = self.prices.cost(self.name, projected)
         self.budget.check(projected.total, most)
         # No await between the check and the reservation: no other call can slip in between.
+        # Held until the call's cost is recorded, so a call may briefly count twice, never not.
         with self.budget.reserved(most):
             started = time.perf_counter()
             try:

@@ -82,6 +82,11 @@ def protected(path: str, globs: Iterable[str]) -> bool:
     return any(_glob_pattern(glob).fullmatch(path) for glob in globs)
 
 
+def writes_protected(task: PlanTask, globs: Iterable[str]) -> bool:
+    """Whether the task's write set touches a protected path: it waits for /approve-task."""
+    return any(protected(path, globs) for path in task.files)
+
+
 def parse_plan_yaml(text: str) -> Plan:
     """The plan written as YAML in `text` (an `/edit-plan` comment's block).
 
