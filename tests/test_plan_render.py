@@ -24,7 +24,9 @@ WORKER = "anthropic/claude-sonnet-4-5"
 ORCHESTRATOR = "anthropic/claude-opus-4-6"
 
 
-def task(task_id: str, title: str, *, depends_on: list[str], files: list[str]) -> PlanTask:
+def task(
+    task_id: str, title: str, *, depends_on: list[str], files: list[str], effort: int | None = None
+) -> PlanTask:
     return PlanTask(
         id=task_id,
         title=title,
@@ -33,6 +35,7 @@ def task(task_id: str, title: str, *, depends_on: list[str], files: list[str]) -
         depends_on=depends_on,
         files=files,
         acceptance="the tests pass",
+        effort=effort,
     )
 
 
@@ -41,7 +44,7 @@ def sample_plan(first_title: str = "Add the dial") -> Plan:
         summary="Add a dial widget, then test it. See #12.",
         tasks=[
             task("T1", first_title, depends_on=[], files=["src/dial.py", "migrations/0002.py"]),
-            task("T2", "Test the dial", depends_on=["T1"], files=["tests/test_dial.py"]),
+            task("T2", "Test the dial", depends_on=["T1"], files=["tests/test_dial.py"], effort=2),
             task("T3", "Document the dial", depends_on=["T1"], files=["README.md"]),
         ],
     )
@@ -63,7 +66,8 @@ def test_the_body_shows_each_part_in_order() -> None:
 
     parts = [
         "## Plan r2 — waiting for approval\n\nAdd a dial widget, then test it. See #12.\n\n",
-        "| Task | Role | Title | Depends on | Files | Gate |\n|---|---|---|---|---|---|\n",
+        "| Task | Role | Title | Depends on | Files | Gate | Effort |\n"
+        "|---|---|---|---|---|---|---|\n",
         "```mermaid\nflowchart TD\n",
         "**Estimated cost:** about $0.42 (one worker attempt and one review per task)\n\n",
         "<details><summary>Plan as YAML (r2)</summary>\n\n```yaml\nsummary: ",
@@ -89,9 +93,9 @@ def test_the_table_has_a_row_per_task_with_dependencies_files_and_gates() -> Non
 
     assert (
         "| T1 | implementer | Add the dial | — | src/dial.py<br>migrations/0002.py "
-        "| needs /approve-task |\n"
-        "| T2 | implementer | Test the dial | T1 | tests/test\\_dial.py |  |\n"
-        "| T3 | implementer | Document the dial | T1 | README.md |  |\n"
+        "| needs /approve-task | — |\n"
+        "| T2 | implementer | Test the dial | T1 | tests/test\\_dial.py |  | 2 |\n"
+        "| T3 | implementer | Document the dial | T1 | README.md |  | — |\n"
     ) in body
     assert (
         "**Warnings**\n\n"

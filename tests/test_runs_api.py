@@ -145,6 +145,7 @@ def seed_run_a(session: Session) -> None:
         title="Write the CSV exporter",
         role="implementer",
         files=["app/export.py"],
+        effort=4,
         state="accepted",
         attempts=2,
         commit_sha="a" * 40,
@@ -445,16 +446,18 @@ def test_tasks_carry_their_usage_and_attempts(baton_url: str) -> None:
         "parent_key": None,
         "depends_on": [],
         "files": ["app/export.py"],
+        "effort": 4,
         "commit_sha": "a" * 40,
         "cost_usd": 0.5,
         "unpriced_calls": 1,
         "tokens": {"input": 4800, "output": 650, "cache_read": 500, "cache_write": 0},
     }
-    assert (t2["key"], t2["revision"], t2["depends_on"], t2["state"]) == (
+    assert (t2["key"], t2["revision"], t2["depends_on"], t2["state"], t2["effort"]) == (
         "T2",
         2,
         ["T1"],
         "running",
+        None,
     )
     # Its only call had no known price: the cost is unknown, not zero.
     assert (t2["cost_usd"], t2["unpriced_calls"]) == (None, 1)

@@ -132,6 +132,7 @@ class TaskView(BaseModel):
     parent_key: str | None
     depends_on: list[str]
     files: list[str]
+    effort: int | None  # the planner's 1..5 size, which orders the critical path
     commit_sha: str | None
     cost_usd: float | None
     unpriced_calls: int
@@ -407,6 +408,7 @@ def _task_view(
         parent_key=task.parent_key,
         depends_on=task.depends_on,
         files=task.files,
+        effort=task.effort,
         commit_sha=task.commit_sha,
         cost_usd=spent.cost_usd,
         unpriced_calls=spent.unpriced_calls,

@@ -344,8 +344,8 @@ def markdown_text(text: str) -> str:
 
 def _task_table(plan: Plan, gated: frozenset[str]) -> str:
     rows = [
-        "| Task | Role | Title | Depends on | Files | Gate |",
-        "|---|---|---|---|---|---|",
+        "| Task | Role | Title | Depends on | Files | Gate | Effort |",
+        "|---|---|---|---|---|---|---|",
     ]
     for task in plan.tasks:
         cells = [
@@ -355,6 +355,7 @@ def _task_table(plan: Plan, gated: frozenset[str]) -> str:
             ", ".join(markdown_text(dep) for dep in task.depends_on) or "—",
             "<br>".join(markdown_text(path) for path in task.files) or "—",
             GATE_TEXT if task.id in gated else "",
+            str(task.effort) if task.effort is not None else "—",
         ]
         rows.append(f"| {' | '.join(cells)} |")
     return "\n".join(rows)
