@@ -237,8 +237,8 @@ class Execution:
         await self.context.store.run(stop)
         await self._let_go_of_pins()
         # Shown last, so a live update that raced the cancel cannot leave "Executing" up.
-        reason = await self.context.store.run(lambda session: _end_reason(session, self.run.id))
-        heading = f"**Cancelled**: {markdown_text(reason or 'cancelled')}."
+        reason = (await load_run(self.context, self.run.id)).error or "cancelled"
+        heading = f"**Cancelled**: {markdown_text(reason)}."
         await show_status(self.context, self.run, self.repo, await self._status_text(heading))
 
     # Tasks
@@ -760,7 +760,7 @@ class Execution:
             return RunProgress(
                 plan=_final_plan([Plan.model_validate(revision.plan) for revision in revisions]),
                 revisions=[revision.number for revision in revisions],
-                tasks=self._task_rows(session),
+                tasks=self._task_progress(session),
                 tokens=spent.tokens,
                 usd=spent.usd,
                 unpriced_calls=unpriced,
@@ -768,7 +768,7 @@ class Execution:
 
         return await self.context.store.run(read)
 
-    def _task_rows(self, session: Session) -> list[TaskProgress]:
+    def _task_progress(self, session: Session) -> list[TaskProgress]:
         """Each task with its state, spend, attempts, and the models its attempts recorded
         (the configured one before any has)."""
         configured = chosen_models(self.config)
@@ -813,11 +813,6 @@ def _final_plan(approved: Sequence[Plan]) -> Plan:
             tasks.setdefault(task.id, task)
     summary = "\n\n".join(plan.summary for plan in approved)
     return Plan(summary=summary, tasks=list(tasks.values()))
-
-
-def _end_reason(session: Session, run_id: str) -> str | None:
-    run = session.get(Run, run_id)
-    return run.error if run is not None else None
 
 
 def _approved_revisions(session: Session, run_id: str) -> Sequence[PlanRevision]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 
 import sqlalchemy as sa
 
@@ -15,7 +14,7 @@ from tests.support import wait_for
 from tests.test_execution import (
     BRANCH,
     FILES,
-    TEST_COMMAND,
+    approved,
     attempts,
     branch_log,
     models_for,
@@ -40,16 +39,7 @@ def events(engine: sa.Engine) -> list[str]:
         return list(connection.execute(sa.text(query)).scalars())
 
 
-def gated_run_approved(
-    world: World, engine: sa.Engine, policy: Callable[[RecordedCall], ModelReply]
-) -> None:
-    """T1 writes a protected path; the issue is labelled and its plan approved."""
-    config = f"test_command: {TEST_COMMAND}\nprotected_paths: [{FILES['T1']}]\n"
-    commit_files(world.github, {".github/baton.yml": config})
-    world.models.policy = policy
-    world.label()
-    wait_for_run(world, engine, "awaiting_approval")
-    world.comment("/approve-plan")
+PROTECTED_T1 = f"protected_paths: [{FILES['T1']}]\n"
 
 
 def test_work_redone_after_a_conflict_needs_approving_again(
@@ -64,7 +54,7 @@ def test_work_redone_after_a_conflict_needs_approving_again(
             pushed.append(commit_files(world.github, {FILES["T1"]: "PERSON = 1\n"}, branch=BRANCH))
         return quick(call)
 
-    gated_run_approved(world, engine, answer)
+    approved(world, engine, answer, PROTECTED_T1)
     wait_for(lambda: gate(engine) == ("awaiting_approval", 1), timeout=120)
     world.comment("/approve-task T1")
 
@@ -95,7 +85,7 @@ def test_an_approval_before_the_work_waits_for_it_is_refused_and_not_kept(
             time.sleep(1.5)  # the early approval arrives while the worker is at it
         return quick(call)
 
-    gated_run_approved(world, engine, thinking)
+    approved(world, engine, thinking, PROTECTED_T1)
     wait_for(lambda: gate(engine) == ("running", 1), timeout=120)
     world.comment("/approve-task T1")
 

@@ -76,8 +76,16 @@ def models_for(
     return answer
 
 
-def approved(world: World, engine: sa.Engine, policy: Callable[[RecordedCall], ModelReply]) -> None:
-    commit_files(world.github, {".github/baton.yml": f"test_command: {TEST_COMMAND}\n"})
+def approved(
+    world: World,
+    engine: sa.Engine,
+    policy: Callable[[RecordedCall], ModelReply],
+    more_config: str = "",
+) -> None:
+    """The issue labelled with `policy` answering for the models, and its plan approved; the
+    repository's config sets the test command, then `more_config` (YAML lines)."""
+    config = f"test_command: {TEST_COMMAND}\n{more_config}"
+    commit_files(world.github, {".github/baton.yml": config})
     world.models.policy = policy
     world.label()
     wait_for_run(world, engine, "awaiting_approval")

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from tests.doubles.fixtures import commit_files
-from tests.test_execution import FILES, TEST_COMMAND, attempts, models_for
+from tests.test_execution import FILES, approved, attempts, models_for
 from tests.world import World, plan, task, wait_for_run
 
 SMALL_CHAIN_AND_A_LARGE_TASK = plan(
@@ -19,12 +18,7 @@ SMALL_CHAIN_AND_A_LARGE_TASK = plan(
 def test_the_largest_effort_starts_first_when_one_task_runs_at_a_time(
     world: World, engine: sa.Engine
 ) -> None:
-    config = f"test_command: {TEST_COMMAND}\nmax_parallel: 1\n"
-    commit_files(world.github, {".github/baton.yml": config})
-    world.models.policy = models_for(SMALL_CHAIN_AND_A_LARGE_TASK)
-    world.label()
-    wait_for_run(world, engine, "awaiting_approval")
-    world.comment("/approve-plan")
+    approved(world, engine, models_for(SMALL_CHAIN_AND_A_LARGE_TASK), "max_parallel: 1\n")
     wait_for_run(world, engine, "pr_open")
 
     started = [row.key for row in sorted(attempts(engine), key=lambda row: row.started_at)]

@@ -84,7 +84,7 @@ def render_plan(
     sections: list[str | Droppable] = [
         f"## {markdown_text(heading)}",
         markdown_text(capped(plan.summary, SUMMARY_CHARS)),
-        _task_table(plan, check.gated),
+        _plan_table(plan, check.gated),
         _bullets("Problems", check.errors),
         _bullets("Warnings", check.warnings),
         Droppable(mermaid(plan), 2),
@@ -342,7 +342,7 @@ def markdown_text(text: str) -> str:
     return _LINE_START_MARKUP.sub(r"\1\\\2", text)
 
 
-def _task_table(plan: Plan, gated: frozenset[str]) -> str:
+def _plan_table(plan: Plan, gated: frozenset[str]) -> str:
     rows = [
         "| Task | Role | Title | Depends on | Files | Gate | Effort |",
         "|---|---|---|---|---|---|---|",
