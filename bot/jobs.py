@@ -8,7 +8,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 from sqlmodel import Session
 
-from bot import execution, installations, planning, revisions, runs, steering
+from bot import execution, failures, installations, planning, revisions, runs, steering
 from bot.events import (
     InstallationEvent,
     InstallationRepositoriesEvent,
@@ -118,4 +118,5 @@ JOBS: dict[str, JobFunction] = {
     "handle_review": handle_review,
     "sync_installation": sync_installation,
     "sync_installation_repositories": sync_installation_repositories,
+    failures.ANNOUNCE_JOB: failures.announce_failure,
 }

@@ -376,18 +376,9 @@ async def end_run(
 ) -> None:
     """The run stops for good; the issue may be labelled again for a new one. The timeline
     event names the delivery that ended it, if one did."""
-
-    def end(session: Session) -> None:
-        current = session.get(Run, run.id)
-        if current is None or not current.active:
-            return
-        current.state = state
-        current.active = False
-        current.error = reason
-        current.ended_at = current.updated_at = utcnow()
-        runs.record_event(session, run.id, f"run.{state}", reason, delivery_id=delivery_id)
-
-    await context.store.run(end)
+    await context.store.run(
+        lambda session: runs.end_run_in(session, run.id, state, reason, delivery_id=delivery_id)
+    )
 
 
 def enqueue_planning(session: Session, run_id: str) -> None:

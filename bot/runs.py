@@ -6,12 +6,20 @@ import logging
 import uuid
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from bot.config import RepoConfig
 from bot.events import IssueLabeled
 from bot.store.db import insert_ignoring_conflicts
-from bot.store.models import Run, RunState, TimelineEvent
+from bot.store.models import (
+    AttemptStatus,
+    Run,
+    RunState,
+    Task,
+    TaskAttempt,
+    TaskState,
+    TimelineEvent,
+)
 from bot.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -52,7 +60,9 @@ def start_run(
         "error": problem,
         "trigger_delivery_id": delivery_row_id,
         "triggered_by": event.sender.login,
-        "branch": f"{config.branch_prefix}issue-{event.issue.number}",
+        "branch": run_branch(
+            session, config.branch_prefix, event.repository.id, event.issue.number
+        ),
         "config": config.model_dump(mode="json"),
         "cost_usd": 0.0,
         "created_at": now,
@@ -70,6 +80,57 @@ def start_run(
         delivery_id=delivery_row_id,
     )
     return session.get(Run, run_id)
+
+
+def run_branch(session: Session, prefix: str, repository_id: int, issue_number: int) -> str:
+    """`{prefix}issue-{n}` for an issue's first run, then `-2`, `-3`, …: a new run never pushes
+    to an earlier run's branch (CONTRACT §5)."""
+    earlier = session.exec(
+        select(sa.func.count())
+        .select_from(Run)
+        .where(Run.repository_id == repository_id, Run.issue_number == issue_number)
+    ).one()
+    suffix = f"-{earlier + 1}" if earlier else ""
+    return f"{prefix}issue-{issue_number}{suffix}"
+
+
+def end_run_in(
+    session: Session,
+    run_id: str,
+    state: RunState,
+    reason: str,
+    *,
+    delivery_id: int | None = None,
+) -> bool:
+    """The run stops for good and its issue may be labelled again; False when it had ended
+    already. The timeline event names the delivery that ended it, if one did."""
+    run = session.get(Run, run_id)
+    if run is None or not run.active:
+        return False
+    run.state, run.active, run.error = state, False, reason
+    run.ended_at = run.updated_at = utcnow()
+    record_event(session, run_id, f"run.{state}", reason, delivery_id=delivery_id)
+    return True
+
+
+def fail_run(session: Session, run_id: str, reason: str) -> bool:
+    """End the run `failed` with its unfinished tasks and attempts closed, as when the job
+    driving it gave up; False when it had ended already."""
+    if not end_run_in(session, run_id, RunState.failed, reason):
+        return False
+    unfinished = select(Task).where(
+        Task.run_id == run_id,
+        col(Task.state).not_in([TaskState.integrated, TaskState.skipped]),
+    )
+    for task in session.exec(unfinished):
+        task.state, task.updated_at = TaskState.cancelled, utcnow()
+    running = select(TaskAttempt).where(
+        TaskAttempt.run_id == run_id, TaskAttempt.status == AttemptStatus.running
+    )
+    for attempt in session.exec(running):
+        attempt.status, attempt.error = AttemptStatus.failed, "the run failed"
+        attempt.ended_at = utcnow()
+    return True
 
 
 def record_event(

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from bot.executor import Executor
 from bot.executor.local import ExecutorTuning, LocalExecutor
+from bot.failures import on_job_gave_up
 from bot.ingress import DeliveryRecorder
 from bot.integrations import Integrations
 from bot.jobs import JOBS
@@ -53,6 +54,7 @@ class Baton:
             tuning,
             self.recorder.busy,
             self.integrations,
+            on_gave_up=on_job_gave_up,
         )
 
     def _notify_executor(self) -> None:

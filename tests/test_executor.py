@@ -115,6 +115,56 @@ async def test_job_that_keeps_failing_ends_failed_with_its_last_error(
     assert job.last_error == "ValueError: plan T4 depends on T9, which does not exist"
 
 
+async def test_a_job_that_gives_up_is_told_in_the_transaction_that_fails_it(
+    store: Store, settings: Settings
+) -> None:
+    told: list[tuple[str, dict[str, Any], str, str]] = []
+
+    def gave_up(connection: sa.Connection, name: str, args: Any, error: BaseException) -> None:
+        state = connection.execute(sa.text("SELECT state FROM jobs")).scalar_one()
+        told.append((name, dict(args), str(error), state))
+
+    async def broken(context: JobContext, run_id: str) -> None:
+        raise ValueError("GitHub is down")
+
+    executor = LocalExecutor(
+        store, settings, {"broken": broken}, Metrics(), FAST, on_gave_up=gave_up
+    )
+    await executor.start()
+    try:
+        job_id = await store.run(lambda s: _add(s, "broken", max_attempts=2, run_id="r1"))
+        executor.notify()
+        await wait_for_state(store, job_id, JobState.failed)
+    finally:
+        await executor.stop(grace_seconds=1)
+    # Told once, after the last attempt, seeing the job already failed in the same transaction.
+    assert told == [("broken", {"run_id": "r1"}, "GitHub is down", JobState.failed)]
+
+
+async def test_a_job_whose_give_up_handler_breaks_still_ends_failed(
+    store: Store, settings: Settings
+) -> None:
+    def breaks(connection: sa.Connection, name: str, args: Any, error: BaseException) -> None:
+        connection.execute(sa.text("UPDATE jobs SET name = 'renamed'"))
+        raise RuntimeError("the handler broke")
+
+    async def broken(context: JobContext) -> None:
+        raise ValueError("GitHub is down")
+
+    executor = LocalExecutor(
+        store, settings, {"broken": broken}, Metrics(), FAST, on_gave_up=breaks
+    )
+    await executor.start()
+    try:
+        job_id = await store.run(lambda s: _add(s, "broken", max_attempts=1))
+        executor.notify()
+        job = await wait_for_state(store, job_id, JobState.failed)
+    finally:
+        await executor.stop(grace_seconds=1)
+    # The handler's half-done write was rolled back with its savepoint; the failure stands.
+    assert (job.name, job.last_error) == ("broken", "ValueError: GitHub is down")
+
+
 async def test_unknown_job_name_fails_at_once_with_a_clear_error(
     executors: Factory, store: Store
 ) -> None:

@@ -2,7 +2,8 @@
 
 Claiming a job takes a lease that a heartbeat keeps renewing; a job whose lease ran out belongs to
 a process that died, and is claimed again. Jobs must therefore be idempotent. A failing job is
-retried with exponential backoff up to its `max_attempts`, then left `failed` with its last error.
+retried with exponential backoff up to its `max_attempts`, then left `failed` with its last error;
+`on_gave_up` is told in the same transaction, so what depended on the job never waits for it.
 """
 
 from __future__ import annotations
@@ -51,11 +52,17 @@ class ExecutorTuning:
     concurrency: int = 4
     lease_seconds: float = 60.0
     poll_seconds: float = 2.0
-    backoff_base_seconds: float = 2.0
-    backoff_cap_seconds: float = 300.0
+    # Failures are mostly GitHub or a provider being down or rate limiting: wait minutes, not
+    # seconds, before the last try (30 s doubling: about 4 to 7.5 minutes over five attempts).
+    backoff_base_seconds: float = 30.0
+    backoff_cap_seconds: float = 600.0
     # While webhook deliveries stream in, claiming waits for a quiet moment, at most this long.
     yield_seconds: float = 1.0
     quiet_seconds: float = 0.02
+
+
+# Told, inside the transaction that marks a job failed for good, which job gave up and why.
+GaveUp = Callable[[Connection, str, Mapping[str, JobArg], BaseException], None]
 
 
 class LocalExecutor:
@@ -70,6 +77,7 @@ class LocalExecutor:
         tuning: ExecutorTuning | None = None,
         busy_elsewhere: Callable[[float], bool] | None = None,
         integrations: Integrations | None = None,
+        on_gave_up: GaveUp | None = None,
     ) -> None:
         self.worker_id = f"local-{uuid.uuid4().hex[:12]}"
         self._store = store
@@ -85,6 +93,7 @@ class LocalExecutor:
             integrations=integrations or Integrations.from_settings(settings),
         )
         self._busy_elsewhere = busy_elsewhere
+        self._on_gave_up = on_gave_up
         self._wake = asyncio.Event()
         self._running: dict[int, asyncio.Task[None]] = {}
         self._succeeded: list[int] = []
@@ -268,7 +277,19 @@ class LocalExecutor:
             values |= {"state": JobState.failed, "finished_at": now}
         else:
             values |= {"state": JobState.queued, "run_after": now + self._backoff(job.attempts)}
-        connection.execute(self._mine(job.id).values(**values))
+        settled = connection.execute(self._mine(job.id).values(**values)).rowcount
+        if final and settled:
+            self._tell_gave_up(connection, job, error)
+
+    def _tell_gave_up(self, connection: Connection, job: Claimed, error: Exception) -> None:
+        if self._on_gave_up is None:
+            return
+        try:
+            # A savepoint: if telling fails, the job is still recorded as failed for good.
+            with connection.begin_nested():
+                self._on_gave_up(connection, job.name, job.args, error)
+        except Exception:
+            log.exception("job %s gave up, and what depended on it could not be told", job.name)
 
     def _backoff(self, attempts: int) -> timedelta:
         base = self._tuning.backoff_base_seconds * 2 ** (attempts - 1)

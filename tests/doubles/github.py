@@ -2003,6 +2003,11 @@ class GitHubDouble:
         with self._lock:
             self._state.failures.append(failure)
 
+    def clear_failures(self) -> None:
+        """Forget every failure `fail_next` still had to answer: GitHub is back."""
+        with self._lock:
+            self._state.failures.clear()
+
     def expire_tokens(self) -> None:
         """Every token issued so far now answers 401 Bad credentials; new ones work."""
         with self._lock:
