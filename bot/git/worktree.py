@@ -63,9 +63,14 @@ class Commit:
     stat: DiffStat
 
 
+def is_safe_id(value: str) -> bool:
+    """Whether `value` is safe as a path component and a trailer value (see `check_id`)."""
+    return _ID.fullmatch(value) is not None
+
+
 def check_id(kind: str, value: str) -> str:
     """`value` if it is safe as a path component and a trailer value, else a `ValueError`."""
-    if not _ID.fullmatch(value):
+    if not is_safe_id(value):
         raise ValueError(
             f"{kind} {value!r} is not safe in a path or a commit trailer: use 1 to 64 letters, "
             "digits, '_', '.' or '-', starting with a letter or digit"
