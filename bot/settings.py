@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     # How long a dead process's job waits before another process takes it over.
     job_lease_seconds: float = Field(default=60.0, ge=1.0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Below this much free space on the data directory's disk Baton reports itself not ready.
+    min_free_disk_mb: int = Field(default=1024, ge=0)
     # Deliveries, finished jobs, timeline rows and tool-call outcomes are kept this many days.
     retention_days: int = Field(default=90, ge=1)
     # Price overrides, dollars per million tokens, as JSON: {"openai/my-model": {"input": 0.5,

@@ -76,3 +76,14 @@ def test_setup_mode_without_app_credentials(baton_url: str) -> None:
 
     assert page.status_code == 200
     assert "setup mode" in page.text
+
+
+def test_not_ready_when_the_data_disk_is_nearly_full(settings: Settings) -> None:
+    # The floor is set above the space this disk has, as if the disk were nearly full.
+    crowded = settings.model_copy(update={"min_free_disk_mb": 1 << 40})
+    with serve(create_app(crowded, FAST)) as url:
+        ready = httpx.get(f"{url}/readyz")
+
+    assert ready.status_code == 503
+    assert ready.json()["disk"].startswith("nearly full: ")
+    assert "BATON_MIN_FREE_DISK_MB" in ready.json()["disk"]
