@@ -269,8 +269,10 @@ class Execution:
         )
         number = task.attempts + 1
         await self._count_attempt(key, number)
+        # The run's base commit holds no worker's change: only there may setup reach out.
+        pristine = base == self.run.base_sha
         result = await worker.run(
-            AttemptPlan(self.run.id, task.id or 0, plan_task, number, base, feedback)
+            AttemptPlan(self.run.id, task.id or 0, plan_task, number, base, feedback, pristine)
         )
         if result.status == AttemptStatus.escalated:
             return _Outcome(TaskState.escalated, result.error), None
@@ -341,7 +343,8 @@ class Execution:
             path, extra_read_only=[*self.context.settings.sandbox_toolchains, self.mirror.path]
         )
         if self.commands.setup:
-            await sandbox.run(self.commands.setup, network=True)  # each worktree starts bare
+            # A worker's change is in this worktree: its setup script may be the worker's too.
+            await sandbox.run(self.commands.setup, network=False)
         return await sandbox.run(self.commands.test)
 
     async def _integrate(self, key: str, commit_sha: str) -> None:

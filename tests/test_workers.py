@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from bot.git import Mirror, Mirrors
 from bot.github.client import GitHubApp, GitHubTuning
+from bot.llm.agent import Limits
 from bot.llm.anthropic_adapter import AnthropicModel
 from bot.llm.budget import Budget, BudgetLimits
 from bot.llm.metered import MeteredModel
@@ -271,3 +272,25 @@ async def test_a_patch_that_does_not_apply_names_the_hunk_and_write_file_recover
         ("write_file", True),
         ("run_command", True),
     ]
+
+
+async def test_the_attempts_time_limit_holds_inside_a_turn(store: Store, mirror: Mirror) -> None:
+    task_row = add_task(store, IMPLEMENT)
+    script = [
+        ModelReply("- Wait", [call("run_command", command="sleep 3600")]),
+        ModelReply(tool_calls=[call("finish", summary="Waited.", confidence=0.9)]),
+    ]
+    base = await mirror.resolve("main")
+    with ModelDouble(script) as models:
+        attempt = worker(store, mirror, models, task_row)
+        attempt.limits = Limits(max_turns=40, wall_seconds=2)
+        # The guard only turns a hang into a failure; the limit itself is what ends the wait.
+        result = await asyncio.wait_for(
+            attempt.run(AttemptPlan(RUN_ID, task_row, IMPLEMENT, 1, base)), 300
+        )
+
+    assert result.status == "failed"
+    assert (result.error or "").startswith("no finishing call within ")
+    (row,) = rows(store, TaskAttempt)
+    assert (row.status, row.error) == ("failed", result.error)
+    assert len(models.calls) == 1  # the command was stopped in the first turn

@@ -58,6 +58,9 @@ class AttemptPlan:
     number: int
     base_sha: str
     feedback: str | None = None
+    # Only a worktree at the run's base commit (no worker's change in it) may reach the network,
+    # and only for the setup command.
+    setup_network: bool = False
 
 
 @dataclass
@@ -134,8 +137,11 @@ class WorkerAttempt:
         visible = (*self.toolchains, worktree.mirror_path)
         sandbox = Sandbox(worktree.path, limits=self.sandbox_limits, extra_read_only=visible)
         evidence = _Evidence()
+        clock = _Clock(self.limits.wall_seconds)
         if self.commands.setup:
-            await sandbox.run(self.commands.setup, network=True)  # the one step with a network
+            await sandbox.run(
+                self.commands.setup, network=plan.setup_network, wall_seconds=clock.left()
+            )
         tools = self._tools(worktree.path, plan.task, role, sandbox, evidence)
         recorded = [_recorded(tool, self.store, plan.run_id, attempt_id) for tool in tools]
         model = _FirstReply(await self.model_for(attempt_id), evidence)
@@ -145,7 +151,8 @@ class WorkerAttempt:
             system_prompt(role),
             recorded,
             [Finisher("finish", "Say the task is done.", FinishInput)],
-            limits=self.limits,
+            # The setup took its share of the attempt's time.
+            limits=self.limits._replace(wall_seconds=clock.left()),
         )
         prompt = task_prompt(
             plan.task,
@@ -352,6 +359,19 @@ async def _store_call(
         duration_ms=(time.perf_counter() - started) * 1000,
     )
     await store.run(lambda session: session.add(row))
+
+
+class _Clock:
+    """The time left of an attempt's wall-clock limit (None: no limit)."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self._deadline = None if seconds is None else time.monotonic() + seconds
+
+    def left(self) -> float | None:
+        if self._deadline is None:
+            return None
+        # Never zero or less: a limit reached counts as reached by the next step, at once.
+        return max(self._deadline - time.monotonic(), 0.001)
 
 
 class _FirstReply:
