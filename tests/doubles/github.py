@@ -5,9 +5,8 @@ Answers are GitHub's wire format, so githubkit's generated models parse them, an
 GitHub's rules: App routes need the App's JWT, everything else an unexpired installation token
 whose installation holds the repository. A token asked for some repositories sees only those (any
 other answers 404), and one asked for some permissions is refused what needs others (403), over
-REST and git alike. Branches and file contents live only in bare
-repositories under `root`, read with `git`, so a push through the git server is what the REST
-routes see next.
+REST and git alike. Branches and file contents live only in bare repositories under `root`, read
+with `git`, so a push through the git server is what the REST routes see next.
 """
 
 from __future__ import annotations
@@ -1154,7 +1153,6 @@ class _Call:
     query: dict[str, str]
     body: bytes
     params: dict[str, str] = field(default_factory=dict)
-    installation_id: int | None = None
     token: IssuedToken | None = None
     repository: _Repository | None = None
 
@@ -2328,7 +2326,8 @@ class GitHubDouble:
         return self._with_rate_limit(answer), route_name
 
     def _authorize(self, route: _Route, call: _Call, headers: Mapping[str, str]) -> None:
-        """Fill in the caller's installation and repository, or raise GitHub's refusal."""
+        """Fill in the caller's token and repository, or raise GitHub's refusal: 401 for the
+        credentials, 404 for a repository the token cannot see, 403 for a missing permission."""
         credential = _credential(headers)
         if route.auth == APP_AUTH:
             problem = self._app_auth_problem(credential)
@@ -2341,9 +2340,8 @@ class GitHubDouble:
             call.token = self._state.live_token(token)
             if scheme not in ("token", "bearer") or call.token is None:
                 raise _ApiError(401, "Bad credentials")
-            call.installation_id = call.token.installation_id
         if "owner" in call.params:
-            self._resolve_repository(route, call)
+            self._resolve_repository(call)
         if call.token is not None and not any(call.token.grants(*need) for need in route.needs):
             raise _ApiError(403, NOT_ACCESSIBLE)
 
@@ -2355,7 +2353,7 @@ class GitHubDouble:
             return "A JSON web token could not be decoded: send it as 'Authorization: Bearer'"
         return _jwt_problem(token, self._state)
 
-    def _resolve_repository(self, route: _Route, call: _Call) -> None:
+    def _resolve_repository(self, call: _Call) -> None:
         full_name = f"{call.params['owner']}/{call.params['repo']}"
         repo = self._state.repositories.get(full_name.lower())
         # Like GitHub for a private repository: one the token cannot reach (another
