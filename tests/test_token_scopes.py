@@ -102,7 +102,7 @@ def reaches(github: GitHubDouble, token: str, full_name: str, tmp_path: Path) ->
 
 
 def writes(github: GitHubDouble, token: str, tmp_path: Path) -> list[str]:
-    """What `token` can write to widgets that a planning step never needs: a push, a check run."""
+    """What `token` can write to widgets beyond comments: a push, a check run."""
     can = []
     checkout = Path(tempfile.mkdtemp(dir=tmp_path)) / "checkout"
     url = f"{github.url}/{REPOSITORY}.git"
@@ -117,10 +117,14 @@ def writes(github: GitHubDouble, token: str, tmp_path: Path) -> list[str]:
     return can
 
 
+def canonical(body: Any) -> str:
+    return json.dumps(body, sort_keys=True)
+
+
 def asked(requests: list[RecordedRequest]) -> list[Any]:
-    """The bodies of the token requests, in a stable order."""
+    """The bodies of the token requests, in an order that does not depend on their keys'."""
     bodies = [request.json for request in requests if request.route == TOKEN_ROUTE]
-    return sorted(bodies, key=json.dumps)
+    return sorted(bodies, key=canonical)
 
 
 async def test_a_runs_tokens_cannot_reach_another_repository_of_its_installation(
@@ -213,5 +217,5 @@ def test_a_whole_run_uses_tokens_for_its_repository_with_each_steps_permissions(
     planning = tokens_in(made[:planned])
     assert [writes(world.github, token, tmp_path) for token in planning] == [[]] * len(planning)
     bodies = [{"repositories": ["widgets"], "permissions": p} for p in (PLAN, READ_REVIEW, EXECUTE)]
-    assert asked(made) == sorted(bodies, key=json.dumps)
+    assert asked(made) == sorted(bodies, key=canonical)
     assert [(r.method, r.path) for r in made if r.status == 403] == []
