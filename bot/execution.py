@@ -24,6 +24,7 @@ from bot.config import RepoConfig
 from bot.executor import JobContext
 from bot.git import ApplyConflict, GitError, Mirror, PushRejected
 from bot.github.repo import GitHubError, RepoClient
+from bot.github.scopes import EXECUTE
 from bot.llm.agent import AgentFailed
 from bot.llm.budget import Budget, BudgetExceeded, InFlight
 from bot.llm.metered import MeteredModel
@@ -135,18 +136,17 @@ class Execution:
 
     @classmethod
     async def prepare(cls, context: JobContext, run: Run) -> Execution:
-        mirror = await updated_mirror(context, run)
+        mirror = await updated_mirror(context, run, EXECUTE)
+        repo = repo_client(context, run, EXECUTE)
         config = RepoConfig.model_validate(run.config)
-        base = run.base_sha or await mirror.resolve(
-            (await repo_client(context, run).repository()).default_branch
-        )
+        base = run.base_sha or await mirror.resolve((await repo.repository()).default_branch)
         files = await mirror.files_at(base)
         commands = RepoCommands(
             test=config.test_command or default_test_command(files),
             lint=config.lint_command,
             setup=config.setup_command,
         )
-        execution = cls(context, run, repo_client(context, run), mirror, config, commands)
+        execution = cls(context, run, repo, mirror, config, commands)
         await execution._ready_tasks(base)
         await execution._adopt_pushed()
         return execution

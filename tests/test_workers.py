@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from bot.git import Mirror, Mirrors
 from bot.github.client import GitHubApp, GitHubTuning
+from bot.github.scopes import PLAN, TokenScope
 from bot.llm.agent import Limits
 from bot.llm.anthropic_adapter import AnthropicModel
 from bot.llm.budget import Budget, BudgetLimits
@@ -67,7 +68,7 @@ def store(engine: sa.Engine, database_url: str) -> Iterator[Store]:
 async def mirror(github: GitHubDouble, tmp_path: Path) -> Mirror:
     app = GitHubApp(as_app(Settings(_env_file=None), github), GitHubTuning(write_interval=0.0))  # type: ignore[call-arg]
     mirror = Mirrors(tmp_path / "data", github.url).mirror(
-        REPOSITORY, lambda: app.installation_token(INSTALLATION_ID)
+        REPOSITORY, lambda: app.token(TokenScope(INSTALLATION_ID, REPOSITORY, PLAN))
     )
     await mirror.update()
     return mirror
