@@ -15,6 +15,8 @@ from sqlmodel import Session, col, select
 from bot import retention, runs
 from bot.executor import JobContext
 from bot.executor.local import ExecutorTuning, LocalExecutor
+from bot.git import Mirror
+from bot.github.scopes import PLAN, TokenScope
 from bot.metrics import Metrics
 from bot.settings import Settings
 from bot.store.db import Store
@@ -44,13 +46,13 @@ async def started_run(context: JobContext) -> Run:
     return run
 
 
-async def token(context: JobContext) -> str:
-    return await context.integrations.require_github().installation_token(INSTALLATION_ID)
+def mirror_of(context: JobContext, repository: str = REPOSITORY) -> Mirror:
+    return context.integrations.mirror(TokenScope(INSTALLATION_ID, repository, PLAN))
 
 
 async def test_an_ended_runs_worktrees_and_pins_go_at_once(job_context: JobContext) -> None:
     run = await started_run(job_context)
-    mirror = job_context.integrations.mirrors.mirror(REPOSITORY, lambda: token(job_context))
+    mirror = mirror_of(job_context)
     await mirror.update()
     first = await mirror.add_worktree(run.id, "T1", "main")
     await mirror.add_worktree(run.id, "T2", "main")
@@ -75,7 +77,7 @@ async def test_an_ended_runs_worktrees_and_pins_go_at_once(job_context: JobConte
 
 async def test_a_running_runs_worktrees_stay(job_context: JobContext) -> None:
     run = await started_run(job_context)
-    mirror = job_context.integrations.mirrors.mirror(REPOSITORY, lambda: token(job_context))
+    mirror = mirror_of(job_context)
     await mirror.update()
     worktree = await mirror.add_worktree(run.id, "T1", "main")
 
@@ -89,7 +91,7 @@ async def test_the_sweep_removes_worktrees_a_crash_left_of_ended_and_unknown_run
     job_context: JobContext,
 ) -> None:
     run = await started_run(job_context)
-    mirror = job_context.integrations.mirrors.mirror(REPOSITORY, lambda: token(job_context))
+    mirror = mirror_of(job_context)
     await mirror.update()
     left = await mirror.add_worktree(run.id, "T1", "main")
     stray = job_context.integrations.mirrors.worktrees_root / "0123456789abcdef" / "T9"
@@ -114,7 +116,7 @@ async def test_a_removed_repositorys_mirror_goes_and_an_installed_ones_stays(
     github.add_repository("octo-org/gadgets", INSTALLATION_ID, {"README.md": "# Gadgets\n"})
     mirrors = job_context.integrations.mirrors
     for name in ("octo-org/gadgets", REPOSITORY):
-        await mirrors.mirror(name, lambda: token(job_context)).update()
+        await mirror_of(job_context, name).update()
     assert mirrors.path_of("octo-org/gadgets").exists()
 
     await deliver(job_context, "installation_repositories.removed")  # removes octo-org/gadgets
