@@ -22,11 +22,11 @@ _BLOCK_BYTES = 512
 
 @dataclass(frozen=True)
 class Usage:
-    """What a worktree takes on disk (allocated blocks, each hard-linked file once), and its
-    largest file's length."""
+    """What a worktree takes on disk (allocated blocks, each hard-linked file once), and which
+    files (inode and modification time) are as long as the length asked about or longer."""
 
     bytes: int
-    largest_file: int
+    long_files: frozenset[tuple[int, int]]
 
 
 def hand_over(worktree: Path, user: SandboxUser) -> None:
@@ -53,11 +53,13 @@ def hand_over(worktree: Path, user: SandboxUser) -> None:
             _give(name, folder, user)
 
 
-def measure(worktree: Path) -> Usage:
-    """The disk use of `worktree` now. Folders its owner left closed (`chmod 000`) are opened
-    for the owner first, so nothing can be hidden from the measurement."""
+def measure(worktree: Path, long_file: int) -> Usage:
+    """The disk use of `worktree` now, and its files of `long_file` bytes or more. Folders its
+    owner left closed (`chmod 000`) are opened for the owner first, so nothing can be hidden
+    from the measurement."""
     seen: set[tuple[int, int]] = set()
-    total = largest = 0
+    long_files: set[tuple[int, int]] = set()
+    total = 0
     for _, directories, files, folder in os.fwalk(worktree, follow_symlinks=False):
         for name in directories:
             _let_owner_in(name, folder)
@@ -71,9 +73,9 @@ def measure(worktree: Path) -> Usage:
                     continue
                 seen.add((entry.st_dev, entry.st_ino))
             total += entry.st_blocks * _BLOCK_BYTES
-            if stat.S_ISREG(entry.st_mode):
-                largest = max(largest, entry.st_size)
-    return Usage(total, largest)
+            if stat.S_ISREG(entry.st_mode) and entry.st_size >= long_file:
+                long_files.add((entry.st_ino, entry.st_mtime_ns))
+    return Usage(total, frozenset(long_files))
 
 
 def free_bytes(path: Path) -> int:

@@ -58,7 +58,6 @@ from bot.sandbox.view import (
     inside,
     private_mounts,
     stage_prefix,
-    switch_prefix,
     system_mounts,
 )
 
@@ -146,6 +145,7 @@ class Sandbox:
         self.limits = limits or SandboxLimits()
         self.extra_read_only = tuple(_extra(path, self.worktree) for path in extra_read_only)
         self.user = sandbox_user(self.worktree)
+        self.long_files: frozenset[tuple[int, int]] = frozenset()
         self._checked_bwrap: str | None = None
 
     async def run(
@@ -192,7 +192,10 @@ class Sandbox:
                 "that must stay free; remove what the commands left, or ask the operator"
             )
         disk.hand_over(self.worktree, self.user)
-        used = disk.measure(self.worktree).bytes
+        usage = disk.measure(self.worktree, self.limits.file_bytes)
+        # Files already at the file size limit before a command are not its doing.
+        self.long_files = usage.long_files
+        used = usage.bytes
         if used > self.limits.worktree_bytes:
             return (
                 f"the command was not started at the disk limit: the worktree takes "
@@ -241,7 +244,7 @@ class _Run:
         self.link: Network | None = None
         self.tmp: int | None = None  # an O_PATH descriptor of the sandbox's /tmp
         self.tmp_was_full = False
-        self.largest_file = 0
+        self.file_at_limit = False
 
     async def execute(self, seconds: float) -> _Ending:
         self.cgroup = await asyncio.to_thread(Cgroup.create, self.limits)
@@ -254,6 +257,9 @@ class _Run:
         )
         try:
             sandboxed = await _Sandboxed.start(self._argv(view), view, self.output)
+        except BaseException:
+            await self._clean_up()
+            raise
         finally:
             view.close()
         try:
@@ -266,7 +272,7 @@ class _Run:
         pid = await sandboxed.first_pid(_SETUP_SECONDS)
         if self.cgroup is not None:
             await asyncio.to_thread(self.cgroup.add, pid)
-        if not self.sandbox.user.switched:
+        if self.cgroup is None and not self.sandbox.user.switched:
             # Counted in the sandbox's own user namespace: its processes alone.
             _limit_processes(pid, self.limits.processes)
         if self.network:
@@ -339,8 +345,8 @@ class _Run:
     def _disk_limit(self, running: bool) -> _Ending | None:
         """DISK when the worktree is over its cap or its disk nearly full; the sentence says
         the command was stopped when it is `running` (the caller kills it)."""
-        usage = disk.measure(self.sandbox.worktree)
-        self.largest_file = max(self.largest_file, usage.largest_file)
+        usage = disk.measure(self.sandbox.worktree, self.limits.file_bytes)
+        self.file_at_limit |= bool(usage.long_files - self.sandbox.long_files)
         free = disk.free_bytes(self.sandbox.worktree)
         if usage.bytes > self.limits.worktree_bytes:
             problem = f"the worktree took over {self.limits.worktree_bytes // MIB} MiB"
@@ -375,7 +381,7 @@ class _Run:
                 f"/tmp limit reached: /tmp holds at most {self.limits.tmp_bytes // MIB} MiB, "
                 "and writes past it failed with 'No space left on device'",
             )
-        if exit_code == _FILE_SIZE_EXIT or self.largest_file >= self.limits.file_bytes:
+        if exit_code == _FILE_SIZE_EXIT or self.file_at_limit:
             return _Ending(
                 exit_code,
                 FILE_SIZE,
@@ -471,8 +477,11 @@ def _locate_bwrap() -> str | None:
 
 
 def _probe(bwrap: str, user: SandboxUser) -> str | None:
+    # The same way in as a command's: root's staging namespace and the switch of user.
+    if user.switched:
+        STAGE.mkdir(parents=True, exist_ok=True)
     argv = [
-        *switch_prefix(user),
+        *stage_prefix(View(), user),
         bwrap,
         *_isolation(),
         *system_mounts(),

@@ -197,13 +197,6 @@ def stage_prefix(view: View, user: SandboxUser) -> list[str]:
     ]
 
 
-def switch_prefix(user: SandboxUser) -> list[str]:
-    """The user switch alone, for a sandbox that binds no path outside the system."""
-    if not user.switched:
-        return []
-    return ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "--"]
-
-
 def inside(path: Path, directories: Sequence[Path]) -> bool:
     return any(path.is_relative_to(directory.resolve()) for directory in directories)
 
