@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.git.runner import GitRunner
 from bot.sandbox import CommandResult, Sandbox, SandboxLimits
 
 PYTHON_PATHS = (Path(sys.prefix), Path(sys.base_prefix))
@@ -164,12 +166,60 @@ async def test_allocating_past_the_memory_limit_is_stopped(worktree: Path) -> No
 
 async def test_a_fork_loop_stops_at_the_process_limit(worktree: Path) -> None:
     sandbox = Sandbox(worktree, limits=SandboxLimits(processes=40, wall_seconds=120))
+    marker = f"600.{uuid.uuid4().int % 10**9}"
 
-    result = await sandbox.run("while :; do sleep 600 & done")
+    result = await sandbox.run(f"while :; do sleep {marker} & done")
 
     assert result.limit == "processes"
     assert not result.timed_out
     assert "process limit" in result.output
+    assert running_with(marker) == []  # every process of the sandbox was ended
+
+
+def running_with(marker: str) -> list[str]:
+    """Command lines of live processes that contain `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue  # not a process, or it ended while we looked
+        if marker in line:
+            found.append(line)
+    return found
+
+
+async def test_baton_and_the_sandbox_share_the_worktree(tmp_path: Path) -> None:
+    mirror, worktree = make_mirror_and_worktree(tmp_path / "data")
+    (worktree / "written-by-baton.txt").write_text("baton\n")  # as a model's edit is
+    sandbox = Sandbox(worktree, extra_read_only=[mirror])
+
+    result = await sandbox.run(
+        "echo sandbox >> written-by-baton.txt && mkdir -p pkg && echo x > pkg/new.txt "
+        "&& git status --short"
+    )
+    status = await GitRunner().run(["status", "--short"], cwd=worktree)
+
+    assert result.exit_code == 0, result.output
+    assert "?? pkg/" in result.output  # git works inside, on a mirror that is root's
+    assert (worktree / "written-by-baton.txt").read_text() == "baton\nsandbox\n"
+    assert "?? pkg/" in status.stdout  # and Baton's own git still trusts the worktree
+
+
+def make_mirror_and_worktree(root: Path) -> tuple[Path, Path]:
+    """A bare mirror of a one-commit repository and a worktree of it, as Baton lays them out."""
+    source, mirror = root / "source", root / "mirrors" / "app.git"
+    worktree = root / "worktrees" / "run-1" / "T1"
+    identity = ["-c", "user.name=Tester", "-c", "user.email=tester@example.com"]
+    steps = [
+        ["git", "init", "-q", str(source)],
+        ["git", "-C", str(source), *identity, "commit", "-q", "--allow-empty", "-m", "first"],
+        ["git", "clone", "-q", "--bare", str(source), str(mirror)],
+        ["git", "-C", str(mirror), "worktree", "add", "-q", "--detach", str(worktree), "HEAD"],
+    ]
+    for step in steps:
+        subprocess.run(step, check=True, capture_output=True)
+    return mirror, worktree
 
 
 async def test_tmp_is_bounded_and_says_so(worktree: Path) -> None:
