@@ -3,24 +3,20 @@ cannot be made, so Baton says so before that happens."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
+
+from bot.sandbox.disk import free_bytes
 
 MIB = 1024 * 1024
 
 
-def free_bytes(path: Path) -> int:
-    """Free space for an unprivileged writer on the disk holding `path` (or its nearest
-    existing parent, for a data directory not made yet)."""
+def disk_problem(path: Path, floor_mb: int) -> str | None:
+    """Why the disk holding `path` (or its nearest existing parent, for a data directory not
+    made yet) is too full to work on, or None when it has room."""
     existing = path.resolve()
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    return shutil.disk_usage(existing).free
-
-
-def disk_problem(path: Path, floor_mb: int) -> str | None:
-    """Why the disk holding `path` is too full to work on, or None when it has room."""
-    free = free_bytes(path)
+    free = free_bytes(existing)
     if free >= floor_mb * MIB:
         return None
     return (

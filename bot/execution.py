@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 from bot import runs
 from bot.codebase.tools import read_only_tools
 from bot.config import RepoConfig
+from bot.disk import MIB
 from bot.executor import JobContext
 from bot.git import ApplyConflict, GitError, Mirror, PushRejected
 from bot.github.repo import GitHubError, RepoClient
@@ -50,7 +51,7 @@ from bot.planning import (
 )
 from bot.review import ReviewVerdict, review
 from bot.revisions import answer_review_comments
-from bot.sandbox import CommandResult, Sandbox, SandboxUnavailable
+from bot.sandbox import CommandResult, Sandbox, SandboxLimits, SandboxUnavailable
 from bot.scheduler import (
     RUNNING_STATES,
     TaskView,
@@ -59,6 +60,7 @@ from bot.scheduler import (
     finished,
     ready_to_start,
 )
+from bot.settings import Settings
 from bot.store.models import (
     AttemptStatus,
     PlanRevision,
@@ -86,6 +88,11 @@ TEST_COMMANDS = (
     ("go.mod", "go test ./..."),
     ("Cargo.toml", "cargo test"),
 )
+
+
+def sandbox_limits(settings: Settings) -> SandboxLimits:
+    """The sandbox's limits, with the data disk's floor the operator set."""
+    return SandboxLimits(min_free_disk_bytes=settings.min_free_disk_mb * MIB)
 
 
 def default_test_command(files: Sequence[str]) -> str:
@@ -265,6 +272,7 @@ class Execution:
             self.commands,
             lambda attempt_id: self._model(task, attempt_id),
             ticket=self.run.issue_title,
+            sandbox_limits=sandbox_limits(self.context.settings),
             toolchains=self.context.settings.sandbox_toolchains,
         )
         number = task.attempts + 1
@@ -339,8 +347,11 @@ class Execution:
             await worktree.remove()
 
     async def _tests_on(self, path: Path) -> CommandResult | None:
+        settings = self.context.settings
         sandbox = Sandbox(
-            path, extra_read_only=[*self.context.settings.sandbox_toolchains, self.mirror.path]
+            path,
+            limits=sandbox_limits(settings),
+            extra_read_only=[*settings.sandbox_toolchains, self.mirror.path],
         )
         if self.commands.setup:
             # A worker's change is in this worktree: its setup script may be the worker's too.
