@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "BATON_"
 MODEL_PROVIDERS = ("anthropic", "openai")
+# GitHub caps webhook payloads at 25 MB; a larger body is answered 413.
+WEBHOOK_BODY_LIMIT = 25 * 1024 * 1024
 
 
 class SettingsError(ValueError):
@@ -35,6 +37,9 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     # Bearer token for `/runs`; without it those routes answer direct loopback requests only.
     dashboard_token: SecretStr | None = None
+    # Bytes of webhook bodies held before their signature is checked, over all connections of
+    # this process; a delivery that would pass it is answered 503 with Retry-After.
+    webhook_buffer_bytes: int = Field(default=4 * WEBHOOK_BODY_LIMIT, ge=WEBHOOK_BODY_LIMIT)
     github_api_url: str = "https://api.github.com"
     github_url: str = "https://github.com"
     database_url: str | None = None

@@ -308,3 +308,14 @@ def test_signed_json_of_an_odd_shape_is_ignored_and_recorded_with_why(
         row = connection.execute(sa.text("SELECT event, outcome, reason FROM deliveries")).one()
     assert (row.event, row.outcome) == (event, "ignored")
     assert why in row.reason
+
+
+def test_refused_deliveries_are_counted_by_status(client: httpx.Client) -> None:
+    post(client, LABELED, delivery_headers("issues", "d-1", LABELED, secret="wrong"))
+    post(client, LABELED, delivery_headers("issues", "d-2", LABELED, secret="wrong"))
+    post(client, b"nope", delivery_headers("issues", "d-3", b"nope"))
+
+    lines = client.get("/metrics").text.splitlines()
+
+    assert 'baton_webhook_deliveries_total{event="unknown",outcome="refused_401"} 2.0' in lines
+    assert 'baton_webhook_deliveries_total{event="unknown",outcome="refused_400"} 1.0' in lines

@@ -7,13 +7,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp
 
 from bot.executor.local import ExecutorTuning
 from bot.integrations import Integrations
 from bot.service import Baton
 from bot.settings import Settings
 from webhooks import github, ops, runs, setup
+from webhooks.github import BodyLimits
 
 
 def create_app(
@@ -22,14 +22,16 @@ def create_app(
     *,
     env_path: Path | None = None,
     integrations: Integrations | None = None,
-) -> ASGIApp:
+    body_limits: BodyLimits | None = None,
+) -> github.WebhookEndpoint:
     """Build the app; its store, executor and recorder start with the app and stop with it.
 
     In setup mode the new App's credentials are written to `env_path` (default `./.env`).
     `integrations` replaces the GitHub, git and model clients made from the settings.
+    `body_limits` replaces how webhook bodies are read, from the settings.
     """
     api = _create_api(settings, tuning, env_path or Path(".env"), integrations)
-    return github.WebhookEndpoint(api)
+    return github.WebhookEndpoint(api, body_limits or BodyLimits.from_settings(settings))
 
 
 def _create_api(
