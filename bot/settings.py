@@ -35,8 +35,11 @@ class Settings(BaseSettings):
     github_private_key: SecretStr | None = None
     github_private_key_path: Path | None = None
     webhook_secret: SecretStr | None = None
-    # Bearer token for `/runs`; without it those routes answer direct loopback requests only.
+    # Bearer token for `/runs`, for scripts; people sign in with the link Baton prints at start.
     dashboard_token: SecretStr | None = None
+    # Setup mode accepts only https GitHub addresses; true also allows http on a loopback host
+    # (a GitHub stand-in on this machine). BATON_GITHUB_URL itself is always accepted.
+    setup_allow_http_github: bool = False
     # Bytes of webhook bodies held before their signature is checked, over all connections of
     # this process; a delivery that would pass it is answered 503 with Retry-After.
     webhook_buffer_bytes: int = Field(default=4 * WEBHOOK_BODY_LIMIT, ge=WEBHOOK_BODY_LIMIT)

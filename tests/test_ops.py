@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from bot.settings import Settings
 from tests.support import FAST, SECRET, delivery_headers, payload, serve, wait_for
+from webhooks.access import OperatorAccess
 from webhooks.app import create_app
 
 
@@ -71,9 +72,15 @@ def test_metrics_count_deliveries_and_jobs(baton_url: str, engine: sa.Engine) ->
         assert expected in lines, "\n".join(lines)
 
 
-def test_setup_mode_without_app_credentials(baton_url: str) -> None:
-    page = httpx.get(f"{baton_url}/")
+def test_setup_mode_without_app_credentials(settings: Settings) -> None:
+    operator = OperatorAccess(setup_mode=True)
+    with serve(create_app(settings, FAST, operator=operator)) as url:
+        stranger = httpx.get(f"{url}/")
+        with httpx.Client(base_url=url) as browser:
+            browser.get(operator.sign_in_link(url))
+            page = browser.get("/")
 
+    assert stranger.status_code == 403
     assert page.status_code == 200
     assert "setup mode" in page.text
 
