@@ -120,6 +120,20 @@ def test_a_body_that_stops_arriving_gets_its_413_when_the_drain_gives_up(
     assert "connection: close" in head.lower()
 
 
+def test_a_body_that_stops_arriving_lets_go_of_the_budget_at_its_deadline(
+    settings: Settings,
+) -> None:
+    app = create_app(settings, FAST, body_limits=BodyLimits(read_seconds=0.5))
+    with serve(app) as url, closing(raw_request(url, head_for(2 * MIB))) as stalled:
+        stalled.sendall(b"x" * MIB)  # then nothing more: a slow stranger holding memory
+        status, head = read_status(stalled)
+        held = app.body_budget.held
+
+    assert status == 408
+    assert "connection: close" in head.lower()
+    assert held == 0
+
+
 @pytest.fixture
 def budget_settings(settings: Settings) -> Settings:
     """The smallest budget allowed: one full body."""

@@ -53,6 +53,8 @@ class BodyLimits:
     # At most this much of a refused body is read and dropped, for at most this long.
     drain_bytes: int = 2 * WEBHOOK_BODY_LIMIT
     drain_seconds: float = 10.0
+    # A body must arrive within this: a stranger sending slowly cannot hold the budget long.
+    read_seconds: float = 30.0
     retry_after_seconds: int = 10
 
     @classmethod
@@ -178,22 +180,61 @@ async def _read_body(
     declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limits.max_body_bytes:
         raise await _after_draining(_too_large(limits), receive, limits, int(declared))
+    held = _Held(budget)
+    try:
+        async with asyncio.timeout(limits.read_seconds):
+            return await _read_within_budget(receive, limits, held)
+    except TimeoutError:
+        held.release()
+        refusal = Refusal(408, f"the body did not arrive within {limits.read_seconds:g} s")
+        refusal.closes = True
+        raise refusal from None
+    except _Unread as unread:
+        # Drained outside the read's deadline: the drain has its own bounds.
+        raise await _after_draining(unread.refusal, receive, limits, 0) from None
+
+
+class _Held:
+    """The bytes of one body taken from the budget so far; the caller gives them back."""
+
+    def __init__(self, budget: BodyBudget) -> None:
+        self.budget = budget
+        self.size = 0
+
+    def take(self, size: int) -> bool:
+        if not self.budget.take(size):
+            return False
+        self.size += size
+        return True
+
+    def release(self) -> None:
+        self.budget.give_back(self.size)
+        self.size = 0
+
+
+class _Unread(Exception):
+    """A body refused before its end arrived: the rest must be drained before the answer."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.detail)
+        self.refusal = refusal
+
+
+async def _read_within_budget(receive: Receive, limits: BodyLimits, held: _Held) -> bytes:
     chunks: list[bytes] = []
-    size = 0
     while True:
         message: Message = await receive()
         if message["type"] == "http.disconnect":
-            budget.give_back(size)
+            held.release()
             raise Refusal(400, "the client went away before sending the whole body")
         chunk = message.get("body", b"")
         more = message.get("more_body", False)
-        too_large = size + len(chunk) > limits.max_body_bytes
-        if too_large or not budget.take(len(chunk)):
-            budget.give_back(size)
+        too_large = held.size + len(chunk) > limits.max_body_bytes
+        if too_large or not held.take(len(chunk)):
+            held.release()
             chunks.clear()  # the body is let go before its rest is waited for
             refusal = _too_large(limits) if too_large else _busy(limits)
-            raise (await _after_draining(refusal, receive, limits, 0)) if more else refusal
-        size += len(chunk)
+            raise _Unread(refusal) if more else refusal
         chunks.append(chunk)
         if not more:
             return b"".join(chunks)
