@@ -36,6 +36,14 @@ def resolve_inside(root: Path, path: str) -> Path:
     return resolved
 
 
+def clean_relative(path: str) -> str:
+    """`path` as a plain POSIX path from the repository root (`.` for the root itself), or
+    `PathRefused` for the spellings `resolve_inside` refuses. Nothing on disk is looked at."""
+    _check_spelling(path)
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    return "/".join(parts) or "."
+
+
 def relative_inside(root: Path, path: str) -> str:
     """`path` resolved as by `resolve_inside`, as a POSIX path relative to `root` (`.` for it)."""
     resolved = resolve_inside(root, path)
