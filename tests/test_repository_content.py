@@ -26,7 +26,10 @@ from typing import Any, Self, TypeVar
 import pytest
 import sqlalchemy as sa
 
-from bot.codebase import planner_context, read_only_tools
+from bot.codebase import planner_context, read_committed, read_only_tools
+from bot.codebase.edits import WriteSet, edit_tools
+from bot.codebase.files import grep
+from bot.codebase.workcopy import CHUNK_BYTES, Lines, opened
 from bot.git import Mirror, Mirrors
 from bot.github.client import GitHubApp, GitHubTuning
 from bot.plan.schema import PlanTask
@@ -476,6 +479,128 @@ async def test_a_huge_one_line_file_costs_bounded_memory(tmp_path: Path) -> None
     past = answers['read_file{"path": "huge.py", "start_line": 2}']
     assert "only its first" in past["error"], past
     assert "larger than" in answers['list_symbols{"path": "huge.py"}']["error"]
-    matched = answers['search{"pattern": "^a"}']["matches"]
-    assert matched[0]["path"] == "huge.py"
-    assert matched[0]["text"].endswith("[… line cut]")
+    searched = answers['search{"pattern": "^a"}']
+    assert "the search was stopped after" in searched["note"]  # by its time or output cap
+    assert all(match["text"].endswith("[… line cut]") for match in searched["matches"])
+
+
+async def test_a_tracked_folder_replaced_by_a_link_out_shows_nothing_of_its_target(
+    tmp_path: Path, dotenv: Path
+) -> None:
+    origin = committed_repository(tmp_path / "origin", {"conf/settings.env": "DEBUG=1\n"})
+    checkout = worktree(origin, tmp_path / "checkout")
+    (checkout / "conf/settings.env").unlink()
+    (checkout / "conf").rmdir()
+    (checkout / "conf").symlink_to(dotenv.parent, target_is_directory=True)
+    (dotenv.parent / "settings.env").write_text(FAKE_SECRET + "\n")
+    tools = read_only_tools(checkout)
+
+    listed = await call(tools, "list_files")
+    found = await call(tools, "search", pattern="fake-webhook-secret")
+    error = await refused(tools, "read_file", path="conf/settings.env")
+
+    assert (listed["files"], listed["symlinks"]) == (["conf"], ["conf"])
+    assert found["matches"] == []
+    assert "goes through `conf`, a symbolic link" in error
+
+
+# The writing tools never open what they replace.
+
+
+async def test_the_edit_tools_refuse_a_fifo_without_opening_it(tmp_path: Path) -> None:
+    origin = committed_repository(tmp_path / "origin", {"app.py": "x = 1\n"})
+    checkout = worktree(origin, tmp_path / "checkout")
+    (checkout / "app.py").unlink()
+    os.mkfifo(checkout / "app.py")
+    tools = edit_tools(checkout, WriteSet(["app.py"]))
+    patch = "--- a/app.py\n+++ b/app.py\n@@ -1 +1 @@\n-x = 1\n+x = 2\n"
+
+    with FifoWatch(checkout / "app.py") as watch:
+        errors = [
+            await promptly(refused(tools, "write_file", path="app.py", content="x = 2\n")),
+            await promptly(refused(tools, "delete_file", path="app.py")),
+            await promptly(refused(tools, "apply_patch", patch=patch)),
+        ]
+
+    assert all("`app.py` is not a regular file" in error for error in errors), errors
+    assert watch.readers == []
+    assert stat.S_ISFIFO(os.lstat(checkout / "app.py").st_mode)
+
+
+# The pieces: files at a commit, bounded line reading, bounded search.
+
+
+def test_committed_files_are_text_or_a_note_on_what_stands_there(tmp_path: Path) -> None:
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    (origin / "link.md").symlink_to("/etc/baton/app.pem")
+    committed_repository(
+        origin,
+        {
+            "notes.md": "plain text\n",
+            "big.md": "x" * 101,
+            "logo.png": b"\x89PNG\x00\x00",
+            "docs/guide.md": "a guide\n",
+        },
+    )
+    paths = [
+        "notes.md",
+        "./docs//guide.md",
+        "link.md",
+        "big.md",
+        "logo.png",
+        "docs",
+        "missing.md",
+        "../notes.md",
+        "/etc/passwd",
+        ".git/config",
+    ]
+
+    shown = read_committed(origin, "HEAD", paths, max_bytes=100)
+
+    assert [(file.path, file.shown) for file in shown] == [
+        ("notes.md", "plain text\n"),
+        ("./docs//guide.md", "a guide\n"),
+        ("link.md", "`link.md` is a symbolic link to `/etc/baton/app.pem`; its target is not read"),
+        ("big.md", "`big.md` is 101 bytes, more than the 100 shown here; read_file reads it"),
+        ("logo.png", "`logo.png` is a binary file; it is not shown"),
+    ]  # a folder, nothing, and paths out of the repository are left out
+    assert [file.text is None for file in shown] == [False, False, True, True, True]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "shown", "total"),
+    [
+        pytest.param(1, 2, ["1\tline 1", "2\tline 2"], 70_000, id="first"),
+        pytest.param(50_000, 50_001, ["50000\tline 50000", "50001\tline 50001"], 70_000, id="mid"),
+        pytest.param(70_000, None, ["70000\tlast, no newline"], 70_000, id="last"),
+    ],
+)
+def test_lines_are_read_across_chunks(
+    tmp_path: Path, start: int, end: int | None, shown: list[str], total: int
+) -> None:
+    path = tmp_path / "many.txt"
+    body = "".join(f"line {number}\n" for number in range(1, 70_000))
+    path.write_text(body + "last, no newline")
+    assert path.stat().st_size > 4 * CHUNK_BYTES
+    with opened(tmp_path, "many.txt") as (descriptor, _):
+        lines = Lines(start, end, max_chars=1_000).scan(descriptor)
+    assert (lines.shown, lines.total, lines.cut, lines.partial) == (shown, total, False, False)
+
+
+def test_lines_stop_at_the_scan_limit_and_say_so(tmp_path: Path) -> None:
+    (tmp_path / "long.txt").write_text("short\n" + "y" * 10_000 + "\nafter\n")
+    with opened(tmp_path, "long.txt") as (descriptor, _):
+        lines = Lines(1, None, max_chars=100).scan(descriptor, limit=1_000)
+    assert lines.partial
+    assert lines.total == 2
+    assert lines.shown == ["1\tshort"]
+    assert lines.cut  # the second line did not fit
+
+
+def test_a_search_is_stopped_at_its_output_cap(tmp_path: Path) -> None:
+    origin = committed_repository(tmp_path / "origin", {"wide.txt": ("z" * 5000 + "\n") * 50})
+    found = grep(origin, "z", ".", limit=100, max_output=20_000)
+    assert found.stopped == "output"
+    assert 1 <= len(found.matches) < 50  # read a chunk at a time, stopped past 20,000 bytes
+    assert all(match.clipped and len(match.text) <= 1200 for match in found.matches)

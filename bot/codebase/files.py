@@ -172,7 +172,10 @@ def _drain(
             if read >= max_output and not reader.full:
                 return "output", bytes(errors)
     if not reader.full:
-        process.wait()
+        try:
+            process.wait(max(deadline - time.monotonic(), 0))
+        except subprocess.TimeoutExpired:
+            return "time", bytes(errors)  # its output ended, yet it runs on
     return None, bytes(errors)
 
 

@@ -24,6 +24,7 @@ from bot.git.runner import clean_environment
 REGULAR_MODES = frozenset({"100644", "100755"})
 LINK_MODE = "120000"
 SUBMODULE_MODE = "160000"
+FOLDER_MODE = "040000"  # listed when a path names a folder; not a file
 # A link's target is a path; anything longer is not one a system would follow anyway.
 MAX_LINK_TARGET_BYTES = 4096
 
@@ -71,7 +72,7 @@ def tree_entries(
     repository: Path, commit: str, paths: Sequence[str] | None = None
 ) -> list[TreeEntry]:
     """Every file of `commit`, sorted by path; with `paths` (plain relative paths, as
-    `clean_relative` gives), only the files named exactly so, in git's order."""
+    `clean_relative` gives), only the files named exactly so."""
     args = ["ls-tree", "-l", "-z", "--full-tree"]
     if paths is None:
         args.append("-r")
@@ -86,7 +87,9 @@ def tree_entries(
         (
             entry
             for entry in entries
-            if entry is not None and (wanted is None or entry.path in wanted)
+            if entry is not None
+            and entry.mode != FOLDER_MODE
+            and (wanted is None or entry.path in wanted)
         ),
         key=lambda entry: entry.path,
     )

@@ -153,14 +153,12 @@ class _Reader:
         node = self._node(_optional_string(arguments, "path") or ".")
         if node.kind is Kind.OTHER:
             raise ToolError(node.not_a_file())
-        listed = working_files(self.root, node.relative)
-        files = [path for path in listed if self._listable(path)]
-        answer: _Answer = {
-            "path": node.relative,
-            "count": len(files),
-            "files": files[: self.max_results],
-        }
-        links = [path for path in answer["files"] if self._kind(path) is Kind.LINK]
+        kinds = {path: self._kind(path) for path in working_files(self.root, node.relative)}
+        # What git lists may since have been deleted, or replaced by a FIFO or a linked folder.
+        files = [path for path, kind in kinds.items() if kind in (Kind.FILE, Kind.LINK)]
+        shown = files[: self.max_results]
+        answer: _Answer = {"path": node.relative, "count": len(files), "files": shown}
+        links = [path for path in shown if kinds[path] is Kind.LINK]
         if links:
             answer["symlinks"] = links
         if len(files) > self.max_results:
@@ -248,14 +246,11 @@ class _Reader:
         return node
 
     def _kind(self, relative: str) -> Kind:
+        """What `relative` is; MISSING also when a link stands on its way."""
         try:
             return inspect(self.root, relative).kind
         except PathRefused:
             return Kind.MISSING
-
-    def _listable(self, relative: str) -> bool:
-        """Whether `relative` (from git) is a file or link, reached through no link."""
-        return self._kind(relative) in (Kind.FILE, Kind.LINK)
 
     def _text_file(self, given: str) -> Node:
         """What `given` names when it is a file git does not ignore or a link; ToolError
@@ -299,10 +294,9 @@ def _excerpt_answer(relative: str, start: int, lines: Lines, size: int) -> _Answ
     }
     notes = []
     if lines.cut:
-        notes.append(
-            f"cut at the {_plural(len(lines.shown), 'line')} that fit the character cap; "
-            f"call read_file with start_line {shown_end + 1} to read on"
-        )
+        notes.append(f"cut at the {_plural(len(lines.shown), 'line')} that fit the character cap")
+        if shown_end < lines.total:
+            notes.append(f"call read_file with start_line {shown_end + 1} to read on")
     if lines.partial:
         notes.append(_scanned_part(relative, lines, size))
     if notes:

@@ -88,6 +88,10 @@ def _lstat_node(root: Path, relative: str) -> Node:
         status = os.lstat(location)
     except (FileNotFoundError, NotADirectoryError):
         return Node(relative, Kind.MISSING)
+    except OSError as error:  # a folder without permission to look in, a name too long
+        return Node(
+            relative, Kind.OTHER, what=f"a path that cannot be looked at ({error.strerror})"
+        )
     mode = status.st_mode
     if stat.S_ISREG(mode):
         return Node(relative, Kind.FILE)
@@ -120,7 +124,7 @@ def node_kind(mode: int) -> str:
         return "a folder"
     if stat.S_ISLNK(mode):
         return "a symbolic link"
-    return "not a regular file"
+    return "a file of an unknown kind"
 
 
 class NotReadable(Exception):

@@ -409,7 +409,8 @@ async def _conventions(worktree: Worktree) -> str:
     )
     shown: list[str] = []
     for file in found:
-        shown.append(file.shown)
+        if file.shown:
+            shown.append(file.shown)
         if file.text:
             break
     return "\n\n".join(shown)
