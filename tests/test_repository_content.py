@@ -604,3 +604,17 @@ def test_a_search_is_stopped_at_its_output_cap(tmp_path: Path) -> None:
     assert found.stopped == "output"
     assert 1 <= len(found.matches) < 50  # read a chunk at a time, stopped past 20,000 bytes
     assert all(match.clipped and len(match.text) <= 1200 for match in found.matches)
+
+
+async def test_a_declaration_built_to_make_the_symbol_regexes_backtrack_is_read_promptly(
+    tmp_path: Path,
+) -> None:
+    # `*` and `&` fit both parts of a C declaration's words: every split was tried, 2**n.
+    hostile = "a&" * 80 + "\nint main(void) {\n"
+    origin = committed_repository(tmp_path / "origin", {"src/main.c": hostile})
+
+    answer = await promptly(call(read_only_tools(origin), "list_symbols", path="src/main.c"))
+    context = await promptly(asyncio.to_thread(planner_context, origin))
+
+    assert answer["symbols"] == [{"kind": "function", "name": "main", "line": 2}]
+    assert "src/main.c: function main:2" in context
