@@ -18,7 +18,9 @@ def resolve_inside(root: Path, path: str) -> Path:
     `path` is relative to `root` (`./a` and a trailing slash are fine, `.` is `root` itself). It
     is refused when empty, absolute, holding a NUL or a `..` segment, naming `.git` or anything
     under it, or when its resolved location (symlinks followed at every level, the file need not
-    exist) is outside `root` or inside its `.git`. The result is safe to read and to write.
+    exist) is outside `root` or inside its `.git`. The result stays inside `root`, yet it may
+    have been reached through a link: what shows a file's content follows no link at all
+    (`bot.codebase.workcopy`), and the edit tools refuse a link on the way.
     """
     _check_spelling(path)
     real_root = root.resolve()
