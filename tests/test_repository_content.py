@@ -60,9 +60,9 @@ def dotenv(tmp_path: Path) -> Path:
 
 
 class FifoWatch:
-    """While active, any process that opens one of `paths` for reading while it is a FIFO is
-    released at once (it reads end of file) and recorded in `readers`: a regression fails its
-    assertion instead of hanging the test session."""
+    """While active, a reader holding one of `paths` open while it is a FIFO (as one blocked in
+    `open` waiting for a writer does) is released (it reads end of file) and recorded in
+    `readers`: a regression fails its assertion instead of hanging the test session."""
 
     def __init__(self, *paths: Path) -> None:
         self.paths = paths
@@ -386,7 +386,7 @@ async def test_list_files_shows_links_as_links(checkout: Path) -> None:
         ("search", "new_pipe.md"),
     ],
 )
-async def test_a_fifo_is_refused_promptly_and_never_opened(
+async def test_a_fifo_is_refused_promptly_and_no_reader_waits_on_it(
     checkout: Path, tool: str, path: str
 ) -> None:
     arguments: dict[str, Any] = {"path": path}
@@ -507,7 +507,7 @@ async def test_a_tracked_folder_replaced_by_a_link_out_shows_nothing_of_its_targ
 # The writing tools never open what they replace.
 
 
-async def test_the_edit_tools_refuse_a_fifo_without_opening_it(tmp_path: Path) -> None:
+async def test_the_edit_tools_refuse_a_fifo_and_no_reader_waits_on_it(tmp_path: Path) -> None:
     origin = committed_repository(tmp_path / "origin", {"app.py": "x = 1\n"})
     checkout = worktree(origin, tmp_path / "checkout")
     (checkout / "app.py").unlink()
