@@ -18,25 +18,23 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import pytest
-import sqlalchemy as sa
 
 from bot.codebase import planner_context, read_committed, read_only_tools
 from bot.codebase.edits import WriteSet, edit_tools
 from bot.codebase.files import grep
 from bot.codebase.workcopy import CHUNK_BYTES, Lines, opened
-from bot.git import Mirror, Mirrors
-from bot.github.client import GitHubApp, GitHubTuning
+from bot.git import Mirror
 from bot.plan.schema import PlanTask
-from bot.settings import Settings
 from bot.store.db import Store
 from bot.workers.attempt import AttemptPlan, RepoCommands
-from tests.doubles.fixtures import INSTALLATION_ID, REPOSITORY, WIDGETS_FILES, as_app
+from tests import test_workers
+from tests.doubles.fixtures import REPOSITORY, WIDGETS_FILES
 from tests.doubles.github import GitHubDouble
 from tests.doubles.models import ModelDouble, ModelReply
 from tests.support import git
@@ -109,19 +107,9 @@ async def promptly(answer: Awaitable[T]) -> T:
 # The worker's prompt: conventions and context files at the attempt's base commit.
 
 
-@pytest.fixture
-def store(engine: sa.Engine, database_url: str) -> Iterator[Store]:
-    store = Store(database_url)
-    yield store
-    store.close()
-
-
-@pytest.fixture
-async def mirror(github: GitHubDouble, tmp_path: Path) -> Mirror:
-    app = GitHubApp(as_app(Settings(_env_file=None), github), GitHubTuning(write_interval=0.0))  # type: ignore[call-arg]
-    return Mirrors(tmp_path / "data", github.url).mirror(
-        REPOSITORY, lambda: app.installation_token(INSTALLATION_ID)
-    )
+# The worker tests' fixtures: a store on each database, a mirror of the double's repository.
+store = test_workers.store
+mirror = test_workers.mirror
 
 
 def commit_with_links(
