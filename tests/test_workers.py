@@ -98,7 +98,13 @@ def add_task(store: Store, task: PlanTask) -> int:
         return row.id
 
 
-def worker(store: Store, mirror: Mirror, models: ModelDouble, task_row: int) -> WorkerAttempt:
+def worker(
+    store: Store,
+    mirror: Mirror,
+    models: ModelDouble,
+    task_row: int,
+    commands: RepoCommands = TESTS,
+) -> WorkerAttempt:
     async def model_for(attempt_id: int) -> Model:
         client = anthropic.AsyncAnthropic(base_url=models.url, api_key="test", max_retries=0)
         recorder = StoreRecorder(store, "implementer", RUN_ID, task_row, attempt_id)
@@ -107,7 +113,7 @@ def worker(store: Store, mirror: Mirror, models: ModelDouble, task_row: int) -> 
 
     # The test suite's own Python (and its pytest) stands in for the repository's toolchain.
     toolchains = sorted({Path(sys.prefix), Path(sys.base_prefix)})
-    return WorkerAttempt(store, mirror, TESTS, model_for, toolchains=toolchains)
+    return WorkerAttempt(store, mirror, commands, model_for, toolchains=toolchains)
 
 
 def git(mirror: Mirror, *args: str) -> str:

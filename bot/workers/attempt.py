@@ -18,8 +18,7 @@ from sqlmodel import Session
 
 from bot.attempts import AttemptStopped, end_attempt, within_budget
 from bot.codebase.edits import WriteSet, edit_tools
-from bot.codebase.files import read_text
-from bot.codebase.paths import PathRefused, resolve_inside
+from bot.codebase.snapshot import committed_files
 from bot.codebase.tools import read_only_tools
 from bot.git import Commit
 from bot.git.mirror import Mirror
@@ -156,8 +155,8 @@ class WorkerAttempt:
         )
         prompt = task_prompt(
             plan.task,
-            _context_files(worktree.path, plan.task),
-            _conventions(worktree.path),
+            await _context_files(worktree, plan.task),
+            await _conventions(worktree),
             plan.feedback,
         )
         try:
@@ -413,21 +412,25 @@ def _stat(commit: Commit | None) -> dict[str, int]:
     }
 
 
-def _context_files(root: Path, task: PlanTask) -> dict[str, str]:
-    files: dict[str, str] = {}
-    for path in task.context_files:
-        try:
-            text = read_text(resolve_inside(root, path), CONTEXT_FILE_CHARS)
-        except PathRefused:
-            continue
-        if text is not None:
-            files[path] = text
-    return files
+async def _context_files(worktree: Worktree, task: PlanTask) -> dict[str, str]:
+    """The task's context files as committed at the attempt's base, each as its text or as a
+    note saying what stands there instead (a link is never followed)."""
+    found = await committed_files(
+        worktree.mirror_path, worktree.base_sha, task.context_files, CONTEXT_FILE_CHARS
+    )
+    return {file.path: file.shown for file in found}
 
 
-def _conventions(root: Path) -> str:
-    for path in CONVENTION_FILES:
-        text = read_text(root / path, CONTEXT_FILE_CHARS) if (root / path).is_file() else None
-        if text:
-            return text
-    return ""
+async def _conventions(worktree: Worktree) -> str:
+    """The first convention file with text at the attempt's base, after a note for each one
+    met before it that stands there as something else (a link, a submodule, a large file)."""
+    found = await committed_files(
+        worktree.mirror_path, worktree.base_sha, CONVENTION_FILES, CONTEXT_FILE_CHARS
+    )
+    shown: list[str] = []
+    for file in found:
+        if file.shown:
+            shown.append(file.shown)
+        if file.text:
+            break
+    return "\n\n".join(shown)
