@@ -241,8 +241,20 @@ async def test_the_data_directory_beside_the_worktree_is_hidden(
 
     assert "mirror-config-contents" not in result.output
     assert "another task's work" not in result.output
-    assert result.output.count("No such file or directory") == 2
+    # Not even the data directory's path exists: the worktree is shown at /workspace.
+    assert result.output.count("No such file or directory") == 3
     assert "mirrors" not in result.output.splitlines()
+
+
+async def test_the_worktree_is_shown_at_one_path_whatever_its_place_on_the_host(
+    sandbox: Sandbox,
+) -> None:
+    (sandbox.worktree / "made-on-the-host.txt").write_text("here\n")
+
+    result = await sandbox.run("pwd; cat made-on-the-host.txt; echo made > made-inside.txt")
+
+    assert result.output == "/workspace\nhere\n"
+    assert (sandbox.worktree / "made-inside.txt").read_text() == "made\n"
 
 
 async def test_host_files_outside_the_listed_paths_are_hidden(worktree: Path) -> None:

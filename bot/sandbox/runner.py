@@ -1,8 +1,9 @@
 """Running a repository's commands under bubblewrap, for the worker tools (CONTRACT §6, §9).
 
 Each command runs in a fresh sandbox that shows it only what `bot.sandbox.view` lists: the
-system's programs and libraries, a minimal `/etc`, the `extra_read_only` paths, the worktree
-(its `.git` read-only) and a private `/tmp`, `/dev` and `/proc` (its own processes only).
+system's programs and libraries, a minimal `/etc`, the `extra_read_only` paths, the worktree at
+`/workspace` (its `.git` read-only) and a private `/tmp`, `/dev` and `/proc` (its own processes
+only).
 The data directory with its mirrors, the other worktrees and Baton's files are absent.
 
 It runs as an unprivileged user (`bot.sandbox.identity`), with no network unless a caller asks
@@ -53,6 +54,7 @@ from bot.sandbox.view import (
     ETC,
     STAGE,
     SYSTEM_DIRECTORIES,
+    WORKSPACE,
     View,
     build_view,
     inside,
@@ -395,14 +397,13 @@ class _Run:
         rlimits = rlimit_arguments(
             self.limits, cgroup=self.cgroup is not None, per_user_processes=user.switched
         )
-        worktree = str(self.sandbox.worktree)
         return [
             *stage_prefix(view, user),
             *["prlimit", *rlimits, "--"],
             self.bwrap,
             *_isolation(),
             *view.arguments,
-            *["--remount-ro", "/", "--chdir", worktree],
+            *["--remount-ro", "/", "--chdir", str(WORKSPACE)],
             *["/bin/sh", "-c", self.command],
         ]
 

@@ -3,7 +3,8 @@
 The system's programs and libraries read-only; of `/etc` only what programs need (certificates,
 loader configuration, Debian's alternatives, name service and time zone files) plus a
 synthesized `passwd`, `group`, `hosts`, `hostname` and `nsswitch.conf`; the listed extra paths
-read-only; the worktree; a private `/tmp`, `/dev` and `/proc`. Nothing else of the host.
+read-only; the worktree, at `/workspace`; a private `/tmp`, `/dev` and `/proc`. Nothing else of
+the host.
 
 Synthesized files reach bubblewrap through pipes (`--ro-bind-data`), never through host files.
 When commands run as another user (Baton is root), the paths they need are first bound into a
@@ -67,6 +68,9 @@ ETC_SHOWN = (
     "python3.13",
 )
 SANDBOX_HOSTNAME = "sandbox"
+# Where every command finds its worktree, whatever the host path: what the setup command builds
+# there (a virtualenv, node_modules) names this path, so it works in every worktree of the run.
+WORKSPACE = Path("/workspace")
 _RESOLVER = "nameserver 10.0.2.3\n"  # slirp4netns's DNS forwarder
 _HOSTS = f"127.0.0.1\tlocalhost {SANDBOX_HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 _NSSWITCH = "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\n"
@@ -148,10 +152,10 @@ def build_view(
     for path in extra_read_only:
         view.arguments += ["--ro-bind", view.source(path, user), str(path)]
     source = view.source(worktree, user)
-    view.arguments += ["--bind", source, str(worktree)]
+    view.arguments += ["--bind", source, str(WORKSPACE)]
     if _plain_entry(worktree / ".git"):
         # Baton's own git follows this file on the host; a command must not redirect it.
-        view.arguments += ["--ro-bind", f"{source}/.git", str(worktree / ".git")]
+        view.arguments += ["--ro-bind", f"{source}/.git", str(WORKSPACE / ".git")]
     return view
 
 
