@@ -393,7 +393,9 @@ def _findings(findings: Sequence[Finding]) -> str:
     parts = ["## Findings"]
     for finding in findings:
         parts.append(f"**{markdown_text(finding.key)}** {markdown_text(finding.title)}")
-        parts.append(fenced("", prepare_untrusted(finding.text, FINDINGS_CHARS)))
+        # Shown in a code block, so as written: only invisible characters go.
+        text = prepare_untrusted(finding.text, FINDINGS_CHARS, markdown=False)
+        parts.append(fenced("", text))
     return "\n\n".join(parts)
 
 
