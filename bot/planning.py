@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
@@ -29,6 +29,7 @@ from bot.llm.registry import model_name_for
 from bot.llm.types import Model, ModelFailed
 from bot.plan.render import (
     estimate_cost,
+    plan_length_problem,
     plan_yaml,
     render_plan,
     render_problems,
@@ -60,6 +61,8 @@ How to cut the work into tasks:
 - acceptance says how a reviewer knows the task is done.
 - effort sizes the task from 1 (a few lines) to 5 (a large change): the longest chain of effort
   starts first, so size the tasks against each other.
+- The plan is shown whole in one GitHub comment for a person to approve: keep descriptions and
+  acceptance lines to what a worker needs.
 
 """
     + UNTRUSTED_RULE
@@ -172,12 +175,20 @@ async def _plan(context: JobContext, run: Run, repo: RepoClient, config: RepoCon
         await worktree.remove()
     plan = Plan.model_validate(finished.value.model_dump())
     await _record_base(context, run.id, base)
-    return Planned(plan, check_plan(plan, files, rules))
+    return Planned(plan, check_shown_plan(plan, files, rules))
+
+
+def check_shown_plan(plan: Plan, files: Collection[str], rules: PlanRules) -> PlanCheck:
+    """`check_plan`, with one more error when the plan's status comment could not show it whole:
+    a person approves only a plan they can read in full."""
+    check = check_plan(plan, files, rules)
+    too_long = plan_length_problem(plan, check)
+    return check if too_long is None else check._replace(errors=(*check.errors, too_long))
 
 
 def plan_problems(files: list[str], rules: PlanRules) -> Callable[[Plan], Sequence[str]]:
     def errors(plan: Plan) -> Sequence[str]:
-        return check_plan(plan, files, rules).errors
+        return check_shown_plan(plan, files, rules).errors
 
     return errors
 

@@ -20,11 +20,12 @@ from bot.events import IssueCommentCreated, IssueLabeled
 from bot.executor import JobContext, enqueue
 from bot.github.repo import RepoClient
 from bot.plan.render import render_problems
-from bot.plan.validate import PlanSyntaxError, check_plan, parse_plan_yaml
+from bot.plan.validate import PlanSyntaxError, parse_plan_yaml
 from bot.planning import (
     PLAN_REVISED,
     REVISION_REQUESTED,
     Planned,
+    check_shown_plan,
     end_run,
     load_run,
     newest_revision,
@@ -295,8 +296,7 @@ async def _edit(
     config = RepoConfig.model_validate(run.config)
     mirror = await updated_mirror(context, run)
     files = await mirror.files_at(run.base_sha or (await repo.repository()).default_branch)
-    rules = plan_rules(config)
-    check = check_plan(plan, files, rules)
+    check = check_shown_plan(plan, files, plan_rules(config))
     if check.errors:
         return render_problems(EDIT_REFUSED, check.errors)
     planned = Planned(plan, check)
