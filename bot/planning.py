@@ -29,6 +29,7 @@ from bot.llm.registry import model_name_for
 from bot.llm.types import Model, ModelFailed
 from bot.plan.render import (
     estimate_cost,
+    markdown_text,
     plan_length_problem,
     plan_yaml,
     render_plan,
@@ -133,13 +134,38 @@ async def plan_run(context: JobContext, run_id: str) -> None:
     except FinishRejected as rejected:
         await end_run(context, run, repo, RunState.failed, "the plan stayed invalid")
         title = f"The plan stayed invalid after {PLAN_REPAIR_ROUNDS} rounds of repair"
-        await show_status(context, run, repo, render_problems(title, rejected.problems))
+        problems = render_problems(title, rejected.problems)
+        await show_status(context, run, repo, f"{problems}\n{start_again(config.label)}\n")
         return
     except (AgentFailed, ModelFailed) as failure:
-        await end_run(context, run, repo, RunState.failed, str(failure))
-        await show_status(context, run, repo, render_problems("Planning failed", [str(failure)]))
+        # The provider's own words may hold anything: they go to the log, not to the issue.
+        log.warning("planning run %s failed: %s", run.id, failure)
+        reason = planning_failure(failure)
+        await end_run(context, run, repo, RunState.failed, reason)
+        failed = render_problems("Planning failed", [f"{reason}; Baton's log has the details"])
+        await show_status(context, run, repo, f"{failed}\n{start_again(config.label)}\n")
         return
     await publish_revision(context, run, repo, config, planned, source="planner")
+
+
+def planning_failure(failure: AgentFailed | ModelFailed) -> str:
+    """What stopped the planner, in plain words fit for an issue: never the error's own text."""
+    if not isinstance(failure, ModelFailed):
+        return "the planner gave no usable plan within its limits of turns, time and repairs"
+    if failure.status is None:
+        return "the orchestrator model could not be reached"
+    if failure.status in (408, 429) or failure.status >= 500:
+        return (
+            f"the orchestrator model could not answer (HTTP {failure.status}), even after retries"
+        )
+    return f"the orchestrator model refused the request (HTTP {failure.status})"
+
+
+def start_again(label: str) -> str:
+    """How a person starts a new run once this one ended."""
+    return (
+        f"To try again, remove the label {markdown_text(label)} from this issue and add it again."
+    )
 
 
 async def _plan(context: JobContext, run: Run, repo: RepoClient, config: RepoConfig) -> Planned:
