@@ -1,8 +1,11 @@
 # Baton in a container: the server, git for repository work and bubblewrap for worker sandboxes.
+# The sandbox needs unprivileged user namespaces (a seccomp/AppArmor profile that allows them);
+# a setup command gets a network only with /dev/net/tun passed in (--device /dev/net/tun).
 FROM python:3.11-slim
 
+# util-linux (prlimit, setpriv, unshare) and mount come with the base image.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git bubblewrap curl \
+    && apt-get install -y --no-install-recommends git bubblewrap slirp4netns curl \
     && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --create-home --uid 10001 baton

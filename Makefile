@@ -16,13 +16,14 @@ test: system-packages $(STAMP)
 	$(BIN)/mypy bot webhooks
 	$(BIN)/pytest
 
-# Tests use real git and bubblewrap; install them when missing (root on CI, sudo elsewhere).
+# Tests use real git, bubblewrap and slirp4netns (the setup command's network, which cannot
+# reach this host's loopback); install them when missing (root on CI, sudo elsewhere).
 system-packages:
-	@missing=""; for tool in git bwrap; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for tool in git bwrap slirp4netns; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	  $$sudo apt-get update && $$sudo apt-get install -y git bubblewrap; \
+	  $$sudo apt-get update && $$sudo apt-get install -y git bubblewrap slirp4netns; \
 	fi
 
 $(STAMP): pyproject.toml

@@ -2,7 +2,9 @@
 
 GitHub adds and drops payload fields over time and Enterprise Server versions differ, so each
 event has a small model of only what Baton needs, with every other field ignored. A payload that
-lacks one of those fields is answered `ignored`, never an error.
+lacks one of those fields is answered `ignored`, never an error; so is JSON that is not an object
+(`[]`, `null`, a number) and JSON nested deeper than the parser reads (200 levels; no payload
+nests a tenth of that). Only a body that is not JSON at all is an error.
 """
 
 from __future__ import annotations
@@ -115,7 +117,21 @@ class InstallationRepositoriesEvent(_Tolerant):
 
 
 class PayloadError(ValueError):
-    """The body is not a JSON object; the message says which."""
+    """The body is not JSON."""
+
+
+class _OddShape(Exception):
+    """The body is JSON, but not of a shape any event has; the message says how."""
+
+
+# The first character of a JSON text that is not an object names its kind; any other is a number.
+_JSON_KINDS = {
+    b"[": "a JSON array",
+    b'"': "a JSON string",
+    b"n": "JSON null",
+    b"t": "a JSON boolean",
+    b"f": "a JSON boolean",
+}
 
 
 def _none_if_invalid(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
@@ -175,8 +191,15 @@ _ROUTES: dict[str, tuple[str | None, str, type[_Tolerant]]] = {
 
 
 def decide(event: str, body: bytes) -> Decision:
-    """Read a delivery's body. Raises PayloadError only when it is not a JSON object; any other
-    unexpected shape is a Decision to ignore it, with the reason."""
+    """Read a delivery's body. Raises PayloadError only when it is not JSON; any unexpected
+    shape is a Decision to ignore it, with the reason."""
+    try:
+        return _decide(event, body)
+    except _OddShape as shape:
+        return Decision(None, None, f"{event} body is {shape}")
+
+
+def _decide(event: str, body: bytes) -> Decision:
     route = _ROUTES.get(event)
     if route is None:
         action = _read_action(body)
@@ -210,12 +233,17 @@ def _label(event: str, action: str | None) -> str:
 
 
 def _read_action(body: bytes) -> str | None:
+    """The body's `action` when it is text; raises PayloadError when the body is not JSON and
+    `_OddShape` when it is JSON of no event's shape."""
     try:
         action = _Action.model_validate_json(body).action
     except ValidationError as error:
-        kind = error.errors(include_url=False)[0]["type"]
-        if kind == "model_type":
-            raise PayloadError("body is JSON but not an object") from None
+        problem = error.errors(include_url=False, include_input=False)[0]
+        if problem["type"] == "model_type":
+            kind = _JSON_KINDS.get(body.lstrip()[:1], "a JSON number")
+            raise _OddShape(f"{kind}, not an object") from None
+        if "recursion limit" in str(problem.get("ctx", {}).get("error", "")):
+            raise _OddShape("JSON nested deeper than Baton reads") from None
         raise PayloadError("body is not JSON") from None
     return action if isinstance(action, str) else None
 

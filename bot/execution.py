@@ -21,9 +21,11 @@ from sqlmodel import Session, col, select
 from bot import runs
 from bot.codebase.tools import read_only_tools
 from bot.config import RepoConfig
+from bot.disk import MIB
 from bot.executor import JobContext
 from bot.git import ApplyConflict, GitError, Mirror, PushRejected
 from bot.github.repo import GitHubError, RepoClient
+from bot.github.scopes import EXECUTE
 from bot.llm.agent import AgentFailed
 from bot.llm.budget import Budget, BudgetExceeded, InFlight
 from bot.llm.metered import MeteredModel
@@ -49,7 +51,7 @@ from bot.planning import (
 )
 from bot.review import ReviewVerdict, review
 from bot.revisions import answer_review_comments
-from bot.sandbox import CommandResult, Sandbox, SandboxUnavailable
+from bot.sandbox import CommandResult, Sandbox, SandboxLimits, SandboxUnavailable
 from bot.scheduler import (
     RUNNING_STATES,
     TaskView,
@@ -58,6 +60,7 @@ from bot.scheduler import (
     finished,
     ready_to_start,
 )
+from bot.settings import Settings
 from bot.store.models import (
     AttemptStatus,
     PlanRevision,
@@ -85,6 +88,11 @@ TEST_COMMANDS = (
     ("go.mod", "go test ./..."),
     ("Cargo.toml", "cargo test"),
 )
+
+
+def sandbox_limits(settings: Settings) -> SandboxLimits:
+    """The sandbox's limits, with the data disk's floor the operator set."""
+    return SandboxLimits(min_free_disk_bytes=settings.min_free_disk_mb * MIB)
 
 
 def default_test_command(files: Sequence[str]) -> str:
@@ -135,18 +143,17 @@ class Execution:
 
     @classmethod
     async def prepare(cls, context: JobContext, run: Run) -> Execution:
-        mirror = await updated_mirror(context, run)
+        mirror = await updated_mirror(context, run, EXECUTE)
+        repo = repo_client(context, run, EXECUTE)
         config = RepoConfig.model_validate(run.config)
-        base = run.base_sha or await mirror.resolve(
-            (await repo_client(context, run).repository()).default_branch
-        )
+        base = run.base_sha or await mirror.resolve((await repo.repository()).default_branch)
         files = await mirror.files_at(base)
         commands = RepoCommands(
             test=config.test_command or default_test_command(files),
             lint=config.lint_command,
             setup=config.setup_command,
         )
-        execution = cls(context, run, repo_client(context, run), mirror, config, commands)
+        execution = cls(context, run, repo, mirror, config, commands)
         await execution._ready_tasks(base)
         await execution._adopt_pushed()
         return execution
@@ -265,12 +272,15 @@ class Execution:
             self.commands,
             lambda attempt_id: self._model(task, attempt_id),
             ticket=self.run.issue_title,
+            sandbox_limits=sandbox_limits(self.context.settings),
             toolchains=self.context.settings.sandbox_toolchains,
         )
         number = task.attempts + 1
         await self._count_attempt(key, number)
+        # The run's base commit holds no worker's change: only there may setup reach out.
+        pristine = base == self.run.base_sha
         result = await worker.run(
-            AttemptPlan(self.run.id, task.id or 0, plan_task, number, base, feedback)
+            AttemptPlan(self.run.id, task.id or 0, plan_task, number, base, feedback, pristine)
         )
         if result.status == AttemptStatus.escalated:
             return _Outcome(TaskState.escalated, result.error), None
@@ -337,11 +347,15 @@ class Execution:
             await worktree.remove()
 
     async def _tests_on(self, path: Path) -> CommandResult | None:
+        settings = self.context.settings
         sandbox = Sandbox(
-            path, extra_read_only=[*self.context.settings.sandbox_toolchains, self.mirror.path]
+            path,
+            limits=sandbox_limits(settings),
+            extra_read_only=[*settings.sandbox_toolchains, self.mirror.path],
         )
         if self.commands.setup:
-            await sandbox.run(self.commands.setup, network=True)  # each worktree starts bare
+            # A worker's change is in this worktree: its setup script may be the worker's too.
+            await sandbox.run(self.commands.setup, network=False)
         return await sandbox.run(self.commands.test)
 
     async def _integrate(self, key: str, commit_sha: str) -> None:

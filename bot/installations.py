@@ -39,6 +39,8 @@ def apply_repositories_event(
     """added / removed repositories of an installation."""
     installation = _upsert_installation(session, event.installation)
     _upsert_repositories(session, installation.id, event.repositories_added)
+    # Recorded even if never seen before, so that their mirrors are known to be unwanted.
+    _upsert_repositories(session, installation.id, event.repositories_removed)
     _mark_removed(session, installation.id, {repo.id for repo in event.repositories_removed})
     return installation
 

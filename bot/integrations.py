@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bot.git import Mirrors
+from bot.git import Mirror, Mirrors
 from bot.github.client import GitHubApp, GitHubTuning
+from bot.github.repo import RepoClient
+from bot.github.scopes import TokenScope
 from bot.llm.pricing import PriceTable
 from bot.llm.registry import make_model
 from bot.llm.types import Model
@@ -43,3 +45,13 @@ class Integrations:
                 "no GitHub App credentials: set BATON_GITHUB_APP_ID and BATON_GITHUB_PRIVATE_KEY"
             )
         return self.github
+
+    def repo_client(self, scope: TokenScope) -> RepoClient:
+        """`scope.repository` on GitHub, through a token for that repository alone that holds
+        only `scope.permissions`."""
+        return RepoClient(self.require_github().client(scope), scope.repository)
+
+    def mirror(self, scope: TokenScope) -> Mirror:
+        """The mirror of `scope.repository`, fetched and pushed with the scope's token. No I/O."""
+        github = self.require_github()
+        return self.mirrors.mirror(scope.repository, lambda: github.token(scope))

@@ -8,7 +8,16 @@ from typing import TypeVar
 from pydantic import BaseModel
 from sqlmodel import Session
 
-from bot import execution, failures, installations, planning, revisions, runs, steering
+from bot import (
+    execution,
+    failures,
+    installations,
+    planning,
+    retention,
+    revisions,
+    runs,
+    steering,
+)
 from bot.events import (
     InstallationEvent,
     InstallationRepositoriesEvent,
@@ -97,6 +106,7 @@ async def sync_installation(context: JobContext, delivery_id: int) -> None:
         )
 
     await context.store.run(step)
+    await retention.forget_uninstalled_mirrors(context)
 
 
 async def sync_installation_repositories(context: JobContext, delivery_id: int) -> None:
@@ -108,6 +118,7 @@ async def sync_installation_repositories(context: JobContext, delivery_id: int) 
         )
 
     await context.store.run(step)
+    await retention.forget_uninstalled_mirrors(context)
 
 
 JOBS: dict[str, JobFunction] = {
@@ -119,4 +130,6 @@ JOBS: dict[str, JobFunction] = {
     "sync_installation": sync_installation,
     "sync_installation_repositories": sync_installation_repositories,
     failures.ANNOUNCE_JOB: failures.announce_failure,
+    retention.PRUNE_JOB: retention.prune_records,
+    runs.CLEAR_RUN_JOB: retention.clear_run_files,
 }

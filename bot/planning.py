@@ -20,6 +20,7 @@ from bot.config import RepoConfig
 from bot.executor import JobContext, enqueue
 from bot.git import Mirror
 from bot.github.repo import IssueThread, RepoClient
+from bot.github.scopes import PLAN, Permissions, TokenScope
 from bot.github.untrusted import UNTRUSTED_RULE, UntrustedFence, prepare_untrusted
 from bot.llm.agent import Agent, AgentFailed, Finisher, FinishRejected, Limits
 from bot.llm.budget import Budget
@@ -83,20 +84,23 @@ class Planned:
     check: PlanCheck
 
 
-def repo_client(context: JobContext, run: Run) -> RepoClient:
-    github = context.integrations.require_github()
+def run_scope(run: Run, permissions: Permissions) -> TokenScope:
+    """The token scope of a step of `run`: its repository alone, with the step's permissions."""
     if run.installation_id is None:
         raise LookupError(f"run {run.id} has no installation")
-    return RepoClient(github.installation(run.installation_id), run.repository)
+    return TokenScope(run.installation_id, run.repository, permissions)
 
 
-async def updated_mirror(context: JobContext, run: Run) -> Mirror:
-    """The run's repository mirror, fetched now, reached with its installation's token."""
-    github = context.integrations.require_github()
-    installation = run.installation_id or 0
-    mirror = context.integrations.mirrors.mirror(
-        run.repository, lambda: github.installation_token(installation)
-    )
+def repo_client(context: JobContext, run: Run, permissions: Permissions = PLAN) -> RepoClient:
+    """The run's repository on GitHub, with a token for it alone holding `permissions`: the
+    step's own set (`bot.github.scopes`); the default reads and speaks on the issue only."""
+    return context.integrations.repo_client(run_scope(run, permissions))
+
+
+async def updated_mirror(context: JobContext, run: Run, permissions: Permissions = PLAN) -> Mirror:
+    """The run's repository mirror, fetched now with a token for it alone holding
+    `permissions`; the default can fetch but not push."""
+    mirror = context.integrations.mirror(run_scope(run, permissions))
     await mirror.update()
     return mirror
 

@@ -18,6 +18,7 @@ from bot.config import RepoConfig
 from bot.events import PullRequestReviewSubmitted
 from bot.executor import JobContext, enqueue
 from bot.github.repo import RepoClient, Review
+from bot.github.scopes import READ_REVIEW
 from bot.github.untrusted import UntrustedFence, prepare_untrusted
 from bot.llm.agent import Agent, AgentFailed, Finisher, Limits
 from bot.llm.types import ModelFailed
@@ -63,7 +64,7 @@ async def revise_from_review(
     if run_id is None or state not in ACTED_ON:
         return
     run = await load_run(context, run_id)
-    repo = repo_client(context, run)
+    repo = repo_client(context, run, READ_REVIEW)
     if not await repo.may_command(event.sender.login):
         log.info("review by %s, who may not command Baton, ignored", event.sender.login)
         return
@@ -102,7 +103,7 @@ def _review_key(review_id: int) -> str:
 async def _plan_review(context: JobContext, run: Run, review: Review) -> Plan:
     config = RepoConfig.model_validate(run.config)
     first = await context.store.run(lambda session: _next_number(session, run.id))
-    mirror = await updated_mirror(context, run)
+    mirror = await updated_mirror(context, run, READ_REVIEW)
     head = run.head_sha or run.base_sha or ""
     worktree = await mirror.add_worktree(run.id, "review-plan", head)
     try:

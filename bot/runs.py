@@ -10,6 +10,7 @@ from sqlmodel import Session, col, select
 
 from bot.config import RepoConfig
 from bot.events import IssueLabeled
+from bot.executor import enqueue
 from bot.store.db import insert_ignoring_conflicts
 from bot.store.models import (
     AttemptStatus,
@@ -23,6 +24,9 @@ from bot.store.models import (
 from bot.store.types import utcnow
 
 log = logging.getLogger(__name__)
+
+# Queued when a run ends; `bot.retention` removes the run's worktrees and pinned commits.
+CLEAR_RUN_JOB = "clear_run_files"
 
 # The label when `.github/baton.yml` cannot be read (CONTRACT §4 default).
 DEFAULT_LABEL = "baton"
@@ -110,6 +114,7 @@ def end_run_in(
     run.state, run.active, run.error = state, False, reason
     run.ended_at = run.updated_at = utcnow()
     record_event(session, run_id, f"run.{state}", reason, delivery_id=delivery_id)
+    enqueue(session, CLEAR_RUN_JOB, run_id=run_id)  # its worktrees go at once
     return True
 
 

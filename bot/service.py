@@ -13,6 +13,7 @@ from bot.ingress import DeliveryRecorder
 from bot.integrations import Integrations
 from bot.jobs import JOBS
 from bot.metrics import Metrics
+from bot.retention import PRUNE_JOB
 from bot.settings import Settings, SettingsError
 from bot.store.db import Store
 from bot.store.models import Job
@@ -55,6 +56,7 @@ class Baton:
             self.recorder.busy,
             self.integrations,
             on_gave_up=on_job_gave_up,
+            housekeeping=[PRUNE_JOB],
         )
 
     def _notify_executor(self) -> None:

@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "BATON_"
 MODEL_PROVIDERS = ("anthropic", "openai")
+# GitHub caps webhook payloads at 25 MB; a larger body is answered 413.
+WEBHOOK_BODY_LIMIT = 25 * 1024 * 1024
 
 
 class SettingsError(ValueError):
@@ -33,8 +35,14 @@ class Settings(BaseSettings):
     github_private_key: SecretStr | None = None
     github_private_key_path: Path | None = None
     webhook_secret: SecretStr | None = None
-    # Bearer token for `/runs`; without it those routes answer direct loopback requests only.
+    # Bearer token for `/runs`, for scripts; people sign in with the link Baton prints at start.
     dashboard_token: SecretStr | None = None
+    # Setup mode accepts only https GitHub addresses; true also allows http on a loopback host
+    # (a GitHub stand-in on this machine). BATON_GITHUB_URL itself is always accepted.
+    setup_allow_http_github: bool = False
+    # Bytes of webhook bodies held before their signature is checked, over all connections of
+    # this process; a delivery that would pass it is answered 503 with Retry-After.
+    webhook_buffer_bytes: int = Field(default=4 * WEBHOOK_BODY_LIMIT, ge=WEBHOOK_BODY_LIMIT)
     github_api_url: str = "https://api.github.com"
     github_url: str = "https://github.com"
     database_url: str | None = None
@@ -47,6 +55,10 @@ class Settings(BaseSettings):
     # How long a dead process's job waits before another process takes it over.
     job_lease_seconds: float = Field(default=60.0, ge=1.0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Below this much free space on the data directory's disk Baton reports itself not ready.
+    min_free_disk_mb: int = Field(default=1024, ge=0)
+    # Deliveries, finished jobs, timeline rows and tool-call outcomes are kept this many days.
+    retention_days: int = Field(default=90, ge=1)
     # Price overrides, dollars per million tokens, as JSON: {"openai/my-model": {"input": 0.5,
     # "output": 1.5, "cache_read": 0.05}}; models absent here and from the list cost null.
     model_prices: dict[str, dict[str, float]] = Field(default_factory=dict)

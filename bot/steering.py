@@ -23,6 +23,7 @@ from bot.config import CONFIG_PATH, ConfigError, RepoConfig, parse_config
 from bot.events import IssueCommentCreated, IssueLabeled
 from bot.executor import JobContext, enqueue
 from bot.github.repo import RepoClient
+from bot.github.scopes import PLAN, TokenScope
 from bot.plan.render import render_problems
 from bot.plan.validate import PlanSyntaxError, parse_plan_yaml
 from bot.planning import (
@@ -57,8 +58,7 @@ REFUSAL_INTERVAL = timedelta(hours=1)  # at most one refusal per person and issu
 
 
 def _repo_for(context: JobContext, installation_id: int, full_name: str) -> RepoClient:
-    github = context.integrations.require_github()
-    return RepoClient(github.installation(installation_id), full_name)
+    return context.integrations.repo_client(TokenScope(installation_id, full_name, PLAN))
 
 
 async def read_config(repo: RepoClient) -> tuple[RepoConfig | None, str | None]:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import sqlalchemy as sa
 
 from bot.store.db import create_engine
 from bot.store.migrate import is_current
+from tests.support import free_port
 
 BATON = Path(sys.executable).parent / "baton"
 
@@ -59,3 +64,47 @@ def test_serve_refuses_an_executor_that_is_not_available_yet(tmp_path: Path) -> 
 
     assert result.returncode == 2
     assert "BATON_EXECUTOR='procrastinate': only 'local' is available so far" in result.stderr
+
+
+@contextmanager
+def serving(env: dict[str, str], cwd: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """`baton serve` running until the block ends; yields it and its stderr lines until the server
+    said it is listening."""
+    full_env = {"PATH": os.environ["PATH"], **env}
+    process = subprocess.Popen(
+        [str(BATON), "serve"], env=full_env, cwd=cwd, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stderr is not None
+        lines: list[str] = []
+        for line in process.stderr:
+            lines.append(line.rstrip("\n"))
+            if "Uvicorn running on" in line:
+                break
+        yield process, lines
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_serve_prints_the_operators_sign_in_link_that_opens_setup_mode(tmp_path: Path) -> None:
+    port = free_port()
+    env = {"BATON_DATA_DIR": str(tmp_path / "data"), "BATON_PORT": str(port)}
+    assert run_baton("db", "upgrade", env=env).returncode == 0
+
+    with serving(env, tmp_path) as (_, lines):
+        plain = [line for line in lines if not line.startswith("{") and "?code=" in line]
+        logged = [json.loads(line) for line in lines if line.startswith("{")]
+        assert plain, "\n".join(lines)
+        link = plain[0].split()[-1]
+        with httpx.Client(timeout=30) as browser:
+            without_code = browser.get(f"http://127.0.0.1:{port}/")
+            signed_in = browser.get(link)
+            setup_page = browser.get(f"http://127.0.0.1:{port}/")
+
+    assert link.startswith(f"http://127.0.0.1:{port}/?code=")
+    assert any(record.get("link") == link for record in logged)
+    assert without_code.status_code == 403
+    assert (signed_in.status_code, signed_in.headers["location"]) == (303, "/")
+    assert setup_page.status_code == 200
+    assert "Register Baton on GitHub" in setup_page.text

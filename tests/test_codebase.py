@@ -526,14 +526,20 @@ async def test_list_files_shows_the_working_copy_without_ignored_files(checkout:
     assert answer["files"] == [
         ".gitignore",
         "README.md",
+        "dir_outside",
         "docs/guide.md",
-        "into_pkg",  # a symlink inside: git lists it as one entry
+        "into_git",
+        "into_pkg",
+        "loop",
         "new.txt",
         "pkg/__init__.py",
         "pkg/app.py",
         "pkg/data.bin",
         "pkg/notes.md",
-    ]  # no `to_outside`, tracked but leading out, nor the untracked links out or into .git
+        "to_outside",
+    ]
+    # Links are listed as what they are, and never followed.
+    assert answer["symlinks"] == ["dir_outside", "into_git", "into_pkg", "loop", "to_outside"]
     assert answer["count"] == len(answer["files"])
     assert "note" not in answer
 
@@ -546,7 +552,7 @@ async def test_list_files_of_a_folder_and_its_cap(checkout: Path) -> None:
     assert answer["count"] == 4
     assert "showing the first 2 of 4 files" in answer["note"]
     linked = await call(tools, "list_files", path="into_pkg")
-    assert linked["path"] == "pkg"
+    assert (linked["files"], linked["symlinks"]) == (["into_pkg"], ["into_pkg"])
     one = await call(tools, "list_files", path="pkg/app.py")
     assert one["files"] == ["pkg/app.py"]
 
@@ -555,7 +561,9 @@ async def test_list_files_refuses_what_is_not_there_or_outside(checkout: Path) -
     tools = read_only_tools(checkout)
     assert "`nowhere` does not exist" in await refused(tools, "list_files", path="nowhere")
     assert "leaves the repository" in await refused(tools, "list_files", path="..")
-    assert "outside the repository" in await refused(tools, "list_files", path="dir_outside")
+    assert "goes through `dir_outside`, a symbolic link" in await refused(
+        tools, "list_files", path="dir_outside/secret.txt"
+    )
     assert "must be a string" in await refused(tools, "list_files", path=3)
     assert "has no argument folder" in await refused(tools, "list_files", folder="pkg")
 
@@ -575,8 +583,10 @@ async def test_read_file_numbers_lines_and_reads_a_range(checkout: Path) -> None
     assert part["total_lines"] == APP_PY.count("\n")
     untracked = await call(tools, "read_file", path="new.txt")
     assert untracked["content"] == "1\ta new needle, not yet committed"
-    linked = await call(tools, "read_file", path="into_pkg/app.py", end_line=1)
-    assert linked["path"] == "pkg/app.py"
+    linked = await call(tools, "read_file", path="to_outside")
+    assert linked["symlink_to"] == str(checkout.parent / "outside/secret.txt")
+    assert "its target is not read" in linked["note"]
+    assert "content" not in linked
 
 
 async def test_read_file_stops_at_its_cap_and_says_how_to_read_on(checkout: Path) -> None:
@@ -607,7 +617,9 @@ async def test_read_file_cuts_a_line_longer_than_the_cap(tmp_path: Path) -> None
         pytest.param({"path": "pkg"}, "is a folder; list_files", id="folder"),
         pytest.param({"path": "local.env"}, "ignored by git", id="ignored"),
         pytest.param({"path": "build/out.py"}, "ignored by git", id="ignored-folder"),
-        pytest.param({"path": "to_outside"}, "outside the repository", id="symlink-out"),
+        pytest.param(
+            {"path": "into_pkg/app.py"}, "goes through `into_pkg`, a symbolic link", id="via-link"
+        ),
         pytest.param({"path": "../outside/secret.txt"}, "leaves the repository", id="dotdot"),
         pytest.param({"path": ".git"}, "inside `.git`", id="git"),
         pytest.param({"path": "/etc/passwd"}, "is absolute", id="absolute"),
@@ -654,8 +666,10 @@ async def test_search_never_shows_what_lies_outside(checkout: Path) -> None:
     answer = await call(tools, "search", pattern="SECRET")
     assert answer["matches"] == []
     assert "POSIX extended regular expression" in answer["note"]
-    assert "outside the repository" in await refused(
-        tools, "search", pattern="SECRET", path="dir_outside"
+    linked = await call(tools, "search", pattern="SECRET", path="dir_outside")
+    assert (linked["matches"], linked["symlink_to"]) == ([], str(checkout.parent / "outside"))
+    assert "goes through `dir_outside`" in await refused(
+        tools, "search", pattern="SECRET", path="dir_outside/secret.txt"
     )
 
 
@@ -705,7 +719,7 @@ async def test_list_symbols_caps_its_answer(checkout: Path) -> None:
     [
         ("pkg/data.bin", "is a binary file"),
         ("nothing.py", "does not exist"),
-        ("to_outside", "outside the repository"),
+        ("dir_outside/secret.txt", "goes through `dir_outside`, a symbolic link"),
         ("local.env", "ignored by git"),
     ],
 )

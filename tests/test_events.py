@@ -125,18 +125,35 @@ def test_the_job_gets_only_the_fields_it_reads() -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "problem"),
-    [
-        (b"action=labeled", "body is not JSON"),
-        (b'{"action": "labeled"', "body is not JSON"),
-        (b'{"action": "labeled"} trailing', "body is not JSON"),
-        (b"[1, 2]", "body is JSON but not an object"),
-        (b'"labeled"', "body is JSON but not an object"),
-    ],
+    "body",
+    [b"action=labeled", b'{"action": "labeled"', b'{"action": "labeled"} trailing', b"", b"[1,"],
 )
-def test_a_body_that_is_not_a_json_object_is_a_payload_error(body: bytes, problem: str) -> None:
-    with pytest.raises(PayloadError, match=problem):
+def test_a_body_that_is_not_json_is_a_payload_error(body: bytes) -> None:
+    with pytest.raises(PayloadError, match="body is not JSON"):
         decide("issues", body)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"[1, 2]", "a JSON array, not an object"),
+        (b'"labeled"', "a JSON string, not an object"),
+        (b"null", "JSON null, not an object"),
+        (b"-1.5", "a JSON number, not an object"),
+        (b"\n false", "a JSON boolean, not an object"),
+        (b"[" * 1000 + b"]" * 1000, "JSON nested deeper than Baton reads"),
+        (b'{"issue": ' + b"[" * 300 + b"]" * 300 + b"}", "JSON nested deeper than Baton reads"),
+    ],
+    ids=["array", "string", "null", "number", "boolean", "deep-array", "deep-in-object"],
+)
+@pytest.mark.parametrize("event", ["issues", "issue_comment", "push"])
+def test_json_of_no_events_shape_is_ignored_saying_why(
+    event: str, body: bytes, reason: str
+) -> None:
+    decision = decide(event, body)
+
+    assert (decision.job, decision.fields, decision.sender) == (None, None, None)
+    assert decision.reason == f"{event} body is {reason}"
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,9 @@ import pytest
 
 from bot.github.auth import InstallationToken, TokenCache, parse_expiry
 from bot.github.pacing import WritePacer
+from bot.github.scopes import EXECUTE, PLAN, Permissions, TokenScope
+
+WIDGETS = TokenScope(7, "octo-org/widgets", PLAN)
 
 
 class FakeClock:
@@ -28,10 +31,10 @@ class CountingFetch:
     def __init__(self, clock: FakeClock, lifetime: float = 3600.0) -> None:
         self.clock = clock
         self.lifetime = lifetime
-        self.calls: list[int] = []
+        self.calls: list[TokenScope] = []
 
-    async def __call__(self, installation_id: int) -> InstallationToken:
-        self.calls.append(installation_id)
+    async def __call__(self, scope: TokenScope) -> InstallationToken:
+        self.calls.append(scope)
         token = f"ghs_{len(self.calls)}.x-y"
         await asyncio.sleep(0)  # let concurrent callers pile up, as a real fetch would
         return InstallationToken(token, self.clock() + self.lifetime)
@@ -41,40 +44,65 @@ async def test_a_token_is_fetched_once_and_reused() -> None:
     clock = FakeClock()
     fetch = CountingFetch(clock)
     cache = TokenCache(fetch, clock=clock)
-    tokens = {await cache.token(7) for _ in range(5)}
+    tokens = {await cache.token(WIDGETS) for _ in range(5)}
     assert tokens == {"ghs_1.x-y"}
-    assert fetch.calls == [7]
+    assert fetch.calls == [WIDGETS]
 
 
 async def test_a_token_near_expiry_is_replaced_before_it_runs_out() -> None:
     clock = FakeClock()
     fetch = CountingFetch(clock)
     cache = TokenCache(fetch, clock=clock, refresh_margin=300)
-    first = await cache.token(7)
+    first = await cache.token(WIDGETS)
     clock.now += 3600 - 301  # still 301 s left: keep it
-    assert await cache.token(7) == first
+    assert await cache.token(WIDGETS) == first
     clock.now += 2  # 299 s left: inside the margin
-    assert await cache.token(7) == "ghs_2.x-y"
-    assert fetch.calls == [7, 7]
+    assert await cache.token(WIDGETS) == "ghs_2.x-y"
+    assert fetch.calls == [WIDGETS, WIDGETS]
 
 
-async def test_concurrent_callers_share_one_fetch_per_installation() -> None:
+# Each differs from WIDGETS in one part of the scope: installation, repository, permissions.
+OTHER_SCOPES = [
+    TokenScope(8, "octo-org/widgets", PLAN),
+    TokenScope(7, "octo-org/gadgets", PLAN),
+    TokenScope(7, "octo-org/widgets", EXECUTE),
+    TokenScope(7, "octo-org/widgets", Permissions(contents="read", issues="write")),
+]
+
+
+async def test_concurrent_callers_share_one_fetch_per_scope_and_scopes_share_no_token() -> None:
     clock = FakeClock()
     fetch = CountingFetch(clock)
     cache = TokenCache(fetch, clock=clock)
-    tokens = await asyncio.gather(*(cache.token(installation) for installation in [1, 2] * 10))
-    assert sorted(fetch.calls) == [1, 2]
-    assert len(set(tokens)) == 2
+    scopes = [WIDGETS, *OTHER_SCOPES[:3]]
+    tokens = await asyncio.gather(*(cache.token(scope) for scope in scopes * 10))
+    assert sorted(map(str, fetch.calls)) == sorted(map(str, scopes))
+    first_round = tokens[: len(scopes)]
+    assert tokens == first_round * 10
+    assert len(set(first_round)) == len(scopes)
+    # The same permissions spelled anew are the same scope, and get the cached token.
+    assert await cache.token(OTHER_SCOPES[3]) == first_round[0]
 
 
-async def test_forgetting_a_refused_token_leaves_a_newer_one_alone() -> None:
+async def test_forgetting_a_refused_token_leaves_a_newer_one_and_other_scopes_alone() -> None:
     clock = FakeClock()
     cache = TokenCache(CountingFetch(clock), clock=clock)
-    old = await cache.token(7)
-    cache.forget(7, old)
-    new = await cache.token(7)
-    cache.forget(7, old)  # a second request that failed with the old token arrives late
-    assert await cache.token(7) == new != old
+    old = await cache.token(WIDGETS)
+    other = await cache.token(OTHER_SCOPES[2])
+    cache.forget(WIDGETS, old)
+    new = await cache.token(WIDGETS)
+    cache.forget(WIDGETS, old)  # a second request that failed with the old token arrives late
+    cache.forget(OTHER_SCOPES[2], old)  # a refusal names the scope it was for
+    assert await cache.token(WIDGETS) == new != old
+    assert await cache.token(OTHER_SCOPES[2]) == other
+
+
+def test_a_scope_needs_an_owner_and_a_repository() -> None:
+    for wrong in ["widgets", "octo-org/", "/widgets", "octo-org/widgets/extra"]:
+        with pytest.raises(ValueError, match="'owner/name'"):
+            TokenScope(7, wrong, PLAN)
+    assert TokenScope(7, "octo-org/widgets", PLAN).repository_name == "widgets"
+    assert str(PLAN) == "contents:read, issues:write, metadata:read"
 
 
 @pytest.mark.parametrize(

@@ -6,14 +6,19 @@ shows that `BATON_GITHUB_API_URL` pointing at an Enterprise Server works.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot.git import Mirrors
+from bot.github.auth import TokenRefused
 from bot.github.client import GitHubApp, GitHubTuning
 from bot.github.repo import (
     GitHubError,
@@ -23,15 +28,18 @@ from bot.github.repo import (
     reply_marker,
     status_marker,
 )
+from bot.github.scopes import EXECUTE, PLAN, Permissions, TokenScope
 from bot.settings import Settings
 from tests.doubles.fixtures import INSTALLATION_ID as INSTALLATION
 from tests.doubles.fixtures import REPOSITORY as REPO
-from tests.doubles.fixtures import WIDGETS_FILES, as_app, commit_files
+from tests.doubles.fixtures import REPOSITORY_ID, WIDGETS_FILES, as_app, commit_files
 from tests.doubles.github import GitHubDouble, RecordedRequest
 from tests.support import free_port, payload
 
 ISSUE_TITLE = payload("issues.labeled")["issue"]["title"]
 QUICK = GitHubTuning(write_interval=0.05)
+# These tests comment, open pull requests and make check runs: an execution step's token.
+SCOPE = TokenScope(INSTALLATION, REPO, EXECUTE)
 
 
 class OffsetClock:
@@ -56,7 +64,12 @@ def app(github: GitHubDouble, clock: OffsetClock) -> GitHubApp:
 
 @pytest.fixture
 def repo(app: GitHubApp) -> RepoClient:
-    return RepoClient(app.installation(INSTALLATION), REPO)
+    return RepoClient(app.client(SCOPE), REPO)
+
+
+def canonical(body: Any) -> str:
+    """A JSON body as text with sorted keys, to compare bodies whatever their key order."""
+    return json.dumps(body, sort_keys=True)
 
 
 def calls_to(github: GitHubDouble, method: str, path: str) -> list[RecordedRequest]:
@@ -90,9 +103,91 @@ async def test_a_token_github_no_longer_accepts_is_replaced(
 
 
 async def test_git_gets_the_same_cached_token(github: GitHubDouble, app: GitHubApp) -> None:
-    token = await app.installation_token(INSTALLATION)
-    await RepoClient(app.installation(INSTALLATION), REPO).repository()
+    token = await app.token(SCOPE)
+    await RepoClient(app.client(SCOPE), REPO).repository()
     assert [issued.token for issued in github.tokens_issued] == [token]
+
+
+async def test_each_scope_gets_one_token_of_its_own_however_many_ask_at_once(
+    github: GitHubDouble, app: GitHubApp
+) -> None:
+    gadgets = github.add_repository("octo-org/gadgets", INSTALLATION)
+    scopes = [
+        SCOPE,
+        TokenScope(INSTALLATION, REPO, PLAN),
+        TokenScope(INSTALLATION, "octo-org/gadgets", PLAN),
+    ]
+    tokens = await asyncio.gather(*(app.token(scope) for scope in scopes * 5))
+    assert tokens == tokens[:3] * 5
+    issued = {token.token: token for token in github.tokens_issued}
+    assert len(issued) == 3
+    granted = [(issued[t].repository_ids, dict(issued[t].permissions)) for t in tokens[:3]]
+    assert granted == [
+        ({REPOSITORY_ID}, EXECUTE.as_request()),
+        ({REPOSITORY_ID}, PLAN.as_request()),
+        ({gadgets}, PLAN.as_request()),
+    ]
+    asked = [r.json for r in calls_to(github, "POST", "/access_tokens")]
+    wanted = [
+        {"repositories": [scope.repository_name], "permissions": scope.permissions.as_request()}
+        for scope in scopes
+    ]
+    assert sorted(asked, key=canonical) == sorted(wanted, key=canonical)
+
+
+async def test_a_refused_token_is_renewed_for_its_own_scope(
+    github: GitHubDouble, app: GitHubApp, repo: RepoClient
+) -> None:
+    planning = RepoClient(app.client(TokenScope(INSTALLATION, REPO, PLAN)), REPO)
+    await repo.repository()
+    await planning.repository()
+    github.expire_tokens()
+    await repo.repository()
+    assert [dict(t.permissions) for t in github.tokens_issued[2:]] == [EXECUTE.as_request()]
+    await planning.issue(42)
+    assert [dict(t.permissions) for t in github.tokens_issued[2:]] == [
+        EXECUTE.as_request(),
+        PLAN.as_request(),
+    ]
+
+
+async def test_a_planning_client_is_refused_what_only_execution_may_do(
+    github: GitHubDouble, app: GitHubApp
+) -> None:
+    planning = RepoClient(app.client(TokenScope(INSTALLATION, REPO, PLAN)), REPO)
+    head = github.branch_sha(REPO, "main")
+    assert head is not None
+    with pytest.raises(GitHubError, match="403 .* Resource not accessible by integration"):
+        await planning.create_check_run(head, "completed", "Baton", "done", conclusion="success")
+    with pytest.raises(GitHubError, match="403"):
+        await planning.open_pull_requests()
+    assert github.check_runs(REPO) == []
+
+
+@pytest.mark.parametrize(
+    ("scope", "reason"),
+    [
+        pytest.param(
+            TokenScope(INSTALLATION, REPO, Permissions(metadata="write")),
+            "permissions requested are not granted",
+            id="more-than-the-app-holds",
+        ),
+        pytest.param(
+            TokenScope(INSTALLATION, "octo-org/not-installed", PLAN),
+            "at least one repository that does not exist",
+            id="a-repository-outside-the-installation",
+        ),
+    ],
+)
+async def test_a_token_github_will_not_grant_is_an_error_naming_why(
+    github: GitHubDouble, app: GitHubApp, scope: TokenScope, reason: str, tmp_path: Path
+) -> None:
+    with pytest.raises(GitHubError, match=f"422 .*{reason}"):
+        await RepoClient(app.client(scope), scope.repository).repository()
+    mirror = Mirrors(tmp_path / "data", github.url).mirror(REPO, lambda: app.token(scope))
+    with pytest.raises(TokenRefused, match=f"{scope.repository} .*{reason}.*the installation must"):
+        await mirror.update()
+    assert github.tokens_issued == []
 
 
 async def test_a_secondary_rate_limit_is_waited_out_and_retried(
@@ -211,7 +306,7 @@ async def test_github_out_of_reach_is_a_github_error_naming_what_was_asked(
     port = free_port()  # nothing listens there
     settings = as_app(Settings(_env_file=None), github)  # type: ignore[call-arg]
     unreachable = settings.model_copy(update={"github_api_url": f"http://127.0.0.1:{port}/api/v3"})
-    repo = RepoClient(GitHubApp(unreachable, QUICK, clock=clock).installation(INSTALLATION), REPO)
+    repo = RepoClient(GitHubApp(unreachable, QUICK, clock=clock).client(SCOPE), REPO)
 
     with pytest.raises(GitHubError, match="could not be reached for issue octo-org/widgets#7"):
         await repo.issue(7)

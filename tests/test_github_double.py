@@ -321,6 +321,146 @@ def test_another_installations_repository_is_not_found(github: GitHubDouble) -> 
     assert refused.value.response.status_code == 404
 
 
+# --- tokens narrowed to repositories and permissions ---------------------------------------
+
+GADGETS_REPOSITORY = "octo-org/gadgets"
+
+
+def scoped_token(github: GitHubDouble, **body: Any) -> httpx.Response:
+    """POST /app/installations/{id}/access_tokens with `body`, sent as is."""
+    headers = {"Authorization": f"Bearer {app_jwt(github)}"}
+    path = f"/app/installations/{INSTALLATION_ID}/access_tokens"
+    return raw(github, "POST", path, headers=headers, json=body)
+
+
+def with_token(github: GitHubDouble, token: str, method: str, path: str, **options: Any) -> int:
+    headers = {"Authorization": f"token {token}"}
+    return raw(github, method, path, headers=headers, **options).status_code
+
+
+def test_a_token_asked_for_one_repository_sees_no_other_of_its_installation(
+    github: GitHubDouble, app: GitHub[AppAuthStrategy], version: ApiVersion
+) -> None:
+    gadgets = github.add_repository(GADGETS_REPOSITORY, INSTALLATION_ID, GADGETS)
+    answer = app.rest(version).apps.create_installation_access_token(
+        INSTALLATION_ID, repositories=[NAME], permissions={"contents": "read"}
+    )
+    token = answer.parsed_data
+    assert (token.repository_selection, token.permissions.contents) == ("selected", "read")
+    assert [found.full_name for found in token.repositories or []] == [REPOSITORY]
+    assert with_token(github, token.token, "GET", f"/repos/{REPOSITORY}") == 200
+    assert with_token(github, token.token, "GET", f"/repos/{GADGETS_REPOSITORY}") == 404
+    listed = raw(
+        github,
+        "GET",
+        "/installation/repositories",
+        headers={"Authorization": f"token {token.token}"},
+    ).json()
+    assert [found["full_name"] for found in listed["repositories"]] == [REPOSITORY]
+    by_id = scoped_token(github, repository_ids=[gadgets]).json()["token"]
+    assert (
+        with_token(github, by_id, "GET", f"/repos/{GADGETS_REPOSITORY}/contents/README.md") == 200
+    )
+    assert with_token(github, by_id, "GET", f"/repos/{REPOSITORY}") == 404
+    issued = github.tokens_issued
+    assert [t.repository_ids for t in issued] == [{REPOSITORY_ID}, {gadgets}]
+
+
+def test_a_token_without_a_permission_is_refused_what_needs_it(github: GitHubDouble) -> None:
+    answer = scoped_token(github, repositories=[NAME], permissions={"issues": "read"})
+    assert answer.status_code == 201
+    token = answer.json()["token"]
+    # GitHub adds metadata:read to every token narrowed to some permissions.
+    assert answer.json()["permissions"] == {"metadata": "read", "issues": "read"}
+    assert github.tokens_issued[-1].permissions == {"metadata": "read", "issues": "read"}
+    assert with_token(github, token, "GET", f"/repos/{REPOSITORY}/issues/{ISSUE_NUMBER}") == 200
+    assert with_token(github, token, "GET", f"/repos/{REPOSITORY}") == 200
+    refused = [
+        ("POST", f"/repos/{REPOSITORY}/issues/{ISSUE_NUMBER}/comments", {"body": "hi"}),
+        ("GET", f"/repos/{REPOSITORY}/contents/README.md", None),
+        ("POST", f"/repos/{REPOSITORY}/check-runs", {"name": "baton", "head_sha": "0" * 40}),
+        ("GET", f"/repos/{REPOSITORY}/pulls", None),
+    ]
+    for method, path, body in refused:
+        headers = {"Authorization": f"token {token}"}
+        found = raw(github, method, path, headers=headers, json=body)
+        assert (found.status_code, found.json()["message"]) == (
+            403,
+            "Resource not accessible by integration",
+        ), path
+    assert github.issue_comments(REPOSITORY, ISSUE_NUMBER) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"permissions": {"workflows": "write"}}, "permissions requested are not granted"),
+        ({"permissions": {"contents": "admin"}}, "permissions requested are not granted"),
+        ({"permissions": {"issues": "everything"}}, "Invalid request"),
+        ({"permissions": ["issues"]}, "Invalid request"),
+        ({"repositories": ["no-such-repository"]}, "at least one repository that does not exist"),
+        ({"repositories": ["secrets"]}, "at least one repository that does not exist"),
+        ({"repository_ids": [5]}, "at least one repository that does not exist"),
+        ({"repositories": "widgets"}, "Invalid request"),
+    ],
+    ids=[
+        "permission-the-app-lacks",
+        "stronger-than-the-app",
+        "unknown-level",
+        "not-an-object",
+        "unknown-name",
+        "another-installations",
+        "unknown-id",
+        "names-not-a-list",
+    ],
+)
+def test_a_token_request_beyond_the_installation_is_refused(
+    github: GitHubDouble, body: dict[str, Any], message: str
+) -> None:
+    github.add_installation(60000001, "other-org")
+    github.add_repository("other-org/secrets", 60000001)
+    answer = scoped_token(github, **body)
+    assert answer.status_code == 422
+    assert message in answer.json()["message"]
+    assert github.tokens_issued == []
+
+
+def test_git_with_a_read_only_token_fetches_but_cannot_push(
+    github: GitHubDouble, tmp_path: Path
+) -> None:
+    read_only = scoped_token(github, repositories=[NAME], permissions={"contents": "read"})
+    token = read_only.json()["token"]
+    checkout = tmp_path / "read-only"
+    git("clone", "--quiet", f"{github.url}/{REPOSITORY}.git", str(checkout), token=token)
+    git("checkout", "--quiet", "-b", "baton/issue-42", cwd=checkout)
+    (checkout / "NOTES.md").write_text("T1\n")
+    git("add", "--all", cwd=checkout)
+    git("commit", "--quiet", "-m", "Notes", cwd=checkout)
+    with pytest.raises(RuntimeError, match="403"):
+        git(
+            "push", "--quiet", "origin", "HEAD:refs/heads/baton/issue-42", cwd=checkout, token=token
+        )
+    assert github.branch_sha(REPOSITORY, "baton/issue-42") is None
+    git("fetch", "--quiet", "origin", cwd=checkout, token=token)
+    pushes = [r for r in github.requests if r.query.get("service") == "git-receive-pack"]
+    assert [r.status for r in pushes] == [403]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"repositories": ["gadgets"]}, {"repositories": [NAME], "permissions": {"issues": "write"}}],
+    ids=["another-repository", "no-contents-permission"],
+)
+def test_git_with_a_token_that_cannot_see_the_repository_is_not_found(
+    github: GitHubDouble, tmp_path: Path, body: dict[str, Any]
+) -> None:
+    github.add_repository(GADGETS_REPOSITORY, INSTALLATION_ID, GADGETS)
+    token = scoped_token(github, **body).json()["token"]
+    with pytest.raises(RuntimeError, match="not found"):
+        git("clone", "--quiet", f"{github.url}/{REPOSITORY}.git", str(tmp_path / "c"), token=token)
+    assert {r.status for r in github.requests if r.route == "git"} == {404}
+
+
 # --- repositories, branches, contents ------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ import pytest
 from bot.git import Mirrors
 from bot.github.client import GitHubApp, GitHubTuning
 from bot.github.repo import RepoClient
+from bot.github.scopes import EXECUTE, TokenScope
 from bot.settings import Settings
 from tests.doubles.fixtures import INSTALLATION_ID, REPOSITORY, as_app
 from tests.doubles.github import GitHubDouble
@@ -32,9 +33,8 @@ async def test_a_task_commit_is_pushed_and_becomes_a_draft_pull_request(
     caplog.set_level(logging.DEBUG)
     app = app_for(github)
     data_dir = tmp_path / "data"
-    mirror = Mirrors(data_dir, github.url).mirror(
-        REPOSITORY, lambda: app.installation_token(INSTALLATION_ID)
-    )
+    scope = TokenScope(INSTALLATION_ID, REPOSITORY, EXECUTE)
+    mirror = Mirrors(data_dir, github.url).mirror(REPOSITORY, lambda: app.token(scope))
     assert await mirror.update() == "cloned"
     main = await mirror.resolve("main")
     worktree = await mirror.add_worktree("run1", "T1", main)
@@ -46,7 +46,7 @@ async def test_a_task_commit_is_pushed_and_becomes_a_draft_pull_request(
 
     assert github.branch_sha(REPOSITORY, BRANCH) == commit.sha
     assert await mirror.update() == "fetched"
-    repo = RepoClient(app.installation(INSTALLATION_ID), REPOSITORY)
+    repo = RepoClient(app.client(scope), REPOSITORY)
     pull = await repo.open_draft_pull_request(BRANCH, "main", "Add a dial", "Closes #42")
     assert (pull.head_sha, pull.draft) == (commit.sha, True)
 

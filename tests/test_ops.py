@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from bot.settings import Settings
 from tests.support import FAST, SECRET, delivery_headers, payload, serve, wait_for
+from webhooks.access import OperatorAccess
 from webhooks.app import create_app
 
 
@@ -71,8 +72,25 @@ def test_metrics_count_deliveries_and_jobs(baton_url: str, engine: sa.Engine) ->
         assert expected in lines, "\n".join(lines)
 
 
-def test_setup_mode_without_app_credentials(baton_url: str) -> None:
-    page = httpx.get(f"{baton_url}/")
+def test_setup_mode_without_app_credentials(settings: Settings) -> None:
+    operator = OperatorAccess(setup_mode=True)
+    with serve(create_app(settings, FAST, operator=operator)) as url:
+        stranger = httpx.get(f"{url}/")
+        with httpx.Client(base_url=url) as browser:
+            browser.get(operator.sign_in_link(url))
+            page = browser.get("/")
 
+    assert stranger.status_code == 403
     assert page.status_code == 200
     assert "setup mode" in page.text
+
+
+def test_not_ready_when_the_data_disk_is_nearly_full(settings: Settings) -> None:
+    # The floor is set above the space this disk has, as if the disk were nearly full.
+    crowded = settings.model_copy(update={"min_free_disk_mb": 1 << 40})
+    with serve(create_app(crowded, FAST)) as url:
+        ready = httpx.get(f"{url}/readyz")
+
+    assert ready.status_code == 503
+    assert ready.json()["disk"].startswith("nearly full: ")
+    assert "BATON_MIN_FREE_DISK_MB" in ready.json()["disk"]

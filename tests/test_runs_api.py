@@ -1,10 +1,12 @@
-"""`GET /runs` and `GET /runs/{id}` over HTTP, on rows written straight into the database."""
+"""`GET /runs` and `GET /runs/{id}` over HTTP, on rows written straight into the database, and
+who may see them: only requests with the operator's session or the dashboard token."""
 
 from __future__ import annotations
 
 import re
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +28,7 @@ from bot.store.models import (
     ToolCall,
 )
 from tests.support import FAST, serve
+from webhooks.access import OperatorAccess
 from webhooks.app import create_app
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -265,6 +268,37 @@ def seed_run_a(session: Session) -> None:
     )
 
 
+TOKEN = "let-me-see"
+PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAK\n-----END RSA PRIVATE KEY-----\n"
+
+
+@pytest.fixture
+def operator() -> OperatorAccess:
+    return OperatorAccess(setup_mode=False)
+
+
+@pytest.fixture
+def guarded_url(settings: Settings, operator: OperatorAccess) -> Iterator[str]:
+    """A configured Baton with a dashboard token, whose sign-in link `operator` holds."""
+    configured = settings.model_copy(
+        update={
+            "github_app_id": 42,
+            "github_private_key": SecretStr(PEM),
+            "dashboard_token": SecretStr(TOKEN),
+        }
+    )
+    with serve(create_app(configured, FAST, operator=operator)) as url:
+        yield url
+
+
+@pytest.fixture
+def viewer(guarded_url: str) -> Iterator[httpx.Client]:
+    """A script reading run data with the dashboard token."""
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=guarded_url, headers=bearer, timeout=30) as client:
+        yield client
+
+
 @pytest.fixture
 def seeded(engine: sa.Engine) -> None:
     with Session(engine) as session:
@@ -279,8 +313,8 @@ def ids(response: httpx.Response) -> list[str]:
 
 
 @pytest.mark.usefixtures("seeded")
-def test_the_list_is_newest_first_with_each_runs_usage(baton_url: str) -> None:
-    runs = httpx.get(f"{baton_url}/runs").json()
+def test_the_list_is_newest_first_with_each_runs_usage(viewer: httpx.Client) -> None:
+    runs = viewer.get("/runs").json()
 
     assert [run["id"] for run in runs] == NEWEST_FIRST
     assert runs[-1] == {
@@ -311,32 +345,32 @@ def test_the_list_is_newest_first_with_each_runs_usage(baton_url: str) -> None:
 
 
 @pytest.mark.usefixtures("seeded")
-def test_pages_by_cursor_and_by_offset(baton_url: str) -> None:
-    runs = f"{baton_url}/runs"
-    first = ids(httpx.get(runs, params={"limit": 2}))
-    second = ids(httpx.get(runs, params={"limit": 2, "before": first[-1]}))
-    third = ids(httpx.get(runs, params={"limit": 2, "before": second[-1]}))
+def test_pages_by_cursor_and_by_offset(viewer: httpx.Client) -> None:
+    runs = "/runs"
+    first = ids(viewer.get(runs, params={"limit": 2}))
+    second = ids(viewer.get(runs, params={"limit": 2, "before": first[-1]}))
+    third = ids(viewer.get(runs, params={"limit": 2, "before": second[-1]}))
 
     assert [first, second, third] == [NEWEST_FIRST[:2], NEWEST_FIRST[2:4], NEWEST_FIRST[4:]]
-    assert ids(httpx.get(runs, params={"limit": 2, "offset": 2})) == NEWEST_FIRST[2:4]
-    assert ids(httpx.get(runs, params={"offset": 5})) == []
+    assert ids(viewer.get(runs, params={"limit": 2, "offset": 2})) == NEWEST_FIRST[2:4]
+    assert ids(viewer.get(runs, params={"offset": 5})) == []
 
 
 @pytest.mark.usefixtures("seeded")
-def test_filters_by_state_and_repository(baton_url: str) -> None:
-    runs = f"{baton_url}/runs"
+def test_filters_by_state_and_repository(viewer: httpx.Client) -> None:
+    runs = "/runs"
 
-    assert ids(httpx.get(runs, params={"state": "failed"})) == ["run-c"]
-    assert ids(httpx.get(runs, params={"repository": "Octo-Org/Widgets"})) == [
+    assert ids(viewer.get(runs, params={"state": "failed"})) == ["run-c"]
+    assert ids(viewer.get(runs, params={"repository": "Octo-Org/Widgets"})) == [
         "run-e",
         "run-d",
         "run-c",
         "run-a",
     ]
     both = {"repository": "octo-org/gadgets", "state": "done"}
-    assert ids(httpx.get(runs, params=both)) == ["run-b"]
-    assert ids(httpx.get(runs, params={"state": "planning", "before": "run-e"})) == ["run-d"]
-    assert ids(httpx.get(runs, params={"repository": "octo-org/none"})) == []
+    assert ids(viewer.get(runs, params=both)) == ["run-b"]
+    assert ids(viewer.get(runs, params={"state": "planning", "before": "run-e"})) == ["run-d"]
+    assert ids(viewer.get(runs, params={"repository": "octo-org/none"})) == []
 
 
 @pytest.mark.usefixtures("seeded")
@@ -353,35 +387,35 @@ def test_filters_by_state_and_repository(baton_url: str) -> None:
     ids=["before-and-offset", "unknown-cursor", "limit-over-200", "limit-0", "offset-<0", "state"],
 )
 def test_bad_list_parameters_are_refused(
-    baton_url: str, params: dict[str, Any], status: int, detail: str | None
+    viewer: httpx.Client, params: dict[str, Any], status: int, detail: str | None
 ) -> None:
-    response = httpx.get(f"{baton_url}/runs", params=params)
+    response = viewer.get("/runs", params=params)
 
     assert response.status_code == status
     if detail is not None:
         assert response.json() == {"detail": detail}
 
 
-def test_the_list_is_empty_without_runs(baton_url: str) -> None:
-    assert httpx.get(f"{baton_url}/runs").json() == []
+def test_the_list_is_empty_without_runs(viewer: httpx.Client) -> None:
+    assert viewer.get("/runs").json() == []
 
 
 def test_the_default_page_is_fifty_and_the_largest_two_hundred(
-    baton_url: str, engine: sa.Engine
+    viewer: httpx.Client, engine: sa.Engine
 ) -> None:
     with Session(engine) as session:
         session.add_all(a_run(f"bulk-{n:03}", n, n) for n in range(210))
         session.commit()
-    runs = f"{baton_url}/runs"
+    runs = "/runs"
 
-    assert ids(httpx.get(runs))[:2] == ["bulk-209", "bulk-208"]
-    assert len(ids(httpx.get(runs))) == 50
-    assert len(ids(httpx.get(runs, params={"limit": 200}))) == 200
+    assert ids(viewer.get(runs))[:2] == ["bulk-209", "bulk-208"]
+    assert len(ids(viewer.get(runs))) == 50
+    assert len(ids(viewer.get(runs, params={"limit": 200}))) == 200
 
 
 @pytest.mark.usefixtures("seeded")
-def test_one_run_with_its_plan_tasks_attempts_and_timeline(baton_url: str) -> None:
-    run = httpx.get(f"{baton_url}/runs/run-a").json()
+def test_one_run_with_its_plan_tasks_attempts_and_timeline(viewer: httpx.Client) -> None:
+    run = viewer.get("/runs/run-a").json()
 
     assert (run["id"], run["state"], run["cost_usd"], run["unpriced_calls"]) == (
         "run-a",
@@ -434,8 +468,8 @@ def test_one_run_with_its_plan_tasks_attempts_and_timeline(baton_url: str) -> No
 
 
 @pytest.mark.usefixtures("seeded")
-def test_tasks_carry_their_usage_and_attempts(baton_url: str) -> None:
-    t1, t2 = httpx.get(f"{baton_url}/runs/run-a").json()["tasks"]
+def test_tasks_carry_their_usage_and_attempts(viewer: httpx.Client) -> None:
+    t1, t2 = viewer.get("/runs/run-a").json()["tasks"]
 
     assert {key: t1[key] for key in t1 if key != "attempts"} == {
         "key": "T1",
@@ -466,8 +500,8 @@ def test_tasks_carry_their_usage_and_attempts(baton_url: str) -> None:
 
 
 @pytest.mark.usefixtures("seeded")
-def test_attempts_show_what_contract_section_7_records(baton_url: str) -> None:
-    t1, t2 = httpx.get(f"{baton_url}/runs/run-a").json()["tasks"]
+def test_attempts_show_what_contract_section_7_records(viewer: httpx.Client) -> None:
+    t1, t2 = viewer.get("/runs/run-a").json()["tasks"]
     first, second = t1["attempts"]
     (running,) = t2["attempts"]
 
@@ -534,16 +568,16 @@ def test_attempts_show_what_contract_section_7_records(baton_url: str) -> None:
 
 
 @pytest.mark.usefixtures("seeded")
-def test_a_run_without_plan_or_calls(baton_url: str) -> None:
-    run = httpx.get(f"{baton_url}/runs/run-c").json()
+def test_a_run_without_plan_or_calls(viewer: httpx.Client) -> None:
+    run = viewer.get("/runs/run-c").json()
 
     assert (run["state"], run["active"], run["error"]) == ("failed", False, "no test command")
     assert (run["revisions"], run["tasks"], run["timeline"]) == ([], [], [])
     assert (run["cost_usd"], run["unpriced_calls"]) == (None, 1)
 
 
-def test_an_unknown_run_is_404(baton_url: str) -> None:
-    response = httpx.get(f"{baton_url}/runs/nope")
+def test_an_unknown_run_is_404(viewer: httpx.Client) -> None:
+    response = viewer.get("/runs/nope")
 
     assert response.status_code == 404
     assert response.json() == {"detail": "no run nope"}
@@ -565,33 +599,148 @@ def selects() -> Iterator[Counter[str]]:
 
 
 @pytest.mark.usefixtures("seeded")
-def test_one_query_per_kind_of_row(baton_url: str, selects: Counter[str]) -> None:
-    httpx.get(f"{baton_url}/runs/run-a").raise_for_status()
+def test_one_query_per_kind_of_row(viewer: httpx.Client, selects: Counter[str]) -> None:
+    viewer.get("/runs/run-a").raise_for_status()
     read = ["runs", "plan_revisions", "tasks", "task_attempts", "tool_calls", "model_calls"]
 
     assert {table: selects[table] for table in [*read, "timeline_events"]} == dict.fromkeys(
         [*read, "timeline_events"], 1
     )
     selects.clear()
-    httpx.get(f"{baton_url}/runs", params={"before": "run-e"}).raise_for_status()
+    viewer.get("/runs", params={"before": "run-e"}).raise_for_status()
 
     # The cursor's own row, then the page; then one query for every run's usage.
     assert (selects["runs"], selects["model_calls"]) == (2, 1)
 
 
-def test_a_forwarded_request_is_refused_without_a_dashboard_token(baton_url: str) -> None:
-    forwarded = httpx.get(f"{baton_url}/runs", headers={"X-Forwarded-For": "203.0.113.9"})
-    assert forwarded.status_code == 403
-    assert "BATON_DASHBOARD_TOKEN" in forwarded.json()["detail"]
-    assert httpx.get(f"{baton_url}/runs").status_code == 200  # direct, on this machine
+# Strangers: where a request seems to come from proves nothing, so run data needs credentials.
+
+# What nginx's default `proxy_pass http://127.0.0.1:3000;` sends upstream for a stranger's request:
+# its own connection from loopback, `Host` rewritten to the upstream, no X-Forwarded-* header.
+NGINX_DEFAULT = {"Host": "127.0.0.1:3000", "Connection": "close", "User-Agent": "curl/8.5.0"}
+STRANGERS = {
+    "host of another site": {"Host": "evil.example"},
+    "via a proxy": {"Via": "1.1 proxy"},
+    "forwarded proto": {"X-Forwarded-Proto": "https"},
+    "nginx default proxy_pass": NGINX_DEFAULT,
+    "no header at all": {},
+}
 
 
-def test_with_a_dashboard_token_every_request_needs_it(settings: Settings) -> None:
-    guarded = settings.model_copy(update={"dashboard_token": SecretStr("let-me-see")})
-    with serve(create_app(guarded, FAST)) as url:
-        assert httpx.get(f"{url}/runs").status_code == 401
-        wrong = {"Authorization": "Bearer not-it"}
-        assert httpx.get(f"{url}/runs", headers=wrong).status_code == 401
-        right = {"Authorization": "Bearer let-me-see", "X-Forwarded-For": "203.0.113.9"}
-        assert httpx.get(f"{url}/runs", headers=right).status_code == 200
-        assert httpx.get(f"{url}/runs/nope", headers=right).status_code == 404
+@pytest.mark.usefixtures("seeded")
+@pytest.mark.parametrize("headers", list(STRANGERS.values()), ids=list(STRANGERS))
+@pytest.mark.parametrize("path", ["/runs", "/runs/run-a"])
+def test_run_data_is_refused_without_credentials(
+    baton_url: str, headers: dict[str, str], path: str
+) -> None:
+    response = httpx.get(baton_url + path, headers=headers)
+
+    assert response.status_code == 401, response.text
+    assert "Add CSV export" not in response.text
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert "BATON_DASHBOARD_TOKEN" in response.json()["detail"]
+
+
+@pytest.mark.usefixtures("seeded")
+@pytest.mark.parametrize("headers", list(STRANGERS.values()), ids=list(STRANGERS))
+def test_without_credentials_a_configured_token_changes_nothing(
+    guarded_url: str, headers: dict[str, str]
+) -> None:
+    response = httpx.get(f"{guarded_url}/runs/run-a", headers=headers)
+
+    assert response.status_code == 401
+    assert "Add CSV export" not in response.text
+
+
+@contextmanager
+def signed_in(url: str, operator: OperatorAccess) -> Iterator[httpx.Client]:
+    """A browser that opened the sign-in link Baton printed."""
+    with httpx.Client(base_url=url, timeout=30) as browser:
+        signed_in = browser.get(operator.sign_in_link(url))
+        assert (signed_in.status_code, signed_in.headers["location"]) == (303, "/runs")
+        yield browser
+
+
+@pytest.mark.usefixtures("seeded")
+@pytest.mark.parametrize("headers", list(STRANGERS.values()), ids=list(STRANGERS))
+def test_the_token_or_the_operators_session_shows_run_data(
+    guarded_url: str, operator: OperatorAccess, headers: dict[str, str]
+) -> None:
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    with signed_in(guarded_url, operator) as browser:
+        by_session = browser.get("/runs/run-a", headers=headers)
+    by_token = httpx.get(f"{guarded_url}/runs/run-a", headers=headers | bearer)
+
+    for response in (by_session, by_token):
+        assert response.status_code == 200, response.text
+        assert response.json()["issue_title"] == "Add CSV export"
+
+
+@pytest.mark.usefixtures("seeded")
+def test_the_sign_in_link_opens_a_strict_session_and_leaves_the_code_behind(
+    guarded_url: str, operator: OperatorAccess
+) -> None:
+    with httpx.Client(base_url=guarded_url, timeout=30) as browser:
+        opened = browser.get("/runs", params={"code": operator.code, "limit": 2})
+        listed = browser.get(opened.headers["location"])
+
+    assert (opened.status_code, opened.headers["location"]) == (303, "/runs?limit=2")
+    cookie = {part.strip() for part in opened.headers["set-cookie"].split(";")}
+    assert {"HttpOnly", "Path=/", "SameSite=strict"} <= cookie
+    assert ids(listed) == NEWEST_FIRST[:2]
+
+
+@pytest.mark.usefixtures("seeded")
+@pytest.mark.parametrize(
+    ("headers", "cookie"),
+    [
+        ({"Authorization": "Bearer not-it"}, None),
+        ({"Authorization": f"Bearer {TOKEN}x"}, None),
+        ({"Authorization": TOKEN}, None),
+        ({}, "forged"),
+        ({}, TOKEN),
+        ({}, "the sign-in code"),
+    ],
+    ids=[
+        "wrong-token",
+        "longer-token",
+        "not-bearer",
+        "forged-cookie",
+        "token-cookie",
+        "code-cookie",
+    ],
+)
+def test_a_wrong_token_or_cookie_is_refused(
+    guarded_url: str, operator: OperatorAccess, headers: dict[str, str], cookie: str | None
+) -> None:
+    value = operator.code if cookie == "the sign-in code" else cookie
+    cookies = {} if value is None else {"baton_session": value}
+    with httpx.Client(base_url=guarded_url, cookies=cookies, timeout=30) as stranger:
+        response = stranger.get("/runs/run-a", headers=headers)
+
+    assert response.status_code == 401
+    assert "Add CSV export" not in response.text
+
+
+def test_a_wrong_sign_in_code_opens_no_session(guarded_url: str) -> None:
+    with httpx.Client(base_url=guarded_url, timeout=30) as stranger:
+        refused = stranger.get("/runs", params={"code": "guessed"})
+        after = stranger.get("/runs")
+
+    assert refused.status_code == 403
+    assert "set-cookie" not in refused.headers
+    assert "not this Baton" in refused.text
+    assert after.status_code == 401
+
+
+@pytest.mark.usefixtures("seeded")
+def test_a_session_works_without_a_dashboard_token(settings: Settings) -> None:
+    operator = OperatorAccess(setup_mode=True)
+    with serve(create_app(settings, FAST, operator=operator)) as url:
+        anonymous = httpx.get(f"{url}/runs")
+        with httpx.Client(base_url=url, timeout=30) as browser:
+            browser.get(f"/?code={operator.code}")
+            by_session = browser.get("/runs")
+
+    assert anonymous.status_code == 401
+    assert ids(by_session) == NEWEST_FIRST

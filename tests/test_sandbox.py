@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -85,14 +87,14 @@ async def sleeper_started(marker: str) -> bool:
 async def test_the_network_is_off_unless_asked(sandbox: Sandbox, listening_port: int) -> None:
     connect = python(f"import socket; socket.create_connection(('127.0.0.1', {listening_port}))")
 
-    offline = await sandbox.run(f"{connect} && echo connected")
-    online = await sandbox.run(f"{connect} && echo connected", network=True)
+    offline = await sandbox.run(f"{connect} && echo connected; cat /proc/net/route")
+    online = await sandbox.run("cat /proc/net/route", network=True)
 
-    assert offline.exit_code != 0
+    assert offline.exit_code == 0
     assert "connected" not in offline.output
     assert "ConnectionRefusedError" in offline.output
-    assert online.exit_code == 0, online.output
-    assert "connected" in online.output
+    assert "tap0" not in offline.output  # no route at all: only the loopback exists
+    assert "tap0" in online.output  # its own network, never the host's (see the attack tests)
 
 
 async def test_the_environment_holds_no_secret(
@@ -309,12 +311,26 @@ async def test_without_bwrap_nothing_runs(
     assert sandbox_available() is not None
 
 
+@pytest.fixture
+def reachable_folder() -> Iterator[Path]:
+    """A folder the sandbox's own user may enter and write (pytest's are root's alone)."""
+    folder = Path(tempfile.mkdtemp(prefix="baton-sandbox-"))
+    folder.chmod(0o777)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)
+
+
 async def test_a_bwrap_that_cannot_sandbox_is_never_given_the_command(
-    worktree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    worktree: Path, reachable_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake = tmp_path / "fake-bin"
+    fake = reachable_folder / "fake-bin"
     fake.mkdir()
-    calls = tmp_path / "calls.txt"
+    fake.chmod(0o755)
+    calls = reachable_folder / "calls.txt"
+    calls.touch(mode=0o666)
+    calls.chmod(0o666)
     (fake / "bwrap").write_text(
         f'#!/bin/sh\necho "$@" >> {calls}\n'
         'echo "bwrap: No permissions to create new namespace" >&2\nexit 1\n'
@@ -325,6 +341,7 @@ async def test_a_bwrap_that_cannot_sandbox_is_never_given_the_command(
     with pytest.raises(SandboxUnavailable, match="No permissions to create new namespace"):
         await Sandbox(worktree).run("touch ran-marker")
 
+    assert "--unshare-all" in calls.read_text()  # the probe ran, and the command never did
     assert "ran-marker" not in calls.read_text()
     assert not (worktree / "ran-marker").exists()
 
@@ -339,6 +356,7 @@ async def test_the_result_is_json_for_the_model(sandbox: Sandbox) -> None:
         "output": "hi\n",
         "output_truncated": False,
         "seconds": result.seconds,
+        "limit": None,
     }
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 import stat
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -30,6 +31,7 @@ from bot.github.manifest import (
 from bot.settings import Settings
 from tests.doubles.github import GitHubDouble, RecordedRequest
 from tests.support import FAST, free_port, payload, serve
+from webhooks.access import OperatorAccess
 from webhooks.app import create_app
 
 APP_YML = yaml.safe_load((Path(__file__).parents[1] / "app.yml").read_text())
@@ -67,7 +69,9 @@ def only_form(page: httpx.Response) -> Form:
     return reader.forms[0]
 
 
-def setup_settings(settings: Settings, github_url: str, github_api_url: str) -> Settings:
+def setup_settings(
+    settings: Settings, github_url: str, github_api_url: str, **more: Any
+) -> Settings:
     """The fixture's database and data directory, no App credentials: setup mode."""
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -75,6 +79,7 @@ def setup_settings(settings: Settings, github_url: str, github_api_url: str) -> 
         data_dir=settings.data_dir,
         github_url=github_url,
         github_api_url=github_api_url,
+        **more,
     )
 
 
@@ -83,15 +88,29 @@ def env_path(tmp_path: Path) -> Path:
     return tmp_path / ".env"
 
 
+@contextmanager
+def signed_in_browser(url: str, operator: OperatorAccess) -> Iterator[httpx.Client]:
+    """A browser that opened the operator's sign-in link."""
+    with httpx.Client(base_url=url, timeout=30) as browser:
+        signed_in = browser.get(operator.sign_in_link(url))
+        assert (signed_in.status_code, signed_in.headers["location"]) == (303, "/")
+        yield browser
+
+
+@contextmanager
+def operators_browser(settings: Settings, env_path: Path) -> Iterator[httpx.Client]:
+    """Baton served with `settings`, and a browser that opened the sign-in link it printed."""
+    operator = OperatorAccess(setup_mode=not settings.has_app_credentials)
+    app = create_app(settings, FAST, env_path=env_path, operator=operator)
+    with serve(app) as url, signed_in_browser(url, operator) as browser:
+        yield browser
+
+
 @pytest.fixture
 def setup_client(settings: Settings, env_path: Path) -> Iterator[httpx.Client]:
-    """Baton in setup mode for github.com (never contacted by these tests)."""
-    app = create_app(
-        setup_settings(settings, "https://github.com", "https://api.github.com"),
-        FAST,
-        env_path=env_path,
-    )
-    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+    """Baton in setup mode for github.com (never contacted by these tests), signed in."""
+    github_com = setup_settings(settings, "https://github.com", "https://api.github.com")
+    with operators_browser(github_com, env_path) as client:
         yield client
 
 
@@ -293,14 +312,23 @@ def test_a_state_is_good_once_and_only_within_its_lifetime() -> None:
     states = PendingStates(lifetime=60.0, limit=2, clock=lambda: now[0])
     site = GitHubSite("https://github.com", "https://api.github.com")
 
-    used, expiring = states.issue(site), states.issue(site)
-    assert states.take(used) == site
-    assert states.take(used) is None
+    used, expiring = states.issue(site, "session-1"), states.issue(site, "session-1")
+    assert states.take(used, "session-1") == site
+    assert states.take(used, "session-1") is None
     now[0] = 61.0
-    assert states.take(expiring) is None
-    first, second, third = (states.issue(site) for _ in range(3))
-    assert states.take(first) is None  # over the limit, the oldest is forgotten
-    assert (states.take(second), states.take(third)) == (site, site)
+    assert states.take(expiring, "session-1") is None
+    first, second, third = (states.issue(site, "session-1") for _ in range(3))
+    assert states.take(first, "session-1") is None  # over the limit, the oldest is forgotten
+    assert (states.take(second, "session-1"), states.take(third, "session-1")) == (site, site)
+
+
+def test_a_state_is_good_only_in_the_session_that_began_it() -> None:
+    states = PendingStates()
+    site = GitHubSite("https://github.com", "https://api.github.com")
+    state = states.issue(site, "session-1")
+
+    assert states.take(state, "session-2") is None
+    assert states.take(state, "session-1") == site  # kept for its own session
 
 
 def issued_state(client: httpx.Client) -> str:
@@ -313,9 +341,10 @@ def test_unreachable_github_is_a_clear_error_and_writes_nothing(
     settings: Settings, env_path: Path
 ) -> None:
     nobody = f"http://127.0.0.1:{free_port()}"
-    app = create_app(setup_settings(settings, nobody, nobody + "/api/v3"), FAST, env_path=env_path)
 
-    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+    with operators_browser(
+        setup_settings(settings, nobody, nobody + "/api/v3"), env_path
+    ) as client:
         state = issued_state(client)
         page = client.get("/setup/callback", params={"code": "abc123", "state": state})
         again = client.get("/setup/callback", params={"code": "abc123", "state": state})
@@ -338,9 +367,10 @@ def double(tmp_path: Path) -> Iterator[GitHubDouble]:
 
 @pytest.fixture
 def baton(settings: Settings, double: GitHubDouble, env_path: Path) -> Iterator[httpx.Client]:
-    """Baton in setup mode, its GitHub address the double's."""
-    app = create_app(setup_settings(settings, double.url, double.api_url), FAST, env_path=env_path)
-    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+    """Baton in setup mode, its GitHub address the double's, and the operator signed in."""
+    with operators_browser(
+        setup_settings(settings, double.url, double.api_url), env_path
+    ) as client:
         yield client
 
 
@@ -443,7 +473,7 @@ def test_callback_with_a_forged_state_is_refused_before_asking_github(
     page = baton.get(post_to_github(form).headers["location"])
 
     assert page.status_code == 400
-    assert "unknown, expired or already used" in page.text
+    assert "unknown, expired, already used or was begun in another browser" in page.text
     assert conversions(double) == []
     assert not env_path.exists()
 
@@ -480,9 +510,10 @@ def test_credentials_that_cannot_be_written_are_a_clear_error(
     settings: Settings, double: GitHubDouble, tmp_path: Path
 ) -> None:
     env_path = tmp_path / "no-such-directory" / ".env"
-    app = create_app(setup_settings(settings, double.url, double.api_url), FAST, env_path=env_path)
 
-    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+    with operators_browser(
+        setup_settings(settings, double.url, double.api_url), env_path
+    ) as client:
         page = register(client)
 
     assert page.status_code == 500
@@ -494,3 +525,184 @@ def test_credentials_that_cannot_be_written_are_a_clear_error(
 def test_missing_app_yml_says_where_it_was_looked_for(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match=f"cannot read the App description {tmp_path}"):
         load_app_yml(tmp_path / "app.yml")
+
+
+# Strangers: the setup pages are reachable through the tunnel they ask for, but are not for them.
+
+STRANGERS_MANIFEST = {
+    **APP_YML,
+    "url": "https://evil.example",
+    "hook_attributes": {"url": "https://evil.example/api/github/webhooks"},
+    "redirect_url": "https://evil.example/setup/callback",
+}
+
+
+@pytest.fixture
+def strangers_github(tmp_path: Path) -> Iterator[GitHubDouble]:
+    """Another GitHub on loopback http, as a stranger's `http://127.0.0.1:9999` was."""
+    with GitHubDouble(tmp_path / "strangers-github") as github:
+        yield github
+
+
+@contextmanager
+def served(settings: Settings, env_path: Path) -> Iterator[str]:
+    with serve(create_app(settings, FAST, env_path=env_path)) as url:
+        yield url
+
+
+def offered_state(page: httpx.Response) -> str:
+    """The state in a manifest page's form, or a made-up one when the page offered none."""
+    if page.status_code != 200:
+        return "made-up-state"
+    return parse_qs(urlsplit(only_form(page).action).query)["state"][0]
+
+
+def code_for(github: GitHubDouble, state: str) -> dict[str, list[str]]:
+    """What `github` sends a browser back to Baton with after creating the stranger's App."""
+    form = Form(f"{github.url}/settings/apps/new?state={state}", "post")
+    form.fields["manifest"] = json.dumps(STRANGERS_MANIFEST)
+    return parse_qs(urlsplit(post_to_github(form).headers["location"]).query)
+
+
+def test_two_strangers_gets_register_nothing(
+    settings: Settings, double: GitHubDouble, strangers_github: GitHubDouble, env_path: Path
+) -> None:
+    """The takeover that worked: `/setup/manifest?...` then `/setup/callback?code=..&state=..`
+    with the stranger's own GitHub wrote the stranger's App, key and GitHub address to `.env`."""
+    operators = setup_settings(settings, double.url, double.api_url)
+    typed = {"account": "personal", "github_url": strangers_github.url}
+
+    with served(operators, env_path) as url, httpx.Client(base_url=url, timeout=30) as stranger:
+        manifest = stranger.get("/setup/manifest", params=typed)
+        handed_back = code_for(strangers_github, offered_state(manifest))
+        callback = stranger.get("/setup/callback", params=handed_back)
+
+    assert not env_path.exists(), env_path.read_text()
+    assert conversions(strangers_github) == []
+    assert (manifest.status_code, callback.status_code) == (403, 403)
+    for page in (manifest, callback):
+        assert "setup code Baton printed when it started" in page.text
+        assert "state=" not in page.text
+
+
+@pytest.mark.parametrize("cookie", [None, "forged"], ids=["no-session", "forged-session"])
+@pytest.mark.parametrize(
+    "path", ["/", "/setup/manifest", "/setup/callback?code=abc&state=s"], ids=lambda p: p[:15]
+)
+def test_every_setup_page_needs_the_operators_session(
+    settings: Settings, env_path: Path, path: str, cookie: str | None
+) -> None:
+    cookies = {"baton_session": cookie} if cookie else {}
+    with served(
+        setup_settings(settings, "https://github.com", "https://api.github.com"), env_path
+    ) as url:
+        page = httpx.get(url + path, cookies=cookies, headers={"Host": "127.0.0.1:3000"})
+
+    assert page.status_code == 403
+    assert page.headers["cache-control"] == "no-store"
+    assert "printed when it started" in page.text
+    assert only_form(page).action == "/"
+    assert only_form(page).fields == {"code": ""}
+    assert not env_path.exists()
+
+
+def test_the_sign_in_link_opens_a_session_and_leaves_the_code_out_of_the_address(
+    settings: Settings, env_path: Path
+) -> None:
+    operator = OperatorAccess(setup_mode=True)
+    github_com = setup_settings(settings, "https://github.com", "https://api.github.com")
+    app = create_app(github_com, FAST, env_path=env_path, operator=operator)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as browser:
+        signed_in = browser.get("/", params={"code": operator.code})
+        home = browser.get("/")
+        # Behind a proxy on this machine that says the browser used https.
+        over_https = httpx.get(operator.sign_in_link(url), headers={"X-Forwarded-Proto": "https"})
+
+    assert (signed_in.status_code, signed_in.headers["location"]) == (303, "/")
+    cookie = signed_in.headers["set-cookie"]
+    assert cookie.startswith("baton_session=")
+    assert operator.code not in cookie
+    assert {"HttpOnly", "Path=/", "SameSite=lax"} <= {part.strip() for part in cookie.split(";")}
+    assert "secure" not in cookie.lower()
+    assert "Secure" in over_https.headers["set-cookie"]
+    assert home.status_code == 200
+    assert "Register Baton on GitHub" in home.text
+
+
+def test_a_wrong_code_opens_no_session(settings: Settings, env_path: Path) -> None:
+    github_com = setup_settings(settings, "https://github.com", "https://api.github.com")
+    with served(github_com, env_path) as url, httpx.Client(base_url=url, timeout=30) as browser:
+        refused = browser.get("/", params={"code": "guessed"})
+        home = browser.get("/")
+
+    assert refused.status_code == 403
+    assert "set-cookie" not in refused.headers
+    assert "not this Baton" in refused.text
+    assert home.status_code == 403
+
+
+def test_a_state_begun_in_another_browser_is_refused_and_writes_nothing(
+    settings: Settings, double: GitHubDouble, env_path: Path
+) -> None:
+    operator = OperatorAccess(setup_mode=True)
+    app = create_app(
+        setup_settings(settings, double.url, double.api_url),
+        FAST,
+        env_path=env_path,
+        operator=operator,
+    )
+    with serve(app) as url:
+        with signed_in_browser(url, operator) as first, signed_in_browser(url, operator) as second:
+            handed_back = post_to_github(only_form(manifest_page(first))).headers["location"]
+            elsewhere = second.get(handed_back)
+            written_then = env_path.exists()
+            where_begun = first.get(handed_back)
+
+    assert elsewhere.status_code == 400
+    assert "begun in another browser" in elsewhere.text
+    assert not written_then
+    assert where_begun.status_code == 200, where_begun.text
+    assert len(conversions(double)) == 1
+
+
+@pytest.mark.parametrize(
+    ("github_url", "allow_http"),
+    [
+        ("http://github.example", False),
+        ("http://github.example", True),
+        ("http://127.0.0.1:9999", False),
+        ("http://localhost:9999", False),
+    ],
+    ids=["http-elsewhere", "http-elsewhere-allowed", "http-loopback", "http-localhost"],
+)
+def test_a_typed_github_address_must_be_https(
+    settings: Settings, env_path: Path, github_url: str, allow_http: bool
+) -> None:
+    github_com = setup_settings(
+        settings, "https://github.com", "https://api.github.com", setup_allow_http_github=allow_http
+    )
+    with operators_browser(github_com, env_path) as browser:
+        page = manifest_page(browser, github_url=github_url)
+
+    assert page.status_code == 400
+    assert "GitHub address must be an https address" in page.text
+    assert "BATON_SETUP_ALLOW_HTTP_GITHUB=true" in page.text
+
+
+def test_http_on_loopback_is_for_an_operator_who_allows_it(
+    settings: Settings, double: GitHubDouble, strangers_github: GitHubDouble, env_path: Path
+) -> None:
+    """With `SETUP_ALLOW_HTTP_GITHUB`, a typed GitHub on this machine's loopback registers."""
+    allowing = setup_settings(
+        settings, "https://github.com", "https://api.github.com", setup_allow_http_github=True
+    )
+    with operators_browser(allowing, env_path) as browser:
+        page = register(browser, github_url=strangers_github.url)
+
+    assert page.status_code == 200, page.text
+    saved = Settings(_env_file=env_path)  # type: ignore[call-arg]
+    assert (saved.github_url, saved.github_app_id) == (
+        strangers_github.url,
+        strangers_github.app_id,
+    )
+    assert conversions(double) == []

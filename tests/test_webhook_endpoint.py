@@ -195,11 +195,11 @@ REFUSALS = {
         400,
         "not JSON",
     ),
-    "JSON that is not an object": (
-        lambda: delivery_headers("issues", "d-x", b"[1, 2]"),
-        b"[1, 2]",
+    "JSON cut short": (
+        lambda: delivery_headers("issues", "d-x", b'{"action": "labeled"'),
+        b'{"action": "labeled"',
         400,
-        "not an object",
+        "not JSON",
     ),
 }
 
@@ -277,3 +277,45 @@ def test_the_secret_never_reaches_the_logs(
     assert caplog.records, "the endpoint logged nothing to check"
     logged = "\n".join(str(record.__dict__) for record in caplog.records)
     assert SECRET not in logged
+
+
+ODD_SHAPES = {
+    "array": (b"[]", "a JSON array"),
+    "null": (b"null", "JSON null"),
+    "number": (b"1", "a JSON number"),
+    "string": (b'"x"', "a JSON string"),
+    "boolean": (b" true", "a JSON boolean"),
+    "100 000 nested arrays": (b"[" * 100_000 + b"]" * 100_000, "nested deeper than"),
+    "deep inside an object": (
+        b'{"action": "labeled", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        "nested deeper than",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ODD_SHAPES), ids=list(ODD_SHAPES))
+@pytest.mark.parametrize("event", ["issues", "push"])
+def test_signed_json_of_an_odd_shape_is_ignored_and_recorded_with_why(
+    client: httpx.Client, engine: sa.Engine, case: str, event: str
+) -> None:
+    body, why = ODD_SHAPES[case]
+
+    response = post(client, body, delivery_headers(event, "d-odd-shape", body))
+
+    assert (response.status_code, response.json()) == (202, {"status": "ignored"})
+    assert stored(engine) == (1, 0)
+    with engine.connect() as connection:
+        row = connection.execute(sa.text("SELECT event, outcome, reason FROM deliveries")).one()
+    assert (row.event, row.outcome) == (event, "ignored")
+    assert why in row.reason
+
+
+def test_refused_deliveries_are_counted_by_status(client: httpx.Client) -> None:
+    post(client, LABELED, delivery_headers("issues", "d-1", LABELED, secret="wrong"))
+    post(client, LABELED, delivery_headers("issues", "d-2", LABELED, secret="wrong"))
+    post(client, b"nope", delivery_headers("issues", "d-3", b"nope"))
+
+    lines = client.get("/metrics").text.splitlines()
+
+    assert 'baton_webhook_deliveries_total{event="unknown",outcome="refused_401"} 2.0' in lines
+    assert 'baton_webhook_deliveries_total{event="unknown",outcome="refused_400"} 1.0' in lines

@@ -18,6 +18,8 @@ import sqlalchemy as sa
 
 from bot.git import Mirror, Mirrors
 from bot.github.client import GitHubApp, GitHubTuning
+from bot.github.scopes import PLAN, TokenScope
+from bot.llm.agent import Limits
 from bot.llm.anthropic_adapter import AnthropicModel
 from bot.llm.budget import Budget, BudgetLimits
 from bot.llm.metered import MeteredModel
@@ -68,7 +70,7 @@ def store(engine: sa.Engine, database_url: str) -> Iterator[Store]:
 async def mirror(github: GitHubDouble, tmp_path: Path) -> Mirror:
     app = GitHubApp(as_app(Settings(_env_file=None), github), GitHubTuning(write_interval=0.0))  # type: ignore[call-arg]
     mirror = Mirrors(tmp_path / "data", github.url).mirror(
-        REPOSITORY, lambda: app.installation_token(INSTALLATION_ID)
+        REPOSITORY, lambda: app.token(TokenScope(INSTALLATION_ID, REPOSITORY, PLAN))
     )
     await mirror.update()
     return mirror
@@ -99,7 +101,12 @@ def add_task(store: Store, task: PlanTask) -> int:
 
 
 def worker(
-    store: Store, mirror: Mirror, models: ModelDouble, task_row: int, ticket: str = ""
+    store: Store,
+    mirror: Mirror,
+    models: ModelDouble,
+    task_row: int,
+    commands: RepoCommands = TESTS,
+    ticket: str = "",
 ) -> WorkerAttempt:
     async def model_for(attempt_id: int) -> Model:
         client = anthropic.AsyncAnthropic(base_url=models.url, api_key="test", max_retries=0)
@@ -109,7 +116,7 @@ def worker(
 
     # The test suite's own Python (and its pytest) stands in for the repository's toolchain.
     toolchains = sorted({Path(sys.prefix), Path(sys.base_prefix)})
-    return WorkerAttempt(store, mirror, TESTS, model_for, ticket=ticket, toolchains=toolchains)
+    return WorkerAttempt(store, mirror, commands, model_for, ticket=ticket, toolchains=toolchains)
 
 
 def git(mirror: Mirror, *args: str) -> str:
@@ -277,6 +284,28 @@ async def test_a_patch_that_does_not_apply_names_the_hunk_and_write_file_recover
     ]
 
 
+async def test_the_attempts_time_limit_holds_inside_a_turn(store: Store, mirror: Mirror) -> None:
+    task_row = add_task(store, IMPLEMENT)
+    script = [
+        ModelReply("- Wait", [call("run_command", command="sleep 3600")]),
+        ModelReply(tool_calls=[call("finish", summary="Waited.", confidence=0.9)]),
+    ]
+    base = await mirror.resolve("main")
+    with ModelDouble(script) as models:
+        attempt = worker(store, mirror, models, task_row)
+        attempt.limits = Limits(max_turns=40, wall_seconds=2)
+        # The guard only turns a hang into a failure; the limit itself is what ends the wait.
+        result = await asyncio.wait_for(
+            attempt.run(AttemptPlan(RUN_ID, task_row, IMPLEMENT, 1, base)), 300
+        )
+
+    assert result.status == "failed"
+    assert (result.error or "").startswith("no finishing call within ")
+    (row,) = rows(store, TaskAttempt)
+    assert (row.status, row.error) == ("failed", result.error)
+    assert len(models.calls) == 1  # the command was stopped in the first turn
+
+
 async def test_the_ticket_is_fenced_data_its_author_cannot_close(
     store: Store, mirror: Mirror
 ) -> None:
@@ -288,7 +317,7 @@ async def test_the_ticket_is_fenced_data_its_author_cannot_close(
     ]
     base = await mirror.resolve("main")
     with ModelDouble(script) as models:
-        await worker(store, mirror, models, task_row, ticket).run(
+        await worker(store, mirror, models, task_row, ticket=ticket).run(
             AttemptPlan(RUN_ID, task_row, IMPLEMENT, 1, base)
         )
         result = models.calls[1].json["messages"][-1]["content"][0]

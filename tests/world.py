@@ -123,8 +123,10 @@ def world_of(
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
     tuning: GitHubTuning = QUICK_GITHUB,
+    configure: Callable[[Settings], Settings] = lambda settings: settings,
 ) -> Iterator[World]:
-    """Baton served between fresh doubles, talking to GitHub with `tuning`."""
+    """Baton served between fresh doubles, talking to GitHub with `tuning`, its settings
+    changed by `configure` last."""
     with GitHubDouble(tmp_path / "github") as github, ModelDouble() as models:
         github.add_installation(INSTALLATION_ID, "octo-org")
         github.add_repository(REPOSITORY, INSTALLATION_ID, WIDGETS_FILES, repository_id=712345678)
@@ -136,6 +138,7 @@ def world_of(
         # The test suite's own Python stands in for the repository's toolchain in the sandbox.
         toolchains = sorted({Path(sys.prefix), Path(sys.base_prefix)})
         configured = as_app(settings, github).model_copy(update={"sandbox_toolchains": toolchains})
+        configured = configure(configured)
         integrations = Integrations.from_settings(configured, tuning)
         with serve(create_app(configured, FAST, integrations=integrations)) as url:
             yield World(github, models, url)

@@ -7,13 +7,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp
 
 from bot.executor.local import ExecutorTuning
 from bot.integrations import Integrations
 from bot.service import Baton
 from bot.settings import Settings
 from webhooks import github, ops, runs, setup
+from webhooks.access import OperatorAccess, add_sign_in_links
+from webhooks.github import BodyLimits
 
 
 def create_app(
@@ -22,14 +23,19 @@ def create_app(
     *,
     env_path: Path | None = None,
     integrations: Integrations | None = None,
-) -> ASGIApp:
+    operator: OperatorAccess | None = None,
+    body_limits: BodyLimits | None = None,
+) -> github.WebhookEndpoint:
     """Build the app; its store, executor and recorder start with the app and stop with it.
 
     In setup mode the new App's credentials are written to `env_path` (default `./.env`).
     `integrations` replaces the GitHub, git and model clients made from the settings.
+    `operator` holds the code whose sign-in link the operator was shown (default: a new one,
+    which nobody has seen). `body_limits` replaces how webhook bodies are read, from the settings.
     """
-    api = _create_api(settings, tuning, env_path or Path(".env"), integrations)
-    return github.WebhookEndpoint(api)
+    access = operator or OperatorAccess(setup_mode=not settings.has_app_credentials)
+    api = _create_api(settings, tuning, env_path or Path(".env"), integrations, access)
+    return github.WebhookEndpoint(api, body_limits or BodyLimits.from_settings(settings))
 
 
 def _create_api(
@@ -37,6 +43,7 @@ def _create_api(
     tuning: ExecutorTuning | None,
     env_path: Path,
     integrations: Integrations | None,
+    access: OperatorAccess,
 ) -> FastAPI:
 
     @asynccontextmanager
@@ -50,6 +57,7 @@ def _create_api(
             await baton.stop()
 
     app = FastAPI(title="Baton", lifespan=lifespan, docs_url=None, redoc_url=None)
+    add_sign_in_links(app, access)
     app.include_router(ops.router)
     app.include_router(runs.router)
     app.include_router(setup.create_router(settings, env_path))

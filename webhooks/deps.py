@@ -6,8 +6,10 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from pydantic import SecretStr
 
 from bot.service import Baton
+from webhooks.access import OperatorSession
 
 
 async def get_baton(request: Request) -> Baton:
@@ -17,22 +19,22 @@ async def get_baton(request: Request) -> Baton:
 
 BatonDep = Annotated[Baton, Depends(get_baton)]
 
-LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
-PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+NEEDS_CREDENTIALS = (
+    "run data needs credentials: open the sign-in link Baton printed when it started "
+    "(…/runs?code=…), or send Authorization: Bearer <BATON_DASHBOARD_TOKEN>"
+)
 
 
-async def require_viewer(request: Request, baton: BatonDep) -> None:
-    """Run data is for people Baton trusts: a bearer token when one is set, else only requests
-    made on this machine directly (a proxy or tunnel in front would make everyone local)."""
-    token = baton.settings.dashboard_token
-    if token is not None:
-        given = request.headers.get("authorization", "")
-        expected = f"Bearer {token.get_secret_value()}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise HTTPException(401, "send the dashboard token as `Authorization: Bearer ...`")
-        return
-    client = request.client.host if request.client else ""
-    if client not in LOOPBACK or any(name in request.headers for name in PROXY_HEADERS):
-        raise HTTPException(
-            403, "runs are shown only on this machine; set BATON_DASHBOARD_TOKEN to allow others"
-        )
+async def require_viewer(request: Request, baton: BatonDep, session: OperatorSession) -> None:
+    """Run data is for the operator: a request needs the operator's session cookie or the
+    dashboard token, wherever it seems to come from (see `webhooks.access` for why)."""
+    if session is None and not _bearer_matches(request, baton.settings.dashboard_token):
+        raise HTTPException(401, NEEDS_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _bearer_matches(request: Request, token: SecretStr | None) -> bool:
+    if token is None:
+        return False
+    given = request.headers.get("authorization", "")
+    expected = f"Bearer {token.get_secret_value()}"
+    return hmac.compare_digest(given.encode(), expected.encode())

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from bot.disk import disk_problem
 from bot.metrics import CONTENT_TYPE
 from bot.store.migrate import current_revision, head_revision
 from webhooks.deps import BatonDep
@@ -24,7 +25,13 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(baton: BatonDep) -> JSONResponse:
-    """The database answers and its schema is at the newest migration."""
+    """The data directory's disk has room, the database answers and its schema is at the
+    newest migration."""
+    settings = baton.settings
+    disk = await run_in_threadpool(disk_problem, settings.data_dir, settings.min_free_disk_mb)
+    if disk is not None:
+        log.warning("not ready: %s", disk)
+        return JSONResponse({"status": "unavailable", "disk": disk}, status_code=503)
     try:
         revision = await run_in_threadpool(current_revision, baton.store.engine)
     except Exception as error:

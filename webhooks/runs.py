@@ -10,9 +10,11 @@ whose price was known; it is null only when there were calls and none of them ha
 `unpriced_calls` counts the calls left out of the sum, so a non-zero value marks the cost as a
 lower bound. A run with no model calls yet costs 0.0.
 
-Access: with `BATON_DASHBOARD_TOKEN` set, a request needs `Authorization: Bearer <token>`;
-without it, only direct requests from this machine are answered (none that a proxy or tunnel
-forwarded), since these routes show issue titles, plans and test output of private repositories.
+Access: these routes show issue titles, plans and test output of private repositories, so every
+request needs credentials: the operator's session (from the sign-in link Baton prints at start)
+or `Authorization: Bearer <BATON_DASHBOARD_TOKEN>`. A request's address and headers are never
+enough, since a reverse proxy on this machine makes a stranger's request look local
+(`webhooks.access` says why); without credentials the answer is 401.
 """
 
 from __future__ import annotations

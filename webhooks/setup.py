@@ -1,5 +1,7 @@
 """`GET /` and, in setup mode, `GET /setup/...`: registering Baton on GitHub (App Manifest flow).
 
+Setup mode is for the operator only: every setup page needs the session that Baton's printed
+sign-in link opens (`webhooks.access`), and answers 403 without it, saying where the link is.
 Pages are plain HTML forms, usable without JavaScript; every interpolated value is escaped.
 """
 
@@ -27,11 +29,11 @@ from bot.github.manifest import (
     choose,
 )
 from bot.settings import Settings
+from webhooks.access import OperatorSession, code_needed_page
 from webhooks.github import WEBHOOK_PATH
+from webhooks.pages import page
 
 CALLBACK_PATH = "/setup/callback"
-# Pages carry one-use states and are forms: keep them out of caches and out of other sites' frames.
-PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY"}
 
 
 def create_router(settings: Settings, env_path: Path) -> APIRouter:
@@ -46,7 +48,7 @@ def _configured_router(settings: Settings) -> APIRouter:
 
     @router.get("/", response_class=HTMLResponse)
     async def home() -> HTMLResponse:
-        return _page("Baton is configured", _configured_body(settings))
+        return page("Baton is configured", _configured_body(settings))
 
     return router
 
@@ -55,19 +57,24 @@ def _setup_router(flow: ManifestFlow) -> APIRouter:
     router = APIRouter()
 
     @router.get("/", response_class=HTMLResponse)
-    async def home(request: Request) -> HTMLResponse:
+    async def home(request: Request, session: OperatorSession) -> HTMLResponse:
+        if session is None:
+            return _operator_only()
         if flow.registered is not None:
-            return _page("Baton is registered", _success_body(flow.registered, flow))
+            return page("Baton is registered", _success_body(flow.registered, flow))
         fields = _default_fields(flow.settings, request)
-        return _page("Register Baton on GitHub", _register_body(fields))
+        return page("Register Baton on GitHub", _register_body(fields))
 
     @router.get("/setup/manifest", response_class=HTMLResponse)
     async def manifest(
+        session: OperatorSession,
         account: str = "personal",
         organization: str = "",
         github_url: str = "",
         public_url: str = "",
     ) -> HTMLResponse:
+        if session is None:
+            return _operator_only()
         fields = {
             "account": account,
             "organization": organization,
@@ -79,39 +86,42 @@ def _setup_router(flow: ManifestFlow) -> APIRouter:
             choice = choose(flow.settings, **fields)
             form = flow.begin(
                 choice,
+                session,
                 hook_url=choice.public_url + WEBHOOK_PATH,
                 redirect_url=choice.public_url + CALLBACK_PATH,
             )
         except ChoiceError as error:
-            return _page("Register Baton on GitHub", _register_body(fields, str(error)), 400)
+            return page("Register Baton on GitHub", _register_body(fields, str(error)), 400)
         except SetupError as error:
             return _error_page(error)
-        return _page("Create the App on GitHub", _manifest_body(choice, form))
+        return page("Create the App on GitHub", _manifest_body(choice, form))
 
     @router.get(CALLBACK_PATH, response_class=HTMLResponse)
-    async def callback(code: str = "", state: str = "") -> HTMLResponse:
+    async def callback(session: OperatorSession, code: str = "", state: str = "") -> HTMLResponse:
+        if session is None:
+            return _operator_only()
         try:
-            app = await flow.complete(code, state)
+            app = await flow.complete(code, state, session)
         except SetupError as error:
             return _error_page(error)
-        return _page("Baton is registered", _success_body(app, flow))
+        return page("Baton is registered", _success_body(app, flow))
 
     return router
 
 
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    html = (
-        "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
-        f"<title>{escape(title)}</title></head><body>\n<h1>{escape(title)}</h1>\n{body}\n"
-        "</body></html>\n"
+def _operator_only() -> HTMLResponse:
+    return code_needed_page(
+        "Setup is for Baton's operator",
+        "Registering Baton on GitHub needs the setup code Baton printed when it started; this "
+        "browser has not signed in with it here. GitHub sends the browser back to the public "
+        "address you choose, so sign in and register at that same address.",
     )
-    return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
 
 def _error_page(error: SetupError) -> HTMLResponse:
     status, title = _error_status(error)
     body = f'<p>{escape(str(error))}.</p>\n<p><a href="/">Back to the start</a></p>'
-    return _page(title, body, status)
+    return page(title, body, status)
 
 
 def _error_status(error: SetupError) -> tuple[int, str]:
@@ -156,11 +166,12 @@ private key and webhook secret to its <code>.env</code> file.</p>
 </fieldset>
 <p><label>GitHub address<br><input name="github_url" size="50" required
  value="{escape(fields["github_url"])}"></label><br>
-<small>https://github.com, or your GitHub Enterprise Server's address.</small></p>
+<small>https://github.com, or your GitHub Enterprise Server's https address.</small></p>
 <p><label>This server's public address<br><input name="public_url" size="50" required
  value="{escape(fields["public_url"])}"></label><br>
-<small>GitHub sends webhooks here. Behind a tunnel or proxy, type the address GitHub can
-reach.</small></p>
+<small>GitHub sends webhooks here, and sends this browser back here once the App is created.
+Behind a tunnel or proxy, type the address GitHub can reach, and open this page at that address
+too: the sign-in does not carry over from one address to another.</small></p>
 <p><button type="submit">Continue</button></p>
 </form>"""
 

@@ -2,8 +2,10 @@
 
 Three parts, each with its share of the budget: the tracked files by folder, the top-level
 symbols of the most important source files, and the README, CONTRIBUTING and AGENTS documents.
-The text depends only on the files of the commit, so every call for one commit gives the same
-bytes, which keeps the model's prompt prefix cacheable.
+Everything is read as git objects at one commit, never from the working tree: a symbolic link is
+shown as a link with its target text and a submodule as a commit, neither followed. The text
+depends only on the commit, so every call for one commit gives the same bytes, which keeps the
+model's prompt prefix cacheable.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from bot.codebase.files import TrackedFile, index_entries, read_text, tracked_files
-from bot.codebase.paths import PathRefused, resolve_inside
+from bot.codebase.files import tracked_files
+from bot.codebase.snapshot import Blobs, CommittedFile, TreeEntry, show_entry, tree_entries
 from bot.codebase.symbols import has_symbol_reader, symbols
 
 __all__ = ["DEFAULT_BUDGET_CHARS", "planner_context", "tracked_files"]
@@ -60,16 +62,21 @@ _TEST_FOLDERS = frozenset({"test", "tests", "spec", "specs", "__tests__", "testd
 _TEST_NAME = re.compile(r"^test_|_test\.|\.test\.|\.spec\.|_spec\.|Tests?\.(java|kt|cs)$")
 
 
-def planner_context(root: Path, budget_chars: int = DEFAULT_BUDGET_CHARS) -> str:
-    """The planner's view of the checkout at `root`, at most `budget_chars` characters long and
-    the same for the same committed files: tracked files by folder, top-level symbols per file
-    (most important first) and the project's README, CONTRIBUTING and AGENTS documents."""
-    files = index_entries(root)
+def planner_context(
+    root: Path, budget_chars: int = DEFAULT_BUDGET_CHARS, revision: str = "HEAD"
+) -> str:
+    """The planner's view of commit `revision` of the repository or checkout at `root`, at most
+    `budget_chars` characters long and the same for the same commit: its files by folder,
+    top-level symbols per file (most important first) and the project's README, CONTRIBUTING
+    and AGENTS documents. Blocking (git runs as a child process): call it in a thread."""
+    files = tree_entries(root, revision)
     budget = max(budget_chars, 0)
-    tree = _tree_section(files, int(budget * TREE_SHARE))
-    documents = _documents_section(root, files, int(budget * DOCUMENTS_SHARE))
-    separators = 2 * len(SECTION_SEPARATOR)
-    symbol_map = _symbols_section(root, files, budget - len(tree) - len(documents) - separators)
+    with Blobs(root) as blobs:
+        tree = _tree_section(files, int(budget * TREE_SHARE))
+        documents = _documents_section(blobs, files, int(budget * DOCUMENTS_SHARE))
+        separators = 2 * len(SECTION_SEPARATOR)
+        rest = budget - len(tree) - len(documents) - separators
+        symbol_map = _symbols_section(blobs, files, rest)
     return SECTION_SEPARATOR.join(part for part in (tree, symbol_map, documents) if part)
 
 
@@ -101,7 +108,7 @@ class _Folder:
     total: int = 0  # files at any depth below
 
 
-def _tree_section(files: Sequence[TrackedFile], limit: int) -> str:
+def _tree_section(files: Sequence[TreeEntry], limit: int) -> str:
     folders = _folders(file.path for file in files)
     header = (
         f"## Tracked files: {len(files)} in {len(folders)} folders\n"
@@ -181,22 +188,22 @@ def _cut_lines(header: str, lines: list[str], limit: int) -> str:
 # The symbol map.
 
 
-def _symbols_section(root: Path, files: Sequence[TrackedFile], limit: int) -> str:
+def _symbols_section(blobs: Blobs, files: Sequence[TreeEntry], limit: int) -> str:
     header = "## Top-level symbols by file (kind name:line), most important files first"
     candidates = sorted(
-        (file.path for file in files if file.regular and _worth_mapping(file.path)),
-        key=_importance,
+        (file for file in files if _worth_mapping(file)),
+        key=lambda file: _importance(file.path),
     )
     lines = _Lines(limit)
     if not candidates or not lines.fits(header):
         return ""
     lines.add(header)
-    for index, path in enumerate(candidates):
+    for index, file in enumerate(candidates):
         rest = (
             f"… {len(candidates) - index} more source files not mapped here; "
             "list_symbols(path) gives any file's symbols"
         )
-        line = _symbol_line(root, path)
+        line = _symbol_line(blobs, file)
         if line is None:
             continue
         if not lines.fits(line, reserve=len(rest) + 1):
@@ -207,11 +214,13 @@ def _symbols_section(root: Path, files: Sequence[TrackedFile], limit: int) -> st
     return lines.text()
 
 
-def _worth_mapping(path: str) -> bool:
-    parts = PurePosixPath(path).parts
+def _worth_mapping(file: TreeEntry) -> bool:
+    if not file.regular or (file.size or 0) > MAX_SOURCE_BYTES:
+        return False
+    parts = PurePosixPath(file.path).parts
     if any(part.casefold() in _VENDORED_FOLDERS for part in parts[:-1]):
         return False
-    return has_symbol_reader(path) and not _GENERATED_NAME.search(parts[-1])
+    return has_symbol_reader(file.path) and not _GENERATED_NAME.search(parts[-1])
 
 
 def _importance(path: str) -> tuple[bool, int, str]:
@@ -221,10 +230,11 @@ def _importance(path: str) -> tuple[bool, int, str]:
     return (is_test or bool(_TEST_NAME.search(parts[-1])), len(parts), path)
 
 
-def _symbol_line(root: Path, path: str) -> str | None:
-    source = _read(root, path)
+def _symbol_line(blobs: Blobs, file: TreeEntry) -> str | None:
+    source = show_entry(file, blobs, MAX_SOURCE_BYTES).text
     if source is None:
         return None
+    path = file.path
     names = [
         f"{symbol.kind} {symbol.name}:{symbol.line}"
         for symbol in symbols(path, source)
@@ -237,27 +247,21 @@ def _symbol_line(root: Path, path: str) -> str | None:
     return f"{path}: {', '.join(names)}"
 
 
-def _read(root: Path, path: str) -> str | None:
-    try:
-        location = resolve_inside(root, path)
-    except PathRefused:
-        return None
-    return read_text(location, MAX_SOURCE_BYTES)
-
-
 # The project's documents.
 
 
-def _documents_section(root: Path, files: Sequence[TrackedFile], limit: int) -> str:
-    ranked = [(_document_rank(file.path), file.path) for file in files if file.regular]
-    documents = [path for rank, path in sorted((r, p) for r, p in ranked if r is not None)]
+def _documents_section(blobs: Blobs, files: Sequence[TreeEntry], limit: int) -> str:
+    """README, CONTRIBUTING and AGENTS documents; a link or submodule in a document's place is
+    shown as what it is, so the planner knows why its text is missing."""
+    ranked = [(_document_rank(file.path), file.path, file) for file in files]
+    documents = [file for rank, _, file in sorted(r for r in ranked if r[0] is not None)]
     blocks: list[str] = []
     used = 0
-    for index, path in enumerate(documents):
+    for index, file in enumerate(documents):
         separator = len(SECTION_SEPARATOR) if blocks else 0
         # An equal share of what is left for each document still to come.
         allowance = (limit - used - separator) // (len(documents) - index)
-        block = _document_block(path, _read(root, path), allowance)
+        block = _document_block(file.path, show_entry(file, blobs, MAX_SOURCE_BYTES), allowance)
         if block:
             blocks.append(block)
             used += len(block) + separator
@@ -274,11 +278,11 @@ def _document_rank(path: str) -> tuple[int, int] | None:
     return _DOCUMENT_KINDS.index(stem), _DOCUMENT_FOLDERS.index(folder)
 
 
-def _document_block(path: str, text: str | None, allowance: int) -> str:
+def _document_block(path: str, document: CommittedFile, allowance: int) -> str:
     """The document in tags, since its own headings would blur with this text's sections."""
-    if text is None:
+    text = document.shown.strip()
+    if not text:
         return ""
-    text = text.strip()
     opening, closing = f'<document path="{path}">\n', "\n</document>"
     frame = len(opening) + len(closing)
     if frame + len(text) <= allowance:

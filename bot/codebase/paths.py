@@ -18,7 +18,9 @@ def resolve_inside(root: Path, path: str) -> Path:
     `path` is relative to `root` (`./a` and a trailing slash are fine, `.` is `root` itself). It
     is refused when empty, absolute, holding a NUL or a `..` segment, naming `.git` or anything
     under it, or when its resolved location (symlinks followed at every level, the file need not
-    exist) is outside `root` or inside its `.git`. The result is safe to read and to write.
+    exist) is outside `root` or inside its `.git`. The result stays inside `root`, yet it may
+    have been reached through a link: what shows a file's content follows no link at all
+    (`bot.codebase.workcopy`), and the edit tools refuse a link on the way.
     """
     _check_spelling(path)
     real_root = root.resolve()
@@ -34,6 +36,14 @@ def resolve_inside(root: Path, path: str) -> Path:
     if _names_git_directory(resolved.relative_to(real_root).parts):
         raise PathRefused(f"`{path}` leads into `.git` through a symlink; git's data is off limits")
     return resolved
+
+
+def clean_relative(path: str) -> str:
+    """`path` as a plain POSIX path from the repository root (`.` for the root itself), or
+    `PathRefused` for the spellings `resolve_inside` refuses. Nothing on disk is looked at."""
+    _check_spelling(path)
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    return "/".join(parts) or "."
 
 
 def relative_inside(root: Path, path: str) -> str:

@@ -280,11 +280,13 @@ _C_RULES = (
     # Everything at column 0.
     _rule("class", r"(?:template\s*<.*>\s*)?class" + _C_TYPE_HEAD),
     _rule("struct", r"(?:typedef\s+)?struct" + _C_TYPE_HEAD),
-    # A definition at column 0: words, then `name(` or `Class::name(`, no `;` after it.
+    # A definition at column 0: words, then `name(` or `Class::name(`, no `;` after it. Each
+    # word is atomic: `*` and `&` fit both its parts, and retrying every split of `a&a&a&…`
+    # took seconds for a line of 100 characters, years for a longer one.
     _rule(
         "function",
         _C_KEYWORDS
-        + r"(?:[A-Za-z_][\w:<>,*&]*[\s*&]+){0,6}"
+        + r"(?>[A-Za-z_][\w:<>,*&]*[\s*&]+){0,6}"
         + r"(?:(?P<parent>[A-Za-z_][\w:]*)::)?"
         + _C_KEYWORDS
         + r"(?P<name>~?[A-Za-z_]\w*)\s*\([^;]*$",

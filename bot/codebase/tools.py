@@ -4,28 +4,46 @@ Every tool takes a JSON object and answers a JSON object as text; paths in and o
 to the repository root. A bad argument or a refused path is a `ToolError` whose message says what
 to send instead. The tools see the working copy: what git tracks, and new files it does not
 ignore. Nothing outside the checkout, and nothing git ignores (`.env`, `node_modules/`), is shown.
+
+Only regular files are read, and never through a symbolic link: a path through a linked folder
+is refused naming the link, and a link itself is answered with its target text (`symlink_to`),
+never followed. A FIFO, socket or device is refused without being opened. Memory and time are
+bounded whatever a file or pattern is like, and a cap that cut an answer is stated in it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from bot.codebase.files import (
-    BINARY_PROBE_BYTES,
+    MAX_GREP_OUTPUT_BYTES,
+    SEARCH_SECONDS,
     BadPattern,
+    GrepResult,
     grep,
     is_ignored,
-    looks_binary,
-    read_text,
     working_files,
 )
-from bot.codebase.paths import PathRefused, resolve_inside
+from bot.codebase.paths import PathRefused
 from bot.codebase.symbols import Symbol, has_symbol_reader, symbols
+from bot.codebase.workcopy import (
+    MAX_SCANNED_BYTES,
+    Kind,
+    Lines,
+    Node,
+    NotReadable,
+    inspect,
+    is_binary,
+    opened,
+    read_head,
+)
 from bot.llm.agent import Tool, ToolError, ToolHandler
 from bot.llm.types import ToolSpec
 
@@ -132,21 +150,24 @@ class _Reader:
     max_results: int
 
     def list_files(self, arguments: Mapping[str, Any]) -> _Answer:
-        given = _optional_string(arguments, "path") or "."
-        relative = self._existing(given)
-        files = [path for path in working_files(self.root, relative) if self._readable(path)]
-        answer: _Answer = {
-            "path": relative,
-            "count": len(files),
-            "files": files[: self.max_results],
-        }
+        node = self._node(_optional_string(arguments, "path") or ".")
+        if node.kind is Kind.OTHER:
+            raise ToolError(node.not_a_file())
+        kinds = {path: self._kind(path) for path in working_files(self.root, node.relative)}
+        # What git lists may since have been deleted, or replaced by a FIFO or a linked folder.
+        files = [path for path, kind in kinds.items() if kind in (Kind.FILE, Kind.LINK)]
+        shown = files[: self.max_results]
+        answer: _Answer = {"path": node.relative, "count": len(files), "files": shown}
+        links = [path for path in shown if kinds[path] is Kind.LINK]
+        if links:
+            answer["symlinks"] = links
         if len(files) > self.max_results:
             answer["note"] = (
                 f"showing the first {self.max_results} of {len(files)} files; "
                 "call list_files with a folder inside this one to see the rest"
             )
         elif not files:
-            answer["note"] = f"no files under `{relative}` that git tracks or does not ignore"
+            answer["note"] = f"no files under `{node.relative}` that git tracks or does not ignore"
         return answer
 
     def read_file(self, arguments: Mapping[str, Any]) -> _Answer:
@@ -155,142 +176,176 @@ class _Reader:
         end = _line_number(arguments, "end_line")
         if end is not None and end < start:
             raise ToolError(f"end_line {end} is before start_line {start}; give end_line >= it")
-        relative = self._text_file(given)
-        excerpt = _excerpt(self.root / relative, start, end, self.max_read_chars)
-        if excerpt.total_lines and start > excerpt.total_lines:
-            raise ToolError(
-                f"start_line {start} is past the end of `{relative}`, "
-                f"which has {excerpt.total_lines} lines"
-            )
-        return excerpt.answer(relative, start)
+        node = self._text_file(given)
+        if node.kind is Kind.LINK:
+            return _link_answer(node)
+        with self._opened(node.relative) as (descriptor, status):
+            if is_binary(descriptor):
+                raise ToolError(f"`{given}` is a binary file; only text files can be read")
+            lines = Lines(start, end, self.max_read_chars).scan(descriptor)
+        if start > lines.total and (lines.total or lines.partial):
+            raise ToolError(_past_the_end(node.relative, start, lines, status.st_size))
+        return _excerpt_answer(node.relative, start, lines, status.st_size)
 
     def search(self, arguments: Mapping[str, Any]) -> _Answer:
         pattern = required_string(arguments, "pattern")
-        relative = self._existing(_optional_string(arguments, "path") or ".")
+        node = self._node(_optional_string(arguments, "path") or ".")
+        answer: _Answer = {"pattern": pattern, "path": node.relative, "matches": []}
+        if node.kind is Kind.OTHER:
+            raise ToolError(node.not_a_file())
+        if node.kind is Kind.LINK:
+            return {**answer, "symlink_to": node.target, "note": node.link_note()}
         try:
-            found = grep(self.root, pattern, relative, self.max_results)
+            found = grep(self.root, pattern, node.relative, self.max_results)
         except BadPattern as error:
             raise ToolError(
                 f"`{pattern}` is not a valid POSIX extended regular expression ({error}); "
                 "escape special characters such as ( [ { with a backslash"
             ) from None
-        answer: _Answer = {
-            "pattern": pattern,
-            "path": relative,
-            "matches": [
-                {"path": match.path, "line": match.line, "text": _clipped(match.text)}
-                for match in found.matches
-            ],
-        }
-        if found.more:
-            answer["note"] = (
-                f"more than {self.max_results} matches; these are the first "
-                f"{self.max_results}: narrow the pattern or give a path"
-            )
-        elif not found.matches:
-            answer["note"] = (
-                "no line matches; the pattern is a POSIX extended regular expression "
-                "(no \\d or \\w: write [0-9], [[:alnum:]_])"
-            )
+        answer["matches"] = [
+            {"path": match.path, "line": match.line, "text": _clipped(match.text, match.clipped)}
+            for match in found.matches
+        ]
+        note = _search_note(found, self.max_results)
+        if note:
+            answer["note"] = note
         return answer
 
     def list_symbols(self, arguments: Mapping[str, Any]) -> _Answer:
-        relative = self._text_file(required_string(arguments, "path"))
-        if not has_symbol_reader(relative):
-            suffix = PurePosixPath(relative).suffix or "extension-less"
-            return {
-                "path": relative,
-                "symbols": [],
-                "note": f"symbols are not read from {suffix} files; use read_file or search",
-            }
-        source = read_text(self.root / relative, MAX_SYMBOL_SOURCE_BYTES)
-        if source is None:
+        node = self._text_file(required_string(arguments, "path"))
+        relative = node.relative
+        if node.kind is Kind.LINK:
+            return {**_link_answer(node), "symbols": []}
+        with self._opened(relative) as (descriptor, _):
+            if is_binary(descriptor):
+                raise ToolError(f"`{relative}` is a binary file; only text files can be read")
+            if not has_symbol_reader(relative):
+                suffix = PurePosixPath(relative).suffix or "extension-less"
+                return {
+                    "path": relative,
+                    "symbols": [],
+                    "note": f"symbols are not read from {suffix} files; use read_file or search",
+                }
+            data = read_head(descriptor, MAX_SYMBOL_SOURCE_BYTES + 1)
+        if len(data) > MAX_SYMBOL_SOURCE_BYTES:
             raise ToolError(
                 f"`{relative}` is larger than {MAX_SYMBOL_SOURCE_BYTES} bytes; "
                 "use search to find its definitions"
             )
+        source = data.decode("utf-8", errors="replace")
         return _symbols_answer(relative, symbols(relative, source), self.max_read_chars)
 
-    def _existing(self, given: str) -> str:
-        """The relative path of `given` when it is safe and exists; ToolError otherwise."""
-        location = _resolved(self.root, given)
-        if not location.exists():
-            raise ToolError(f"`{given}` does not exist; list_files shows what does")
-        return location.relative_to(self.root).as_posix()
-
-    def _readable(self, relative: str) -> bool:
-        """Whether `relative` (from git) resolves inside the repository, symlinks followed."""
+    def _node(self, given: str) -> Node:
+        """What `given` names when it is safe and exists; ToolError otherwise."""
         try:
-            resolve_inside(self.root, relative)
-        except PathRefused:
-            return False
-        return True
+            node = inspect(self.root, given)
+        except PathRefused as error:
+            raise ToolError(str(error)) from None
+        if node.kind is Kind.MISSING:
+            raise ToolError(f"`{given}` does not exist; list_files shows what does")
+        return node
 
-    def _text_file(self, given: str) -> str:
-        """The relative path of `given` when it is a readable text file git does not ignore."""
-        relative = self._existing(given)
-        location = self.root / relative
-        if location.is_dir():
-            raise ToolError(f"`{given}` is a folder; list_files with path `{relative}` lists it")
-        if not location.is_file():
-            raise ToolError(f"`{given}` is not a regular file; only files can be read")
-        if is_ignored(self.root, relative):
+    def _kind(self, relative: str) -> Kind:
+        """What `relative` is; MISSING also when a link stands on its way."""
+        try:
+            return inspect(self.root, relative).kind
+        except PathRefused:
+            return Kind.MISSING
+
+    def _text_file(self, given: str) -> Node:
+        """What `given` names when it is a file git does not ignore or a link; ToolError
+        naming what it is otherwise."""
+        node = self._node(given)
+        if node.kind is Kind.FOLDER:
+            raise ToolError(
+                f"`{given}` is a folder; list_files with path `{node.relative}` lists it"
+            )
+        if node.kind is Kind.OTHER:
+            raise ToolError(node.not_a_file())
+        if is_ignored(self.root, node.relative):
             raise ToolError(
                 f"`{given}` is ignored by git (.gitignore), so it is not part of the repository"
             )
-        if _binary(location):
-            raise ToolError(f"`{given}` is a binary file; only text files can be read")
-        return relative
+        return node
+
+    @contextmanager
+    def _opened(self, relative: str) -> Iterator[tuple[int, os.stat_result]]:
+        try:
+            with opened(self.root, relative) as descriptor_and_status:
+                yield descriptor_and_status
+        except NotReadable as error:
+            raise ToolError(str(error)) from None
+        except OSError as error:
+            raise ToolError(f"`{relative}` cannot be read ({error.strerror})") from None
 
 
-@dataclass(frozen=True)
-class _Excerpt:
-    lines: list[str]  # numbered, as shown
-    total_lines: int
-    cut: bool  # the character cap stopped it before the lines asked for
-
-    def answer(self, relative: str, start: int) -> _Answer:
-        shown_end = start + len(self.lines) - 1
-        answer: _Answer = {
-            "path": relative,
-            "start_line": start,
-            "end_line": shown_end,
-            "total_lines": self.total_lines,
-            "content": "\n".join(self.lines),
-        }
-        if self.cut:
-            answer["note"] = (
-                f"cut at the {_plural(len(self.lines), 'line')} that fit the character cap; "
-                f"call read_file with start_line {shown_end + 1} to read on"
-            )
-        return answer
+def _link_answer(node: Node) -> _Answer:
+    return {"path": node.relative, "symlink_to": node.target, "note": node.link_note()}
 
 
-def _excerpt(location: Path, start: int, end: int | None, max_chars: int) -> _Excerpt:
-    """Lines `start`..`end` of a text file, numbered, within `max_chars` characters; the file
-    is streamed, so its size does not matter."""
-    shown: list[str] = []
-    size = 0
-    cut = False
-    total = 0
-    with location.open("rb") as handle:
-        for total, raw in enumerate(handle, start=1):
-            if total < start or (end is not None and total > end) or cut:
-                continue
-            line = _numbered(total, raw)
-            if size + len(line) + 1 > max_chars:
-                cut = True
-                if not shown:  # one line longer than the cap: show its beginning
-                    shown.append(line[: max(max_chars - 40, 0)] + " [… line cut]")
-                continue
-            shown.append(line)
-            size += len(line) + 1
-    return _Excerpt(shown, total, cut)
+def _excerpt_answer(relative: str, start: int, lines: Lines, size: int) -> _Answer:
+    shown_end = start + len(lines.shown) - 1
+    answer: _Answer = {
+        "path": relative,
+        "start_line": start,
+        "end_line": shown_end,
+        "total_lines": lines.total,
+        "content": "\n".join(lines.shown),
+    }
+    notes = []
+    if lines.cut:
+        notes.append(f"cut at the {_plural(len(lines.shown), 'line')} that fit the character cap")
+        if shown_end < lines.total:
+            notes.append(f"call read_file with start_line {shown_end + 1} to read on")
+    if lines.partial:
+        notes.append(_scanned_part(relative, lines, size))
+    if notes:
+        answer["note"] = "; ".join(notes)
+    return answer
 
 
-def _numbered(number: int, raw: bytes) -> str:
-    text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-    return f"{number}\t{text}"
+def _scanned_part(relative: str, lines: Lines, size: int) -> str:
+    return (
+        f"`{relative}` is {_mebibytes(size)} and read_file reads only its first "
+        f"{_mebibytes(MAX_SCANNED_BYTES)}, which end in line {lines.total}: total_lines counts "
+        "only those, and lines past them cannot be shown"
+    )
+
+
+def _past_the_end(relative: str, start: int, lines: Lines, size: int) -> str:
+    if lines.partial:
+        return (
+            f"start_line {start} is past what can be read: {_scanned_part(relative, lines, size)}"
+        )
+    return f"start_line {start} is past the end of `{relative}`, which has {lines.total} lines"
+
+
+def _search_note(found: GrepResult, max_results: int) -> str | None:
+    if found.stopped == "time":
+        return (
+            f"the search was stopped after {SEARCH_SECONDS:g} s; these are the matches found "
+            "by then: narrow the pattern or give a path"
+        )
+    if found.stopped == "output":
+        return (
+            f"the search was stopped after {_mebibytes(MAX_GREP_OUTPUT_BYTES)} of matching "
+            "lines; these are the matches found by then: narrow the pattern or give a path"
+        )
+    if found.more:
+        return (
+            f"more than {max_results} matches; these are the first "
+            f"{max_results}: narrow the pattern or give a path"
+        )
+    if not found.matches:
+        return (
+            "no line matches; the pattern is a POSIX extended regular expression "
+            "(no \\d or \\w: write [0-9], [[:alnum:]_])"
+        )
+    return None
+
+
+def _mebibytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.0f} MiB"
 
 
 def _symbols_answer(relative: str, found: Sequence[Symbol], max_chars: int) -> _Answer:
@@ -311,23 +366,10 @@ def _symbols_answer(relative: str, found: Sequence[Symbol], max_chars: int) -> _
     return answer
 
 
-def _resolved(root: Path, given: str) -> Path:
-    try:
-        return resolve_inside(root, given)
-    except PathRefused as error:
-        raise ToolError(str(error)) from None
-
-
-def _binary(location: Path) -> bool:
-    try:
-        with location.open("rb") as handle:
-            return looks_binary(handle.read(BINARY_PROBE_BYTES))
-    except OSError as error:
-        raise ToolError(f"the file cannot be read ({error.strerror})") from None
-
-
-def _clipped(text: str) -> str:
-    return text if len(text) <= MAX_MATCH_CHARS else text[:MAX_MATCH_CHARS] + " [… line cut]"
+def _clipped(text: str, clipped: bool) -> str:
+    if len(text) <= MAX_MATCH_CHARS and not clipped:
+        return text
+    return text[:MAX_MATCH_CHARS] + " [… line cut]"
 
 
 def _plural(count: int, noun: str) -> str:

@@ -14,7 +14,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -59,6 +59,9 @@ class ExecutorTuning:
     # While webhook deliveries stream in, claiming waits for a quiet moment, at most this long.
     yield_seconds: float = 1.0
     quiet_seconds: float = 0.02
+    # Housekeeping jobs (retention) run this often, the first time a minute after start.
+    housekeeping_seconds: float = 6 * 3600.0
+    housekeeping_delay_seconds: float = 60.0
 
 
 # Told, inside the transaction that marks a job failed for good, which job gave up and why.
@@ -78,6 +81,7 @@ class LocalExecutor:
         busy_elsewhere: Callable[[float], bool] | None = None,
         integrations: Integrations | None = None,
         on_gave_up: GaveUp | None = None,
+        housekeeping: Sequence[str] = (),
     ) -> None:
         self.worker_id = f"local-{uuid.uuid4().hex[:12]}"
         self._store = store
@@ -94,6 +98,7 @@ class LocalExecutor:
         )
         self._busy_elsewhere = busy_elsewhere
         self._on_gave_up = on_gave_up
+        self._housekeeping = tuple(housekeeping)
         self._wake = asyncio.Event()
         self._running: dict[int, asyncio.Task[None]] = {}
         self._succeeded: list[int] = []
@@ -105,6 +110,10 @@ class LocalExecutor:
         self._loops = [
             asyncio.create_task(self._dispatch_forever(), name="executor-dispatch"),
             asyncio.create_task(self._heartbeat_forever(), name="executor-heartbeat"),
+            *(
+                asyncio.create_task(self._housekeeping_forever(name), name=f"executor-{name}")
+                for name in self._housekeeping
+            ),
         ]
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
@@ -300,6 +309,16 @@ class LocalExecutor:
         # Only the holder of the lease may settle a job; a job reclaimed after expiry is not ours.
         return sa.update(JOBS).where(JOBS.c.id == job_id, JOBS.c.locked_by == self.worker_id)
 
+    async def _housekeeping_forever(self, job_name: str) -> None:
+        await asyncio.sleep(self._tuning.housekeeping_delay_seconds)
+        while True:
+            try:
+                await self._store.run_connection(partial(_enqueue_unless_pending, name=job_name))
+                self.notify()
+            except Exception:
+                log.exception("could not queue the housekeeping job %s", job_name)
+            await asyncio.sleep(self._tuning.housekeeping_seconds)
+
     async def _heartbeat_forever(self) -> None:
         while True:
             await asyncio.sleep(self._tuning.lease_seconds / 3)
@@ -325,6 +344,20 @@ class LocalExecutor:
                 lease_expires_at=None,
                 attempts=JOBS.c.attempts - 1,
                 run_after=utcnow(),
+            )
+        )
+
+
+def _enqueue_unless_pending(connection: Connection, name: str) -> None:
+    """Queue job `name` unless a copy is queued or running already (several processes may ask)."""
+    pending = sa.select(sa.func.count()).where(
+        JOBS.c.name == name, JOBS.c.state.in_([JobState.queued, JobState.running])
+    )
+    if connection.execute(pending).scalar_one() == 0:
+        now = utcnow()
+        connection.execute(
+            sa.insert(JOBS).values(
+                name=name, args={}, state=JobState.queued, run_after=now, created_at=now
             )
         )
 

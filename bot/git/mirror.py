@@ -15,7 +15,15 @@ from typing import Literal
 
 from bot.git.auth import TokenProvider, secret_forms, token_environment
 from bot.git.runner import GitError, GitOutput, GitRunner, failure
-from bot.git.worktree import Worktree, add_worktree, pin_ref, run_pins
+from bot.git.worktree import (
+    Worktree,
+    add_worktree,
+    check_id,
+    is_safe_id,
+    pin_ref,
+    remove_worktree,
+    run_pins,
+)
 
 _OWNER = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
 _REPO = re.compile(r"[A-Za-z0-9_.-]{1,100}")
@@ -81,20 +89,60 @@ class Mirrors:
         self.runner = runner or GitRunner()
         self._locks: dict[Path, _MirrorLocks] = {}
 
+    @property
+    def worktrees_root(self) -> Path:
+        """The folder holding one folder of worktrees per run."""
+        return self.data_dir / "worktrees"
+
+    def path_of(self, full_name: str) -> Path:
+        """Where the mirror of `full_name` lives (it may not exist yet)."""
+        owner, repo = split_full_name(full_name)
+        return self.data_dir / "mirrors" / owner / f"{repo}.git"
+
     def mirror(self, full_name: str, token: TokenProvider) -> Mirror:
         """The mirror of `full_name`, using `token` for every network operation. No I/O."""
         owner, repo = split_full_name(full_name)
-        path = self.data_dir / "mirrors" / owner / f"{repo}.git"
+        path = self.path_of(full_name)
         return Mirror(
             full_name=full_name,
             path=path,
             url=f"{self.github_url}/{owner}/{repo}.git",
             base_url=self.github_url,
-            worktrees_root=self.data_dir / "worktrees",
+            worktrees_root=self.worktrees_root,
             token=token,
             runner=self.runner,
             locks=self._locks.setdefault(path, _MirrorLocks()),
         )
+
+    async def runs_with_worktrees(self) -> list[str]:
+        """The ids of the runs that have a folder of worktrees (other folders are not runs')."""
+        folders = await asyncio.to_thread(_folders_in, self.worktrees_root)
+        return [folder.name for folder in folders if is_safe_id(folder.name)]
+
+    async def forget_run(self, mirror_path: Path, run_id: str) -> None:
+        """The mirror forgets run `run_id`: its worktrees and its pinned commits."""
+        locks = self._locks.setdefault(mirror_path, _MirrorLocks())
+        async with locks.worktrees:
+            folder = self.worktrees_root / check_id("run id", run_id)
+            for worktree in await asyncio.to_thread(_folders_in, folder):
+                await remove_worktree(self.runner, mirror_path, worktree)
+            listed = ["for-each-ref", "--format=delete %(refname)", run_pins(run_id)]
+            pins = (await self.runner.run(listed, cwd=mirror_path)).stdout
+            if pins.strip():
+                await self.runner.run(
+                    ["update-ref", "--stdin"], cwd=mirror_path, stdin=pins.encode()
+                )
+            await self.runner.run(["worktree", "prune"], cwd=mirror_path)
+
+    async def forget(self, full_name: str) -> bool:
+        """Delete the mirror of `full_name`; False when there was none."""
+        path = self.path_of(full_name)
+        locks = self._locks.setdefault(path, _MirrorLocks())
+        async with locks.network, locks.worktrees:
+            if not path.exists():
+                return False
+            await asyncio.to_thread(shutil.rmtree, path)
+        return True
 
 
 class Mirror:
@@ -348,6 +396,13 @@ def _rejection(porcelain: str, ref: str) -> str | None:
             reason = re.search(r"\((.*)\)", summary)
             return reason.group(1) if reason else summary
     return None
+
+
+def _folders_in(folder: Path) -> list[Path]:
+    try:
+        return sorted(entry for entry in folder.iterdir() if entry.is_dir())
+    except FileNotFoundError:
+        return []
 
 
 def _remove_partial_clones(path: Path) -> None:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import re
 import shutil
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.git.runner import GitRunner
 
+logger = logging.getLogger(__name__)
 # Ids become path components and trailer values: no separators, no leading dot or dash.
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Where a task's newest commit is kept reachable until it is on the run branch.
@@ -63,9 +67,14 @@ class Commit:
     stat: DiffStat
 
 
+def is_safe_id(value: str) -> bool:
+    """Whether `value` is safe as a path component and a trailer value (see `check_id`)."""
+    return _ID.fullmatch(value) is not None
+
+
 def check_id(kind: str, value: str) -> str:
     """`value` if it is safe as a path component and a trailer value, else a `ValueError`."""
-    if not _ID.fullmatch(value):
+    if not is_safe_id(value):
         raise ValueError(
             f"{kind} {value!r} is not safe in a path or a commit trailer: use 1 to 64 letters, "
             "digits, '_', '.' or '-', starting with a letter or digit"
@@ -252,5 +261,39 @@ async def remove_worktree(runner: GitRunner, mirror_path: Path, path: Path) -> N
     # harmlessly when there is none; whatever git does not know of is deleted below.
     remove = ["worktree", "remove", "--force", "--force", str(path)]
     await runner.run(remove, cwd=mirror_path, check=False)
-    await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
+    await asyncio.to_thread(delete_tree, path)
     await runner.run(["worktree", "prune"], cwd=mirror_path)
+
+
+def delete_tree(path: Path) -> None:
+    """Delete `path` and all inside it, also folders a command closed to its own user (`chmod
+    000`, read-only folders of read-only files). What cannot be deleted is logged and left."""
+    if not path.exists() and not path.is_symlink():
+        return
+    try:
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
+            return
+        _open_folders(path)
+        shutil.rmtree(path)
+    except OSError as error:
+        logger.warning(
+            "a worktree could not be deleted", extra={"path": str(path), "error": str(error)}
+        )
+
+
+def _open_folders(top: Path) -> None:
+    """Give the owner (Baton, when not root) entry to every folder under `top`, so that
+    everything in them can be deleted; root enters them anyway."""
+    if os.geteuid() == 0:
+        return
+    _let_owner_in(str(top))
+    for _, folders, _, parent in os.fwalk(top, follow_symlinks=False):
+        for name in folders:
+            _let_owner_in(name, parent)
+
+
+def _let_owner_in(name: str, parent: int | None = None) -> None:
+    entry = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    if stat.S_ISDIR(entry.st_mode) and entry.st_uid == os.geteuid():
+        os.chmod(name, stat.S_IMODE(entry.st_mode) | stat.S_IRWXU, dir_fd=parent)

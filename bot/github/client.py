@@ -1,4 +1,5 @@
-"""The App's clients: one signed with the App's JWT, one per installation with its token."""
+"""The App's clients: one signed with the App's JWT, and one per token scope (an installation's
+repository and a step's permissions) signed with that scope's installation token."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import re
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Final, NamedTuple, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar, cast
 
 import httpx
 from githubkit import AppAuthStrategy, GitHub
 from githubkit.auth.base import BaseAuthStrategy
 from githubkit.cache import MemCacheStrategy
-from githubkit.exception import GitHubException, RequestFailed
+from githubkit.exception import GitHubException, RateLimitExceeded, RequestFailed
 from githubkit.retry import RetryChainDecision, RetryRateLimit, RetryServerError
 from githubkit.typing import RetryDecisionFunc, RetryOption
 
@@ -21,9 +22,11 @@ from bot.github.auth import (
     InstallationToken,
     InstallationTokenAuth,
     TokenCache,
+    TokenRefused,
     parse_expiry,
 )
 from bot.github.pacing import WritePacer
+from bot.github.scopes import TokenScope
 from bot.settings import Settings, SettingsError
 
 # Every supported GitHub Enterprise Server release accepts this REST API version.
@@ -37,6 +40,15 @@ REPEATABLE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH",
 # answers a repeated reaction with the one it already has.
 REPEATABLE_POSTS: Final = re.compile(r".*/(app/installations/\d+/access_tokens|reactions)")
 AuthT = TypeVar("AuthT", bound=BaseAuthStrategy)
+# What a person can do when GitHub will not issue an installation token.
+REFUSAL_HINTS: Final = {
+    401: "; check BATON_GITHUB_APP_ID and the App's private key",
+    404: "; the App is no longer installed there",
+    422: (
+        "; the App must hold these permissions, the installation must have accepted them, "
+        "and it must include the repository"
+    ),
+}
 
 
 class GitHubTuning(NamedTuple):
@@ -51,7 +63,11 @@ class GitHubTuning(NamedTuple):
 
 
 class GitHubApp:
-    """Clients for one GitHub App: the App itself, and each installation (created on first use)."""
+    """Clients for one GitHub App: the App itself, and each token scope (created on first use).
+
+    Nothing here hands out a token for a whole installation: every token is asked for one
+    repository and one permission set (`TokenScope`), and GitHub enforces both.
+    """
 
     def __init__(
         self,
@@ -66,24 +82,43 @@ class GitHubApp:
         auth = AppAuthStrategy(settings.github_app_id, settings.private_key_pem())
         self.app_client = self._client(auth, WritePacer(0.0, self.tuning.max_concurrency))
         self.tokens = TokenCache(self._fetch_token, clock, self.tuning.refresh_margin)
-        self._installations: dict[int, GitHub[InstallationTokenAuth]] = {}
+        self._clients: dict[TokenScope, GitHub[InstallationTokenAuth]] = {}
+        self._pacers: dict[int, WritePacer] = {}
 
-    def installation(self, installation_id: int) -> GitHub[InstallationTokenAuth]:
-        """The client for one installation; its writes are paced apart from other installations'."""
-        client = self._installations.get(installation_id)
+    def client(self, scope: TokenScope) -> GitHub[InstallationTokenAuth]:
+        """The REST client for one scope. Its writes are paced together with every other scope
+        of the same installation (GitHub's limits count per installation), apart from other
+        installations'."""
+        client = self._clients.get(scope)
         if client is None:
-            pacer = WritePacer(self.tuning.write_interval, self.tuning.max_concurrency)
-            client = self._client(InstallationTokenAuth(self.tokens, installation_id), pacer)
-            self._installations[installation_id] = client
+            client = self._client(InstallationTokenAuth(self.tokens, scope), self._pacer(scope))
+            self._clients[scope] = client
         return client
 
-    async def installation_token(self, installation_id: int) -> str:
-        """The installation's current token, for git; the same one its REST client uses."""
-        return await self.tokens.token(installation_id)
+    async def token(self, scope: TokenScope) -> str:
+        """The scope's current token, for git: the same one its REST client uses."""
+        return await self.tokens.token(scope)
 
-    async def _fetch_token(self, installation_id: int) -> InstallationToken:
+    def _pacer(self, scope: TokenScope) -> WritePacer:
+        pacer = self._pacers.get(scope.installation_id)
+        if pacer is None:
+            pacer = WritePacer(self.tuning.write_interval, self.tuning.max_concurrency)
+            self._pacers[scope.installation_id] = pacer
+        return pacer
+
+    async def _fetch_token(self, scope: TokenScope) -> InstallationToken:
         rest = self.app_client.rest(API_VERSION)
-        answer = await rest.apps.async_create_installation_access_token(installation_id)
+        try:
+            answer = await rest.apps.async_create_installation_access_token(
+                scope.installation_id,
+                repositories=[scope.repository_name],
+                # githubkit types this as a TypedDict of every permission GitHub knows.
+                permissions=cast(Any, scope.permissions.as_request()),
+            )
+        except RequestFailed as failed:
+            if isinstance(failed, RateLimitExceeded) or failed.response.status_code >= 500:
+                raise  # GitHub's trouble, not a refusal: the job is tried again later
+            raise _refusal(scope, failed) from None
         token = answer.parsed_data
         return InstallationToken(token.token, parse_expiry(token.expires_at))
 
@@ -105,6 +140,16 @@ class GitHubApp:
             # githubkit's default cache is process-wide; each App keeps its own JWT.
             cache_strategy=MemCacheStrategy(),
         )
+
+
+def _refusal(scope: TokenScope, failed: RequestFailed) -> TokenRefused:
+    status = failed.response.status_code
+    try:
+        reason = str(failed.response.json()["message"])
+    except (ValueError, KeyError, TypeError):
+        reason = failed.response.text[:200]
+    hint = REFUSAL_HINTS.get(status, "")
+    return TokenRefused(f"GitHub answered {status} to a token request for {scope}: {reason}{hint}")
 
 
 def _only_repeatable(decide: RetryDecisionFunc) -> RetryDecisionFunc:

@@ -3,11 +3,18 @@
 The flow: the setup page builds a manifest from `app.yml` and a one-use `state`; the person's
 browser posts it to GitHub, which creates the App and sends the browser back with a `code`; the
 code is exchanged for the App's id, private key and webhook secret, which go into `.env`.
+
+Only the operator registers: each state is remembered with the operator's session that began
+the flow, and a callback is completed only in that same session. The GitHub address is where the
+code is exchanged and what Baton trusts afterwards, so a typed one must be https (plain http only
+on this machine's loopback, and only when the operator allows it); the address the operator set
+as `BATON_GITHUB_URL` is theirs to choose.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import os
 import re
@@ -44,6 +51,7 @@ STATE_LIFETIME_SECONDS = 3600.0
 MAX_PENDING_STATES = 100
 EXCHANGE_TIMEOUT_SECONDS = 30.0
 LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 CODE = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 
@@ -60,7 +68,7 @@ class ManifestError(SetupError):
 
 
 class UnknownState(SetupError):
-    """A callback whose state this process never issued, already used, or let expire."""
+    """A callback whose state this session never began, already used, or let expire."""
 
 
 class AlreadyRegistered(SetupError):
@@ -139,7 +147,7 @@ def choose(
         raise ChoiceError(
             "type the organization's login (letters, digits and hyphens, as in its GitHub address)"
         )
-    web_url = _web_address("GitHub address", github_url)
+    web_url = _github_address(github_url, settings)
     return RegistrationChoice(
         site=GitHubSite(web_url, api_url_for(web_url, settings)),
         organization=login if account == "organization" else None,
@@ -154,6 +162,22 @@ def api_url_for(web_url: str, settings: Settings) -> str:
     if web_url == GITHUB_COM:
         return GITHUB_COM_API
     return f"{web_url}/api/v3"
+
+
+def _github_address(typed: str, settings: Settings) -> str:
+    """The typed GitHub address: https; the operator's own `GITHUB_URL` as it is; plain http only
+    for a loopback host with `SETUP_ALLOW_HTTP_GITHUB`."""
+    url = _web_address("GitHub address", typed)
+    parts = urlsplit(url)
+    if url == settings.github_url or parts.scheme == "https":
+        return url
+    if settings.setup_allow_http_github and parts.hostname in LOOPBACK_HOSTS:
+        return url
+    raise ChoiceError(
+        "the GitHub address must be an https address, such as https://github.com or your "
+        f"Enterprise Server's (plain http only on this machine, with {ENV_PREFIX}"
+        "SETUP_ALLOW_HTTP_GITHUB=true)"
+    )
 
 
 def _web_address(what: str, typed: str) -> str:
@@ -200,8 +224,16 @@ def registration_url(site: GitHubSite, organization: str | None, state: str) -> 
     return f"{site.web_url}/organizations/{quote(organization)}/settings/apps/new?state={state}"
 
 
+@dataclass(frozen=True)
+class _Pending:
+    expiry: float
+    site: GitHubSite
+    session: str
+
+
 class PendingStates:
-    """States handed to browsers: each is good for one callback, within its lifetime."""
+    """States handed to the operator's browser: each is good for one callback in the session
+    that began it, within its lifetime."""
 
     def __init__(
         self,
@@ -212,29 +244,31 @@ class PendingStates:
         self._lifetime = lifetime
         self._limit = limit
         self._clock = clock
-        self._pending: OrderedDict[str, tuple[float, GitHubSite]] = OrderedDict()
+        self._pending: OrderedDict[str, _Pending] = OrderedDict()
 
-    def issue(self, site: GitHubSite) -> str:
-        """A new unguessable state remembering `site`; the oldest is forgotten past the limit."""
+    def issue(self, site: GitHubSite, session: str) -> str:
+        """A new unguessable state remembering `site` and `session`; the oldest is forgotten
+        past the limit."""
         self._forget_expired()
         while len(self._pending) >= self._limit:
             self._pending.popitem(last=False)
         state = secrets.token_urlsafe(32)
-        self._pending[state] = (self._clock() + self._lifetime, site)
+        self._pending[state] = _Pending(self._clock() + self._lifetime, site, session)
         return state
 
-    def take(self, state: str) -> GitHubSite | None:
-        """The site remembered with `state`, once; None when unknown, used or expired."""
+    def take(self, state: str, session: str) -> GitHubSite | None:
+        """The site remembered with `state`, once, in the session that began it; None when
+        unknown, used, expired or begun in another session (which keeps it)."""
         self._forget_expired()
-        entry = self._pending.pop(state, None)
-        return None if entry is None else entry[1]
+        entry = self._pending.get(state)
+        if entry is None or not hmac.compare_digest(entry.session, session):
+            return None
+        del self._pending[state]
+        return entry.site
 
     def _forget_expired(self) -> None:
         now = self._clock()
-        while self._pending:
-            oldest_expiry, _ = next(iter(self._pending.values()))
-            if oldest_expiry > now:
-                return
+        while self._pending and next(iter(self._pending.values())).expiry <= now:
             self._pending.popitem(last=False)
 
 
@@ -250,9 +284,10 @@ class ManifestFlow:
         self._completing = asyncio.Lock()
 
     def begin(
-        self, choice: RegistrationChoice, *, hook_url: str, redirect_url: str
+        self, choice: RegistrationChoice, session: str, *, hook_url: str, redirect_url: str
     ) -> RegistrationForm:
-        """The form to post to GitHub, with a fresh state remembered for the callback."""
+        """The form to post to GitHub, with a fresh state remembered with `session` for the
+        callback."""
         self.refuse_if_registered()
         manifest = build_manifest(
             load_app_yml(self.app_yml_path),
@@ -260,7 +295,7 @@ class ManifestFlow:
             hook_url=hook_url,
             redirect_url=redirect_url,
         )
-        state = self.states.issue(choice.site)
+        state = self.states.issue(choice.site, session)
         return RegistrationForm(registration_url(choice.site, choice.organization, state), manifest)
 
     def refuse_if_registered(self) -> None:
@@ -271,15 +306,16 @@ class ManifestFlow:
                 f"{self.env_path}; restart Baton (make run) to use it"
             )
 
-    async def complete(self, code: str, state: str) -> CreatedApp:
-        """Exchange `code` and save the App's credentials to `env_path`; once per process."""
+    async def complete(self, code: str, state: str, session: str) -> CreatedApp:
+        """Exchange `code` and save the App's credentials to `env_path`, when `state` was begun
+        in `session`; once per process."""
         async with self._completing:
             self.refuse_if_registered()
-            site = self.states.take(state)
+            site = self.states.take(state, session)
             if site is None:
                 raise UnknownState(
-                    "this registration link is unknown, expired or already used; "
-                    "start again from Baton's home page"
+                    "this registration link is unknown, expired, already used or was begun in "
+                    "another browser; start again from Baton's home page"
                 )
             app = await exchange_code(code, site.api_url)
             save_credentials(self.env_path, credentials_for(app, site))

@@ -16,6 +16,7 @@ from githubkit.exception import RequestError, RequestFailed
 from githubkit.rest.paginator import Paginator
 from githubkit.utils import UNSET
 
+from bot.github.auth import TokenRefused
 from bot.github.client import API_VERSION
 from bot.github.permissions import may_command
 
@@ -405,6 +406,8 @@ async def _every(pages: Paginator[T], what: str) -> list[T]:
 
 
 def _error(error: RequestError[Any], what: str) -> GitHubError:
+    if isinstance(error.exc, TokenRefused):
+        return GitHubError(f"no token for {what}: {error.exc}")
     if not isinstance(error, RequestFailed):
         # No answer at all (refused, reset, timed out): the job is retried later.
         return GitHubError(f"GitHub could not be reached for {what}: {error!r}")

@@ -7,7 +7,7 @@ tool call. Each counts against a repair limit; past it the loop fails with the l
 
 from __future__ import annotations
 
-import time
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -115,15 +115,28 @@ class Agent:
         )
 
     async def run(self, prompt: str) -> Finished:
-        """Turns until a valid finishing call; AgentFailed past the turn, repair or time limit."""
+        """Turns until a valid finishing call; AgentFailed past the turn, repair or time limit.
+
+        The time limit holds inside a turn too: a model call or a tool still going at the
+        deadline is cancelled (a sandboxed command is killed)."""
+        wall = self.limits.wall_seconds
+        if wall is None:
+            return await self._turns(prompt)
+        limit = asyncio.timeout(wall)
+        try:
+            async with limit:
+                return await self._turns(prompt)
+        except TimeoutError:
+            if not limit.expired():
+                raise  # a timeout of something inside, not this limit
+            raise AgentFailed(f"no finishing call within {wall:.3g} s") from None
+
+    async def _turns(self, prompt: str) -> Finished:
         messages: list[Message] = [UserMessage(prompt)]
-        deadline = _deadline(self.limits.wall_seconds)
         usage = Usage()
         repairs = 0
         self._rejections = 0
         for number in range(1, self.limits.max_turns + 1):
-            if deadline is not None and time.monotonic() > deadline:
-                raise AgentFailed(f"no finishing call within {self.limits.wall_seconds:g} s")
             turn = await self.model.turn(self._request(messages))
             usage += turn.usage
             messages.append(turn.as_message())
@@ -208,10 +221,6 @@ class Agent:
 
     def _finisher_names(self) -> str:
         return " or ".join(self.finishers)
-
-
-def _deadline(seconds: float | None) -> float | None:
-    return None if seconds is None else time.monotonic() + seconds
 
 
 def _describe(error: ValidationError) -> str:

@@ -18,8 +18,7 @@ from sqlmodel import Session
 
 from bot.attempts import AttemptStopped, end_attempt, within_budget
 from bot.codebase.edits import WriteSet, edit_tools
-from bot.codebase.files import read_text
-from bot.codebase.paths import PathRefused, resolve_inside
+from bot.codebase.snapshot import committed_files
 from bot.codebase.tools import read_only_tools
 from bot.git import Commit
 from bot.git.mirror import Mirror
@@ -58,6 +57,9 @@ class AttemptPlan:
     number: int
     base_sha: str
     feedback: str | None = None
+    # Only a worktree at the run's base commit (no worker's change in it) may reach the network,
+    # and only for the setup command.
+    setup_network: bool = False
 
 
 @dataclass
@@ -134,8 +136,11 @@ class WorkerAttempt:
         visible = (*self.toolchains, worktree.mirror_path)
         sandbox = Sandbox(worktree.path, limits=self.sandbox_limits, extra_read_only=visible)
         evidence = _Evidence()
+        clock = _Clock(self.limits.wall_seconds)
         if self.commands.setup:
-            await sandbox.run(self.commands.setup, network=True)  # the one step with a network
+            await sandbox.run(
+                self.commands.setup, network=plan.setup_network, wall_seconds=clock.left()
+            )
         tools = self._tools(worktree.path, plan.task, role, sandbox, evidence)
         recorded = [_recorded(tool, self.store, plan.run_id, attempt_id) for tool in tools]
         model = _FirstReply(await self.model_for(attempt_id), evidence)
@@ -145,12 +150,13 @@ class WorkerAttempt:
             system_prompt(role),
             recorded,
             [Finisher("finish", "Say the task is done.", FinishInput)],
-            limits=self.limits,
+            # The setup took its share of the attempt's time.
+            limits=self.limits._replace(wall_seconds=clock.left()),
         )
         prompt = task_prompt(
             plan.task,
-            _context_files(worktree.path, plan.task),
-            _conventions(worktree.path),
+            await _context_files(worktree, plan.task),
+            await _conventions(worktree),
             plan.feedback,
         )
         try:
@@ -355,6 +361,19 @@ async def _store_call(
     await store.run(lambda session: session.add(row))
 
 
+class _Clock:
+    """The time left of an attempt's wall-clock limit (None: no limit)."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self._deadline = None if seconds is None else time.monotonic() + seconds
+
+    def left(self) -> float | None:
+        if self._deadline is None:
+            return None
+        # Never zero or less: a limit reached counts as reached by the next step, at once.
+        return max(self._deadline - time.monotonic(), 0.001)
+
+
 class _FirstReply:
     """Passes turns through, keeping the text of the first one: the worker's plan."""
 
@@ -394,21 +413,25 @@ def _stat(commit: Commit | None) -> dict[str, int]:
     }
 
 
-def _context_files(root: Path, task: PlanTask) -> dict[str, str]:
-    files: dict[str, str] = {}
-    for path in task.context_files:
-        try:
-            text = read_text(resolve_inside(root, path), CONTEXT_FILE_CHARS)
-        except PathRefused:
-            continue
-        if text is not None:
-            files[path] = text
-    return files
+async def _context_files(worktree: Worktree, task: PlanTask) -> dict[str, str]:
+    """The task's context files as committed at the attempt's base, each as its text or as a
+    note saying what stands there instead (a link is never followed)."""
+    found = await committed_files(
+        worktree.mirror_path, worktree.base_sha, task.context_files, CONTEXT_FILE_CHARS
+    )
+    return {file.path: file.shown for file in found}
 
 
-def _conventions(root: Path) -> str:
-    for path in CONVENTION_FILES:
-        text = read_text(root / path, CONTEXT_FILE_CHARS) if (root / path).is_file() else None
-        if text:
-            return text
-    return ""
+async def _conventions(worktree: Worktree) -> str:
+    """The first convention file with text at the attempt's base, after a note for each one
+    met before it that stands there as something else (a link, a submodule, a large file)."""
+    found = await committed_files(
+        worktree.mirror_path, worktree.base_sha, CONVENTION_FILES, CONTEXT_FILE_CHARS
+    )
+    shown: list[str] = []
+    for file in found:
+        if file.shown:
+            shown.append(file.shown)
+        if file.text:
+            break
+    return "\n\n".join(shown)

@@ -78,9 +78,15 @@ def as_app(settings: Settings, github: GitHubDouble) -> Settings:
 
 
 def commit_files(
-    github: GitHubDouble, files: Mapping[str, str], branch: str = "main", onto: str = "main"
+    github: GitHubDouble,
+    files: Mapping[str, str],
+    branch: str = "main",
+    onto: str = "main",
+    *,
+    symlinks: Mapping[str, str] | None = None,
 ) -> str:
-    """A commit on `branch` of the fixture's repository, made as a person pushing would."""
+    """A commit on `branch` of the fixture's repository, made as a person pushing would;
+    `symlinks` maps paths to the targets of symbolic links committed with them."""
     git_dir = github.root / f"{REPOSITORY}.git"
     person = {"GIT_AUTHOR_NAME": "Maintainer", "GIT_AUTHOR_EMAIL": "maintainer@example.com"}
     environment = {
@@ -104,9 +110,11 @@ def commit_files(
             return done.stdout.strip()
 
         git("read-tree", onto)
-        for path, text in files.items():
-            blob = git("hash-object", "-w", "--stdin", stdin=text)
-            git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}")
+        entries = [("100644", path, text) for path, text in files.items()]
+        entries += [("120000", path, target) for path, target in (symlinks or {}).items()]
+        for mode, path, content in entries:
+            blob = git("hash-object", "-w", "--stdin", stdin=content)
+            git("update-index", "--add", "--cacheinfo", f"{mode},{blob},{path}")
         tree = git("write-tree")
         commit = git("commit-tree", tree, "-p", onto, "-m", "Maintainer's change")
         git("update-ref", f"refs/heads/{branch}", commit)

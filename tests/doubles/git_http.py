@@ -39,6 +39,17 @@ class GitRequest(NamedTuple):
     status: int
 
 
+class GitRefusal(NamedTuple):
+    """How the server turns down a signed-in request: GitHub's status and message."""
+
+    status: int
+    message: str
+
+
+# (full name, token, service) -> why the token may not run the service there, or None.
+Refuse = Callable[[str, str, str], GitRefusal | None]
+
+
 class _Route(NamedTuple):
     owner: str
     repo: str
@@ -57,15 +68,20 @@ class GitHttpBackend:
     """ASGI app serving git's smart HTTP protocol (clone, fetch, push) through `git http-backend`.
 
     `root` holds bare repositories as `root/{owner}/{repo}.git`; `authorize(full_name, token)`
-    decides whether an installation token may use a repository. Like GitHub, it takes the token as
-    HTTP Basic auth with user name `x-access-token`, answers 401 with `WWW-Authenticate` without
-    it, 404 for an unknown repository, and serves `/{owner}/{repo}` with or without `.git`.
-    Every answered request is appended to `requests`.
+    decides whether an installation token may use a repository, and `refuse(full_name, token,
+    service)`, when given, may still turn a signed-in token away from one service (GitHub's 404
+    for a repository the token cannot see, 403 for a push it may not make). Like GitHub, it takes
+    the token as HTTP Basic auth with user name `x-access-token`, answers 401 with
+    `WWW-Authenticate` without it, 404 for an unknown repository, and serves `/{owner}/{repo}`
+    with or without `.git`. Every answered request is appended to `requests`.
     """
 
-    def __init__(self, root: Path, authorize: Callable[[str, str], bool]) -> None:
+    def __init__(
+        self, root: Path, authorize: Callable[[str, str], bool], refuse: Refuse | None = None
+    ) -> None:
         self.root = root.resolve()
         self.authorize = authorize
+        self.refuse = refuse
         self.requests: list[GitRequest] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -80,16 +96,22 @@ class GitHttpBackend:
             await _send_text(send, 404, "Not Found\n")
             return
         service = _service(route, scope["query_string"])
-        status = await self._answer(route, scope, receive, send)
+        status = await self._answer(route, service, scope, receive, send)
         self.requests.append(GitRequest(route.full_name, service, scope["method"], status))
 
-    async def _answer(self, route: _Route, scope: Scope, receive: Receive, send: Send) -> int:
+    async def _answer(
+        self, route: _Route, service: str, scope: Scope, receive: Receive, send: Send
+    ) -> int:
         headers = _headers(scope)
         token = _basic_token(headers.get("authorization", ""))
         if token is None or not self.authorize(route.full_name, token):
             realm = [(b"www-authenticate", b'Basic realm="GitHub"')]
             await _send_text(send, 401, "Invalid username or token.\n", realm)
             return 401
+        refusal = self.refuse(route.full_name, token, service) if self.refuse else None
+        if refusal is not None:
+            await _send_text(send, refusal.status, f"{refusal.message}\n")
+            return refusal.status
         if not (self.root / route.owner / f"{route.repo}.git").is_dir():
             await _send_text(send, 404, "Repository not found.\n")
             return 404

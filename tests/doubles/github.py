@@ -3,9 +3,10 @@ smart HTTP, the App Manifest flow and signed webhook deliveries, all from in-mem
 
 Answers are GitHub's wire format, so githubkit's generated models parse them, and auth follows
 GitHub's rules: App routes need the App's JWT, everything else an unexpired installation token
-whose installation holds the repository. Branches and file contents live only in bare
-repositories under `root`, read with `git`, so a push through the git server is what the REST
-routes see next.
+whose installation holds the repository. A token asked for some repositories sees only those (any
+other answers 404), and one asked for some permissions is refused what needs others (403), over
+REST and git alike. Branches and file contents live only in bare repositories under `root`, read
+with `git`, so a push through the git server is what the REST routes see next.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from starlette.types import Message, Receive, Scope, Send
 
-from tests.doubles.git_http import GitHttpBackend, init_bare_repository
+from tests.doubles.git_http import GitHttpBackend, GitRefusal, init_bare_repository
 from tests.support import SECRET, serve
 
 API_PREFIX = "/api/v3"
@@ -79,6 +80,14 @@ APP_PERMISSIONS = {
     "metadata": "read",
     "pull_requests": "write",
 }
+# GitHub's levels of one permission, weakest first; a stronger level grants the weaker ones.
+ACCESS_LEVELS = ("read", "write", "admin")
+NOT_ACCESSIBLE = "Resource not accessible by integration"
+NOT_GRANTED = "The permissions requested are not granted to this installation."
+NOT_IN_INSTALLATION = (
+    "There is at least one repository that does not exist or is not accessible to the parent "
+    "installation."
+)
 APP_EVENTS = ["issues", "issue_comment", "pull_request_review", "pull_request_review_comment"]
 SECONDARY_RATE_LIMIT = (
     "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
@@ -112,9 +121,27 @@ class RecordedRequest(NamedTuple):
 
 
 class IssuedToken(NamedTuple):
+    """An installation token as the double issued it, with what it was asked to reach."""
+
     token: str
     installation_id: int
     expires_at: datetime
+    repository_ids: frozenset[int] | None  # None: every repository of the installation
+    permissions: Mapping[str, str]  # name -> level, as granted (metadata always at least read)
+
+    def sees(self, repo: _Repository) -> bool:
+        """True when the token may reach `repo` at all (GitHub answers 404 otherwise)."""
+        held = repo.installation_id == self.installation_id
+        return held and (self.repository_ids is None or repo.id in self.repository_ids)
+
+    def grants(self, permission: str, level: str) -> bool:
+        """True when the token holds `permission` at `level` or a stronger one."""
+        held = self.permissions.get(permission)
+        return held in ACCESS_LEVELS and _at_least(held, level)
+
+
+def _at_least(held: str, level: str) -> bool:
+    return ACCESS_LEVELS.index(held) >= ACCESS_LEVELS.index(level)
 
 
 @functools.cache
@@ -340,12 +367,12 @@ class _State:
             raise KeyError(f"repository {full_name} was not added: call add_repository first")
         return found
 
-    def token_installation(self, token: str) -> int | None:
-        """The installation of a live token: issued here, not expired, not revoked."""
+    def live_token(self, token: str) -> IssuedToken | None:
+        """A token issued here, not expired and not revoked; None for anything else."""
         issued = self.tokens.get(token)
         if issued is None or token in self.revoked or issued.expires_at <= datetime.now(UTC):
             return None
-        return issued.installation_id
+        return issued
 
 
 # --- answers -------------------------------------------------------------------------------
@@ -1126,7 +1153,7 @@ class _Call:
     query: dict[str, str]
     body: bytes
     params: dict[str, str] = field(default_factory=dict)
-    installation_id: int | None = None
+    token: IssuedToken | None = None
     repository: _Repository | None = None
 
     @property
@@ -1154,10 +1181,15 @@ Handler = Callable[[_Call], _Answer]
 HandlerT = TypeVar("HandlerT", bound=Callable[..., _Answer])
 
 
+# Any one of these (permission, level) pairs lets an installation token use a route.
+Needs = tuple[tuple[str, str], ...]
+
+
 class _Route(NamedTuple):
     method: str
     template: str
     auth: str
+    needs: Needs
     handler: Handler
     pattern: re.Pattern[str]
 
@@ -1166,21 +1198,35 @@ class _Route(NamedTuple):
         return f"{self.method} {self.template}"
 
 
-def _route(method: str, template: str, auth: str, handler: Handler) -> _Route:
+def _route(method: str, template: str, auth: str, needs: str, handler: Handler) -> _Route:
     # `{name}` is one path segment; `{name+}` one or more, `{name*}` any (branches, file paths).
     pattern = re.sub(r"\{(\w+)\+\}", r"(?P<\1>.+)", template)
     pattern = re.sub(r"\{(\w+)\*\}", r"(?P<\1>.*)", pattern)
     pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
-    return _Route(method, template, auth, handler, re.compile(pattern))
+    return _Route(method, template, auth, _needs(needs), handler, re.compile(pattern))
+
+
+def _needs(text: str) -> Needs:
+    """`"issues:write or pull_requests:write"` as pairs; every token route must name one."""
+    pairs = tuple(choice.partition(":")[::2] for choice in text.split(" or ") if choice)
+    assert all(level in ACCESS_LEVELS for _, level in pairs), text
+    return pairs
 
 
 def _handles(
-    method: str, template: str, auth: str = INSTALLATION_AUTH
+    method: str, template: str, auth: str = INSTALLATION_AUTH, needs: str = ""
 ) -> Callable[[HandlerT], HandlerT]:
-    """Declare the REST route a `_RestApi` method answers; one method may answer several."""
+    """Declare the REST route a `_RestApi` method answers; one method may answer several.
+
+    `needs` names the permissions GitHub requires of an installation token for the route
+    ("contents:read", or alternatives joined by " or "), as GitHub's docs list them per endpoint.
+    """
+    assert (auth == INSTALLATION_AUTH) == bool(needs), (
+        f"{method} {template}: name its permissions if, and only if, tokens use it"
+    )
 
     def mark(handler: HandlerT) -> HandlerT:
-        handler.__dict__.setdefault("routes", []).append((method, template, auth))
+        handler.__dict__.setdefault("routes", []).append((method, template, auth, needs))
         return handler
 
     return mark
@@ -1193,9 +1239,9 @@ class _RestApi:
         self.state = state
         self.views = views
         self.routes = [
-            _route(method, template, auth, getattr(self, name))
+            _route(method, template, auth, needs, getattr(self, name))
             for name, handler in vars(_RestApi).items()
-            for method, template, auth in getattr(handler, "routes", ())
+            for method, template, auth, needs in getattr(handler, "routes", ())
         ]
 
     def match(self, method: str, path: str) -> tuple[_Route, dict[str, str]] | None:
@@ -1223,18 +1269,48 @@ class _RestApi:
 
     @_handles("POST", "/app/installations/{installation_id}/access_tokens", APP_AUTH)
     def create_token(self, call: _Call) -> _Answer:
+        """A token for the installation, narrowed to the `repositories` (names) or
+        `repository_ids` and the `permissions` the body asks for, as GitHub narrows it."""
         installation = self._installation(call)
+        fields = call.fields()
+        repositories = self._token_repositories(installation, fields)
+        permissions = _token_permissions(fields.get("permissions"))
         expires_at = _utc_now() + self.state.token_lifetime
-        issued = IssuedToken(_new_token(), installation.id, expires_at)
+        ids = None if repositories is None else frozenset(repo.id for repo in repositories)
+        issued = IssuedToken(_new_token(), installation.id, expires_at, ids, permissions)
         self.state.tokens[issued.token] = issued
         self.state.tokens_issued.append(issued)
-        body = {
+        body: dict[str, Any] = {
             "token": issued.token,
             "expires_at": _iso(expires_at),
-            "permissions": dict(APP_PERMISSIONS),
-            "repository_selection": "all",
+            "permissions": dict(permissions),
+            "repository_selection": "all" if repositories is None else "selected",
         }
+        if repositories is not None:
+            body["repositories"] = [self.views.repository(repo) for repo in repositories]
         return _json_answer(201, body)
+
+    def _token_repositories(
+        self, installation: _Installation, fields: Mapping[str, Any]
+    ) -> list[_Repository] | None:
+        """The repositories a token request names, or None when it names none (all of them)."""
+        names, ids = fields.get("repositories") or [], fields.get("repository_ids") or []
+        if not _list_of(names, str) or not _list_of(ids, int):
+            raise _invalid_request("'repositories' takes names and 'repository_ids' numbers.")
+        if not names and not ids:
+            return None
+        held = [
+            repo
+            for repo in self.state.repositories.values()
+            if repo.installation_id == installation.id
+        ]
+        by_name = {repo.name.lower(): repo for repo in held}
+        by_id = {repo.id: repo for repo in held}
+        wanted = [by_name.get(name.lower()) for name in names] + [by_id.get(i) for i in ids]
+        found = [repo for repo in wanted if repo is not None]
+        if len(found) != len(wanted):
+            raise _ApiError(422, NOT_IN_INSTALLATION)
+        return list({repo.id: repo for repo in found}.values())
 
     @_handles("GET", "/repos/{owner}/{repo}/installation", APP_AUTH)
     def repo_installation(self, call: _Call) -> _Answer:
@@ -1269,13 +1345,10 @@ class _RestApi:
 
     # repositories and contents
 
-    @_handles("GET", "/installation/repositories")
+    @_handles("GET", "/installation/repositories", needs="metadata:read")
     def installed_repos(self, call: _Call) -> _Answer:
-        held = [
-            repo
-            for repo in self.state.repositories.values()
-            if repo.installation_id == call.installation_id
-        ]
+        assert call.token is not None
+        held = [repo for repo in self.state.repositories.values() if call.token.sees(repo)]
         page, link = _page(call, self.state.api_url, held)
         body = {
             "total_count": len(held),
@@ -1284,11 +1357,11 @@ class _RestApi:
         }
         return _json_answer(200, body, link)
 
-    @_handles("GET", "/repos/{owner}/{repo}")
+    @_handles("GET", "/repos/{owner}/{repo}", needs="metadata:read")
     def get_repository(self, call: _Call) -> _Answer:
         return _json_answer(200, self.views.repository(call.repo, full=True))
 
-    @_handles("GET", "/repos/{owner}/{repo}/branches/{branch+}")
+    @_handles("GET", "/repos/{owner}/{repo}/branches/{branch+}", needs="contents:read")
     def get_branch(self, call: _Call) -> _Answer:
         name = call.params["branch"]
         sha = _branch_sha(call.repo.path, name)
@@ -1296,8 +1369,8 @@ class _RestApi:
             raise _not_found("Branch not found")
         return _json_answer(200, self.views.branch(call.repo, name, sha))
 
-    @_handles("GET", "/repos/{owner}/{repo}/contents")
-    @_handles("GET", "/repos/{owner}/{repo}/contents/{path*}")
+    @_handles("GET", "/repos/{owner}/{repo}/contents", needs="contents:read")
+    @_handles("GET", "/repos/{owner}/{repo}/contents/{path*}", needs="contents:read")
     def get_content(self, call: _Call) -> _Answer:
         repo = call.repo
         ref = call.query.get("ref") or repo.default_branch
@@ -1324,41 +1397,69 @@ class _RestApi:
 
     # issues, comments, reactions, permissions
 
-    @_handles("GET", "/repos/{owner}/{repo}/issues/{number}")
+    @_handles(
+        "GET",
+        "/repos/{owner}/{repo}/issues/{number}",
+        needs="issues:read or pull_requests:read",
+    )
     def get_issue(self, call: _Call) -> _Answer:
         return _json_answer(200, self.views.issue(call.repo, call.int_param("number")))
 
-    @_handles("GET", "/repos/{owner}/{repo}/issues/{number}/comments")
+    @_handles(
+        "GET",
+        "/repos/{owner}/{repo}/issues/{number}/comments",
+        needs="issues:read or pull_requests:read",
+    )
     def comments(self, call: _Call) -> _Answer:
         number = self._issue_number(call)
         found = [c for c in call.repo.comments.values() if c.number == number]
         page, link = _page(call, self.state.api_url, found)
         return _json_answer(200, [self.views.comment(call.repo, c) for c in page], link)
 
-    @_handles("POST", "/repos/{owner}/{repo}/issues/{number}/comments")
+    @_handles(
+        "POST",
+        "/repos/{owner}/{repo}/issues/{number}/comments",
+        needs="issues:write or pull_requests:write",
+    )
     def add_comment(self, call: _Call) -> _Answer:
         number = self._issue_number(call)
         body = _required_text(call.fields(), "body")
         comment = _new_comment(self.state, call.repo, number, body, self.state.bot_login)
         return _json_answer(201, self.views.comment(call.repo, comment))
 
-    @_handles("GET", "/repos/{owner}/{repo}/issues/comments/{id}")
+    @_handles(
+        "GET",
+        "/repos/{owner}/{repo}/issues/comments/{id}",
+        needs="issues:read or pull_requests:read",
+    )
     def get_comment(self, call: _Call) -> _Answer:
         return _json_answer(200, self.views.comment(call.repo, self._comment(call)))
 
-    @_handles("PATCH", "/repos/{owner}/{repo}/issues/comments/{id}")
+    @_handles(
+        "PATCH",
+        "/repos/{owner}/{repo}/issues/comments/{id}",
+        needs="issues:write or pull_requests:write",
+    )
     def edit_comment(self, call: _Call) -> _Answer:
         comment = self._comment(call)
         comment.body = _required_text(call.fields(), "body")
         comment.updated_at = _iso(_utc_now())
         return _json_answer(200, self.views.comment(call.repo, comment))
 
-    @_handles("POST", "/repos/{owner}/{repo}/issues/{number}/reactions")
+    @_handles(
+        "POST",
+        "/repos/{owner}/{repo}/issues/{number}/reactions",
+        needs="issues:write or pull_requests:write",
+    )
     def react_to_issue(self, call: _Call) -> _Answer:
         number = self._issue_number(call)
         return self._react(call, issue_number=number)
 
-    @_handles("POST", "/repos/{owner}/{repo}/issues/comments/{id}/reactions")
+    @_handles(
+        "POST",
+        "/repos/{owner}/{repo}/issues/comments/{id}/reactions",
+        needs="issues:write or pull_requests:write",
+    )
     def react_to_comment(self, call: _Call) -> _Answer:
         return self._react(call, comment_id=self._comment(call).id)
 
@@ -1378,7 +1479,11 @@ class _RestApi:
         call.repo.reactions.append(reaction)
         return _json_answer(201, self.views.reaction(reaction))
 
-    @_handles("GET", "/repos/{owner}/{repo}/collaborators/{username}/permission")
+    @_handles(
+        "GET",
+        "/repos/{owner}/{repo}/collaborators/{username}/permission",
+        needs="metadata:read",
+    )
     def permission(self, call: _Call) -> _Answer:
         login = call.params["username"]
         return _json_answer(200, self.views.collaborator_permission(call.repo, login))
@@ -1397,7 +1502,7 @@ class _RestApi:
 
     # check runs
 
-    @_handles("POST", "/repos/{owner}/{repo}/check-runs")
+    @_handles("POST", "/repos/{owner}/{repo}/check-runs", needs="checks:write")
     def create_check_run(self, call: _Call) -> _Answer:
         fields = call.fields()
         name = _required_text(fields, "name")
@@ -1423,7 +1528,7 @@ class _RestApi:
         call.repo.check_runs[run.id] = run
         return _json_answer(201, self.views.check_run(call.repo, run))
 
-    @_handles("PATCH", "/repos/{owner}/{repo}/check-runs/{id}")
+    @_handles("PATCH", "/repos/{owner}/{repo}/check-runs/{id}", needs="checks:write")
     def update_check_run(self, call: _Call) -> _Answer:
         run = call.repo.check_runs.get(call.int_param("id"))
         if run is None:
@@ -1431,7 +1536,7 @@ class _RestApi:
         _apply_check_run_fields(run, call.fields())
         return _json_answer(200, self.views.check_run(call.repo, run))
 
-    @_handles("GET", "/repos/{owner}/{repo}/commits/{ref+}/check-runs")
+    @_handles("GET", "/repos/{owner}/{repo}/commits/{ref+}/check-runs", needs="checks:read")
     def check_runs(self, call: _Call) -> _Answer:
         repo = call.repo
         sha = _commit_sha(repo.path, call.params["ref"])
@@ -1452,7 +1557,7 @@ class _RestApi:
 
     # pull requests
 
-    @_handles("GET", "/repos/{owner}/{repo}/pulls")
+    @_handles("GET", "/repos/{owner}/{repo}/pulls", needs="pull_requests:read")
     def list_pulls(self, call: _Call) -> _Answer:
         repo = call.repo
         state = call.query.get("state", "open")
@@ -1468,7 +1573,7 @@ class _RestApi:
         page, link = _page(call, self.state.api_url, pulls)
         return _json_answer(200, [self.views.pull(repo, p, full=False) for p in page], link)
 
-    @_handles("POST", "/repos/{owner}/{repo}/pulls")
+    @_handles("POST", "/repos/{owner}/{repo}/pulls", needs="pull_requests:write")
     def create_pull(self, call: _Call) -> _Answer:
         repo = call.repo
         fields = call.fields()
@@ -1499,11 +1604,11 @@ class _RestApi:
         repo.pulls[pull.number] = pull
         return _json_answer(201, self.views.pull(repo, pull))
 
-    @_handles("GET", "/repos/{owner}/{repo}/pulls/{number}")
+    @_handles("GET", "/repos/{owner}/{repo}/pulls/{number}", needs="pull_requests:read")
     def get_pull(self, call: _Call) -> _Answer:
         return _json_answer(200, self.views.pull(call.repo, self._pull(call)))
 
-    @_handles("PATCH", "/repos/{owner}/{repo}/pulls/{number}")
+    @_handles("PATCH", "/repos/{owner}/{repo}/pulls/{number}", needs="pull_requests:write")
     def update_pull(self, call: _Call) -> _Answer:
         pull = self._pull(call)
         fields = call.fields()
@@ -1518,11 +1623,19 @@ class _RestApi:
         pull.updated_at = _iso(_utc_now())
         return _json_answer(200, self.views.pull(call.repo, pull))
 
-    @_handles("GET", "/repos/{owner}/{repo}/pulls/{number}/reviews/{id}")
+    @_handles(
+        "GET",
+        "/repos/{owner}/{repo}/pulls/{number}/reviews/{id}",
+        needs="pull_requests:read",
+    )
     def review(self, call: _Call) -> _Answer:
         return _json_answer(200, self.views.review(call.repo, self._review(call)))
 
-    @_handles("GET", "/repos/{owner}/{repo}/pulls/{number}/reviews/{id}/comments")
+    @_handles(
+        "GET",
+        "/repos/{owner}/{repo}/pulls/{number}/reviews/{id}/comments",
+        needs="pull_requests:read",
+    )
     def review_comments(self, call: _Call) -> _Answer:
         review = self._review(call)
         found = [
@@ -1533,7 +1646,7 @@ class _RestApi:
         page, link = _page(call, self.state.api_url, found)
         return _json_answer(200, [self.views.review_comment(call.repo, c) for c in page], link)
 
-    @_handles("GET", "/repos/{owner}/{repo}/pulls/{number}/comments")
+    @_handles("GET", "/repos/{owner}/{repo}/pulls/{number}/comments", needs="pull_requests:read")
     def pull_review_comments(self, call: _Call) -> _Answer:
         """Every review comment on the pull request, replies included, in ascending order by
         id as GitHub lists them by default (`sort`, `direction` and `since` are not served)."""
@@ -1545,7 +1658,11 @@ class _RestApi:
         page, link = _page(call, self.state.api_url, found)
         return _json_answer(200, [self.views.review_comment(call.repo, c) for c in page], link)
 
-    @_handles("POST", "/repos/{owner}/{repo}/pulls/{number}/comments/{id}/replies")
+    @_handles(
+        "POST",
+        "/repos/{owner}/{repo}/pulls/{number}/comments/{id}/replies",
+        needs="pull_requests:write",
+    )
     def reply_to_review_comment(self, call: _Call) -> _Answer:
         pull = self._pull(call)
         parent = call.repo.review_comments.get(call.int_param("id"))
@@ -1588,6 +1705,26 @@ def _page(call: _Call, api_url: str, items: Sequence[Any]) -> tuple[Sequence[Any
         for rel, number in relations
     ]
     return chosen, [("link", ", ".join(links))]
+
+
+def _token_permissions(asked: Any) -> dict[str, str]:
+    """What a token request's `permissions` grant: the App's own when it names none. GitHub
+    refuses anything beyond the App's with 422, and adds metadata:read to every token."""
+    if asked is None:
+        return dict(APP_PERMISSIONS)
+    if not isinstance(asked, dict) or not all(level in ACCESS_LEVELS for level in asked.values()):
+        raise _invalid_request("'permissions' maps a permission to 'read' or 'write'.")
+    for name, level in asked.items():
+        granted = APP_PERMISSIONS.get(name)
+        if granted is None or not _at_least(granted, level):
+            raise _ApiError(422, NOT_GRANTED)
+    return {"metadata": "read", **asked}
+
+
+def _list_of(value: Any, kind: type) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(item, kind) and not isinstance(item, bool) for item in value
+    )
 
 
 def _positive(text: str | None, default: int) -> int:
@@ -1761,7 +1898,7 @@ class GitHubDouble:
         self._views = _Views(self._state)
         self._api = _RestApi(self._state, self._views)
         self._lock = threading.RLock()
-        self._git = GitHttpBackend(root, self._may_use_git)
+        self._git = GitHttpBackend(root, self._may_use_git, self._git_refusal)
         self._stack = ExitStack()
         self.requests = self._state.requests
         self.tokens_issued = self._state.tokens_issued
@@ -2132,10 +2269,25 @@ class GitHubDouble:
             self.requests.append(record)
 
     def _may_use_git(self, full_name: str, token: str) -> bool:
+        """Any live token signs in; what it may then do is `_git_refusal`'s to say."""
+        with self._lock:
+            return self._state.live_token(token) is not None
+
+    def _git_refusal(self, full_name: str, token: str, service: str) -> GitRefusal | None:
+        """GitHub's answer to a live token that may not run `service` on the repository:
+        404 when it cannot see it or read its contents, 403 for a push without contents:write."""
         with self._lock:
             repo = self._state.repositories.get(full_name.lower())
-            installation = self._state.token_installation(token)
-            return repo is not None and installation == repo.installation_id
+            issued = self._state.live_token(token)
+            if repo is None or issued is None or not issued.sees(repo):
+                return GitRefusal(404, "Repository not found.")
+            if not issued.grants("contents", "read"):
+                return GitRefusal(404, "Repository not found.")
+            if service == "git-receive-pack" and not issued.grants("contents", "write"):
+                return GitRefusal(
+                    403, f"Permission to {full_name}.git denied to {self._state.bot_login}."
+                )
+            return None
 
     def _answer(self, incoming: _Incoming) -> _Answer:
         is_api = incoming.path == API_PREFIX or incoming.path.startswith(API_PREFIX + "/")
@@ -2179,7 +2331,8 @@ class GitHubDouble:
         return self._with_rate_limit(answer), route_name
 
     def _authorize(self, route: _Route, call: _Call, headers: Mapping[str, str]) -> None:
-        """Fill in the caller's installation and repository, or raise GitHub's refusal."""
+        """Fill in the caller's token and repository, or raise GitHub's refusal: 401 for the
+        credentials, 404 for a repository the token cannot see, 403 for a missing permission."""
         credential = _credential(headers)
         if route.auth == APP_AUTH:
             problem = self._app_auth_problem(credential)
@@ -2189,11 +2342,13 @@ class GitHubDouble:
             if credential is None:
                 raise _ApiError(401, "Requires authentication")
             scheme, token = credential
-            call.installation_id = self._state.token_installation(token)
-            if scheme not in ("token", "bearer") or call.installation_id is None:
+            call.token = self._state.live_token(token)
+            if scheme not in ("token", "bearer") or call.token is None:
                 raise _ApiError(401, "Bad credentials")
         if "owner" in call.params:
-            self._resolve_repository(route, call)
+            self._resolve_repository(call)
+        if call.token is not None and not any(call.token.grants(*need) for need in route.needs):
+            raise _ApiError(403, NOT_ACCESSIBLE)
 
     def _app_auth_problem(self, credential: tuple[str, str] | None) -> str | None:
         if credential is None:
@@ -2203,14 +2358,12 @@ class GitHubDouble:
             return "A JSON web token could not be decoded: send it as 'Authorization: Bearer'"
         return _jwt_problem(token, self._state)
 
-    def _resolve_repository(self, route: _Route, call: _Call) -> None:
+    def _resolve_repository(self, call: _Call) -> None:
         full_name = f"{call.params['owner']}/{call.params['repo']}"
         repo = self._state.repositories.get(full_name.lower())
-        # Like GitHub for a private repository: another installation's repository is not there.
-        held = route.auth != INSTALLATION_AUTH or (
-            repo is not None and call.installation_id == repo.installation_id
-        )
-        if repo is None or not held:
+        # Like GitHub for a private repository: one the token cannot reach (another
+        # installation's, or one of its own installation the token was not asked for) is not there.
+        if repo is None or (call.token is not None and not call.token.sees(repo)):
             raise _not_found()
         call.repository = repo
 

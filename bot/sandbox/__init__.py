@@ -1,0 +1,25 @@
+"""The sandbox for a repository's commands (CONTRACT §9): see `bot.sandbox.runner`."""
+
+from bot.sandbox.identity import SandboxUser, sandbox_user
+from bot.sandbox.limits import SandboxLimits, describe_enforcement
+from bot.sandbox.runner import (
+    SANDBOX_ENVIRONMENT,
+    SANDBOX_HOME,
+    CommandResult,
+    Sandbox,
+    SandboxUnavailable,
+    sandbox_available,
+)
+
+__all__ = [
+    "SANDBOX_ENVIRONMENT",
+    "SANDBOX_HOME",
+    "CommandResult",
+    "Sandbox",
+    "SandboxLimits",
+    "SandboxUnavailable",
+    "SandboxUser",
+    "describe_enforcement",
+    "sandbox_available",
+    "sandbox_user",
+]

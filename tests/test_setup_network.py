@@ -1,0 +1,103 @@
+"""The setup command reaches the network only on the run's base commit: once a worker has
+rewritten the script it calls, the review, later tasks and the final tests run it offline, so
+it cannot reach Baton's host (a loopback listener records no connection)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tests.doubles.fixtures import REPOSITORY, commit_files
+from tests.doubles.models import ModelReply, RecordedCall
+from tests.test_execution import ACCEPT, tool, who
+from tests.world import World, plan, submit, task, wait_for_run
+
+BENIGN_SETUP = "echo base setup > setup.log\n"
+
+
+class Listener:
+    """A TCP server on loopback that records every connection it accepts."""
+
+    def __init__(self) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.socket.getsockname()[1]
+        self.accepted: list[Any] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, peer = self.socket.accept()
+            except OSError:
+                return  # closed
+            self.accepted.append(peer)
+            connection.close()
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    served = Listener()
+    yield served
+    served.close()
+
+
+def hostile_setup(port: int) -> str:
+    """A setup script that tries to reach Baton's host and says how it went."""
+    return (
+        "echo setup ran > setup.log\n"
+        f"if (echo hello > /dev/tcp/127.0.0.1/{port}) 2>/dev/null; "
+        "then echo CONNECTED >> setup.log; else echo REFUSED >> setup.log; fi\n"
+    )
+
+
+TWO_TASKS = plan(
+    task("T1", [], ["setup.sh"]),
+    task("T2", ["T1"], ["src/widgets/gauge.py"]),
+)
+
+
+def test_a_setup_script_a_worker_rewrote_never_reaches_the_host(
+    world: World, engine: sa.Engine, listener: Listener
+) -> None:
+    config = "setup_command: bash setup.sh\ntest_command: cat setup.log\n"
+    commit_files(world.github, {".github/baton.yml": config, "setup.sh": BENIGN_SETUP})
+    seen_by_reviewer: list[str] = []
+
+    def answer(call: RecordedCall) -> ModelReply:
+        role, key = who(call)
+        if role == "planner":
+            return submit(TWO_TASKS)
+        if role == "reviewer":
+            seen_by_reviewer.append(call.json["messages"][0]["content"][0]["text"])
+            return ACCEPT
+        if len(call.json["messages"]) > 1:
+            return tool("finish", summary=f"{key} done.", confidence=0.9)
+        if key == "T1":
+            return tool("write_file", path="setup.sh", content=hostile_setup(listener.port))
+        return tool("write_file", path="src/widgets/gauge.py", content="GAUGE = 1\n")
+
+    world.models.policy = answer
+    world.label()
+    wait_for_run(world, engine, "awaiting_approval")
+    world.comment("/approve-plan")
+    wait_for_run(world, engine, "pr_open")
+
+    # The review of T1 ran T1's setup.sh (the test command shows its log), and the review of
+    # T2, whose worktree starts from T1's commit, ran it again: each time offline.
+    assert len(seen_by_reviewer) == 2
+    for prompt in seen_by_reviewer:
+        assert "setup ran" in prompt
+        assert "REFUSED" in prompt
+    (pull,) = world.github.pulls(REPOSITORY)
+    assert "REFUSED" in pull["body"]  # the final tests ran the rewritten script offline too
+    assert "CONNECTED" not in pull["body"]
+    assert listener.accepted == []
