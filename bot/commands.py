@@ -1,16 +1,22 @@
 """Slash commands in an issue comment (CONTRACT §5), read the way a person reads the comment.
 
-A command is a line whose first text is `/name` followed by a space or the end of the line. Lines
-inside fenced code blocks, quoted lines (`> /approve-plan` in a reply) and HTML comments are not
-read as commands, since the person is showing or quoting a command, not giving one. A `/word`
-that names no command (`/lgtm`, `/usr/bin`) is ordinary text.
+A command is a line of a paragraph whose first text is `/name` followed by a space or the end of
+the line. The comment is read as GitHub shows it: what the page hides (HTML comments, hidden
+elements, link reference definitions) is gone first. Code is never a command (fenced, indented
+by four columns or a tab, or inside `<pre>` or `<code>`), nor is a quoted line (`> /approve-plan`
+in a reply): the person is showing or quoting a command, not giving one. A `/word` that names no
+command (`/lgtm`, `/usr/bin`) is ordinary text.
 """
 
 from __future__ import annotations
 
 import re
-from enum import Enum
 from typing import NamedTuple
+
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
+from bot.github.untrusted import displayed_markdown
 
 COMMAND_NAMES = (
     "approve-plan",
@@ -26,10 +32,12 @@ TASK_COMMANDS = ("approve-task", "retry", "skip")
 PLAN_LANGUAGES = ("yaml", "yml", "")
 # Words echoed back in an error are cut to this many characters.
 SHOWN_CHARACTERS = 40
+CODE_INDENT = 4  # columns: a line indented this far is code, or at least not a command
 
+_MARKDOWN = MarkdownIt("commonmark", {"html": True}).enable("table")
 _COMMAND_LINE = re.compile(r"\s*/(?P<name>\S+)(?P<rest>\s.*)?")
-_FENCE_OPENING = re.compile(r"(?P<indent>\s*)(?P<marks>`{3,}|~{3,})(?P<info>.*)")
-_FENCE_CLOSING = re.compile(r"\s*(?P<marks>`{3,}|~{3,})\s*")
+# Tags as `displayed_markdown` writes them (lower case, no attributes).
+_CODE_TAG = re.compile(r"<(?P<closing>/?)(?:pre|code)>")
 # Digits are capped so that a pasted wall of digits is a clear error, not a huge integer.
 _REVISION = re.compile(r"[rR](?P<number>\d{1,9})")
 _TASK_ID = re.compile(r"[tT](?P<number>\d{1,9})")
@@ -49,49 +57,80 @@ class CommandError(ValueError):
     """A command with arguments it cannot take; the message says what it needs, for a reply."""
 
 
-class _Kind(Enum):
-    TEXT = "text"
-    QUOTE = "quote"
-    HIDDEN = "hidden"
-    FENCE_OPEN = "fence open"
-    CODE = "code"
-    FENCE_CLOSE = "fence close"
-
-
-class _Fence(NamedTuple):
-    marks: str
-    language: str
-    indent: int
-
-
 def parse_command(body: str) -> Command | None:
     """The first command in the comment `body`, or None when it gives none.
 
     Raises CommandError when that first command's arguments are wrong; later lines never rescue it.
     """
-    lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    kinds = _line_kinds(lines)
-    commands = _command_lines(lines, kinds)
+    text = displayed_markdown(body)
+    lines = text.split("\n")
+    tokens = _MARKDOWN.parse(text)
+    commands = _command_lines(lines, _command_candidates(tokens))
     if not commands:
         return None
     first, match = commands[0]
     # A command's own lines run to the next command: its feedback, or where its plan is.
     region_end = commands[1][0] if len(commands) > 1 else len(lines)
     words = (match["rest"] or "").split()
-    return _build(match["name"].lower(), words, lines, kinds, range(first + 1, region_end))
+    return _build(match["name"].lower(), words, lines, tokens, range(first + 1, region_end))
 
 
-def _command_lines(lines: list[str], kinds: list[_Kind]) -> list[tuple[int, re.Match[str]]]:
+def _command_lines(lines: list[str], candidates: set[int]) -> list[tuple[int, re.Match[str]]]:
     commands = []
-    for index, (line, kind) in enumerate(zip(lines, kinds, strict=True)):
-        match = _COMMAND_LINE.fullmatch(line) if kind is _Kind.TEXT else None
+    for index in sorted(candidates):
+        line = lines[index]
+        if line.lstrip().startswith(">") or _indent(line) >= CODE_INDENT:
+            continue
+        match = _COMMAND_LINE.fullmatch(line)
         if match is not None and match["name"].lower() in COMMAND_NAMES:
             commands.append((index, match))
     return commands
 
 
+def _command_candidates(tokens: list[Token]) -> set[int]:
+    """The lines of paragraphs that are outside `<pre>` and `<code>` and hold none of their tags."""
+    candidates: set[int] = set()
+    depth = 0  # how many `<pre>` and `<code>` elements are open
+    for token in tokens:
+        if token.type == "html_block":
+            depth = _depth_after(token.content, depth)
+        elif token.type == "inline" and token.map is not None:
+            line, touched = token.map[0], depth > 0
+            for child in token.children or []:
+                if child.type in ("softbreak", "hardbreak"):
+                    if not touched:
+                        candidates.add(line)
+                    line, touched = line + 1, depth > 0
+                elif child.type == "html_inline" and _CODE_TAG.search(child.content):
+                    depth, touched = _depth_after(child.content, depth), True
+            if not touched:
+                candidates.add(line)
+    return candidates & _paragraph_lines(tokens)
+
+
+def _paragraph_lines(tokens: list[Token]) -> set[int]:
+    return {
+        line
+        for token in tokens
+        if token.type == "paragraph_open" and token.map is not None
+        for line in range(*token.map)
+    }
+
+
+def _depth_after(html: str, depth: int) -> int:
+    for tag in _CODE_TAG.finditer(html):
+        depth = max(depth - 1, 0) if tag["closing"] else depth + 1
+    return depth
+
+
+def _indent(line: str) -> int:
+    """The columns of a line's leading spaces and tabs, a tab going to the next multiple of 4."""
+    leading = line[: len(line) - len(line.lstrip(" \t"))]
+    return len(leading.expandtabs(CODE_INDENT))
+
+
 def _build(
-    name: str, words: list[str], lines: list[str], kinds: list[_Kind], following: range
+    name: str, words: list[str], lines: list[str], tokens: list[Token], following: range
 ) -> Command:
     if name == "approve-plan":
         return Command(name, revision=_revision(words))
@@ -100,7 +139,7 @@ def _build(
     if name == "revise-plan":
         return Command(name, text=_feedback(words, [lines[index] for index in following]))
     if name == "edit-plan":
-        return Command(name, text=" ".join(words), plan_yaml=_plan_yaml(lines, kinds, following))
+        return Command(name, text=" ".join(words), plan_yaml=_plan_yaml(tokens, following))
     if words:
         raise CommandError(f"`/{name}` takes nothing after it, got `{_shown(words)}`")
     return Command(name)
@@ -144,71 +183,16 @@ def _feedback(words: list[str], following_lines: list[str]) -> str:
     return feedback
 
 
-def _plan_yaml(lines: list[str], kinds: list[_Kind], following: range) -> str:
-    """The content of the first ```yaml, ```yml or bare fenced block among `following` lines."""
-    for index in following:
-        fence = _fence_opening(lines[index]) if kinds[index] is _Kind.FENCE_OPEN else None
-        if fence is None or fence.language not in PLAN_LANGUAGES:
+def _plan_yaml(tokens: list[Token], following: range) -> str:
+    """The content of the first ```yaml, ```yml or bare fenced block (not in a quote or a list)
+    that starts on one of the `following` lines."""
+    for token in tokens:
+        if token.type != "fence" or token.level != 0 or token.map is None:
             continue
-        content = []
-        for line, kind in zip(lines[index + 1 :], kinds[index + 1 :], strict=True):
-            if kind is not _Kind.CODE:
-                break
-            content.append(_dedent(line, fence.indent))
-        plan = "\n".join(content).rstrip()
-        if plan:
-            return plan + "\n"
+        language = (token.info.split() or [""])[0].lower()
+        if token.map[0] in following and language in PLAN_LANGUAGES and token.content.strip():
+            return token.content.rstrip() + "\n"
     raise CommandError("`/edit-plan` needs the plan as a fenced YAML block after it")
-
-
-def _line_kinds(lines: list[str]) -> list[_Kind]:
-    """What each line is, following fences and HTML comments from the top of the comment."""
-    kinds: list[_Kind] = []
-    fence: _Fence | None = None
-    in_html_comment = False
-    for line in lines:
-        if fence is not None:
-            closes = _closes(line, fence)
-            kinds.append(_Kind.FENCE_CLOSE if closes else _Kind.CODE)
-            fence = None if closes else fence
-        elif in_html_comment:
-            kinds.append(_Kind.HIDDEN)
-            in_html_comment = "-->" not in line
-        elif (opening := _fence_opening(line)) is not None:
-            kinds.append(_Kind.FENCE_OPEN)
-            fence = opening
-        elif line.lstrip().startswith(">"):
-            kinds.append(_Kind.QUOTE)
-        elif line.lstrip().startswith("<!--"):
-            kinds.append(_Kind.HIDDEN)
-            in_html_comment = "-->" not in line.lstrip()[len("<!--") :]
-        else:
-            kinds.append(_Kind.TEXT)
-    return kinds
-
-
-def _fence_opening(line: str) -> _Fence | None:
-    match = _FENCE_OPENING.fullmatch(line)
-    # A backtick in the info string makes the line inline code (```x```), not a fence.
-    if match is None or (match["marks"][0] == "`" and "`" in match["info"]):
-        return None
-    language = (match["info"].split() or [""])[0].lower()
-    return _Fence(match["marks"], language, len(match["indent"]))
-
-
-def _closes(line: str, fence: _Fence) -> bool:
-    match = _FENCE_CLOSING.fullmatch(line)
-    return (
-        match is not None
-        and match["marks"][0] == fence.marks[0]
-        and len(match["marks"]) >= len(fence.marks)
-    )
-
-
-def _dedent(line: str, indent: int) -> str:
-    # Code under an indented fence is indented as much; that indentation is not the plan's.
-    removable = len(line) - len(line.lstrip(" "))
-    return line[min(indent, removable) :]
 
 
 def _shown(words: list[str]) -> str:

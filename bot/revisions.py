@@ -19,7 +19,7 @@ from bot.events import PullRequestReviewSubmitted
 from bot.executor import JobContext, enqueue
 from bot.github.repo import RepoClient, Review
 from bot.github.scopes import READ_REVIEW
-from bot.github.untrusted import prepare_untrusted
+from bot.github.untrusted import UntrustedFence, prepare_untrusted
 from bot.llm.agent import Agent, AgentFailed, Finisher, Limits
 from bot.llm.types import ModelFailed
 from bot.plan.render import plan_yaml
@@ -122,7 +122,12 @@ async def _plan_review(context: JobContext, run: Run, review: Review) -> Plan:
                     checks,
                 )
             ],
-            context=[await asyncio.to_thread(planner_context, worktree.path)],
+            context=[
+                UntrustedFence().wrap(
+                    "repository-overview",
+                    await asyncio.to_thread(planner_context, worktree.path),
+                )
+            ],
             limits=Limits(max_turns=30),
         )
         finished = await agent.run(await _review_prompt(context, run.id, review))
@@ -171,21 +176,30 @@ async def _review_prompt(context: JobContext, run_id: str, review: Review) -> st
         latest = newest_revision(session, run_id)
         return plan_yaml(Plan.model_validate(latest.plan)) if latest else ""
 
+    # Reading Markdown is pure Python work, too long for the event loop on hostile comments.
+    return await asyncio.to_thread(review_planner_prompt, await context.store.run(previous), review)
+
+
+def review_planner_prompt(previous: str, review: Review) -> str:
+    """The plan so far and the review with each of its comments (id, path and line kept for
+    `addresses`), every part fenced as untrusted text."""
+    fence = UntrustedFence()
     parts = [
-        "The plan so far:",
-        "```yaml",
-        await context.store.run(previous),
-        "```",
-        f"Review by {prepare_untrusted(review.author, 100)}:",
-        prepare_untrusted(review.body, 5_000),
+        "The plan so far, as YAML:",
+        fence.wrap("previous-plan", previous),
+        "The review and its comments, as written on GitHub:",
+        fence.wrap("review", prepare_untrusted(review.body, 5_000), author=review.author),
     ]
-    for comment in review.comments:
-        where = f"{comment.path}:{comment.line}" if comment.line else comment.path
-        parts += [
-            f'<comment id="{comment.id}" at="{where}">',
+    parts += [
+        fence.wrap(
+            "review-comment",
             prepare_untrusted(comment.body),
-            "</comment>",
-        ]
+            id=comment.id,
+            path=comment.path,
+            line=comment.line or "",
+        )
+        for comment in review.comments
+    ]
     return "\n".join(parts)
 
 

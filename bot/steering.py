@@ -1,15 +1,19 @@
 """What people say to a run: the label that starts it and the slash commands that steer it.
 
-Only people with write access or more are obeyed (CONTRACT §5); anyone else gets a short reply,
-posted once per delivery however often the job runs. A command takes effect once per delivery:
-the timeline event it records in the same transaction names the delivery, and a job run again
-after a crash finds that event and does not obey a second time.
+Only people with write access or more are obeyed (CONTRACT §5). Anyone else is answered
+sparingly, so that Baton cannot be made to spam an issue: nothing where no run is under way (a
+label from them starts none), else one short refusal per person per issue per hour, recorded as
+a timeline event of the run so that a restart or a second process counts it too. A command with
+bad arguments is answered only once its sender may command. A command takes effect once per
+delivery: the timeline event it records in the same transaction names the delivery, and a job
+run again after a crash finds that event and does not obey a second time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session, col, select
 
@@ -21,11 +25,12 @@ from bot.executor import JobContext, enqueue
 from bot.github.repo import RepoClient
 from bot.github.scopes import PLAN, TokenScope
 from bot.plan.render import render_problems
-from bot.plan.validate import PlanSyntaxError, check_plan, parse_plan_yaml
+from bot.plan.validate import PlanSyntaxError, parse_plan_yaml
 from bot.planning import (
     PLAN_REVISED,
     REVISION_REQUESTED,
     Planned,
+    check_shown_plan,
     end_run,
     load_run,
     newest_revision,
@@ -48,6 +53,8 @@ NO_RUN = "There is no active Baton run on this issue."
 NO_LONGER_WAITING = "This run no longer waits for approval."
 NOT_ALLOWED = "only people with write access to this repository can {what}."
 PLAN_APPROVED = "plan.approved"
+COMMAND_REFUSED = "command.refused"
+REFUSAL_INTERVAL = timedelta(hours=1)  # at most one refusal per person and issue in this time
 
 
 def _repo_for(context: JobContext, installation_id: int, full_name: str) -> RepoClient:
@@ -73,8 +80,8 @@ async def admit(context: JobContext, event: IssueLabeled, delivery_id: int) -> s
         return None
     sender = event.sender.login
     if not await repo.may_command(sender):
-        reply = f"@{sender}, {NOT_ALLOWED.format(what='start Baton')}"
-        await repo.reply_once(event.issue.number, f"delivery-{delivery_id}", reply)
+        # No run exists to refuse on: a reply would let anyone make Baton comment at will.
+        log.info("label from %s, who may not start Baton, ignored", sender)
         return None
 
     def start(session: Session) -> Run | None:
@@ -94,30 +101,27 @@ async def admit(context: JobContext, event: IssueLabeled, delivery_id: int) -> s
 
 async def steer(context: JobContext, event: IssueCommentCreated, delivery_id: int) -> None:
     """A slash command in an issue comment, obeyed if the sender may command Baton."""
-    try:
-        command = parse_command(event.comment.body)
-    except CommandError as error:
-        repo = _repo_for(context, event.installation.id, event.repository.full_name)
-        await repo.reply_once(event.issue.number, f"delivery-{delivery_id}", str(error))
-        return
-    if command is None:
+    # Reading Markdown is pure Python work, too long for the event loop on a hostile comment.
+    command, problem = await asyncio.to_thread(_parsed, event.comment.body)
+    if command is None and problem is None:
         return
     repo = _repo_for(context, event.installation.id, event.repository.full_name)
-    obeyed = await context.store.run(
-        lambda session: _obeyed_by(session, event, delivery_id, command)
-    )
-    if obeyed is not None:
-        # Obeyed before its job was cut short: the job runs again, the command does not.
-        await _show_obeyed(context, await load_run(context, obeyed), repo, command, event)
-        await repo.react("+1", comment=event.comment.id)
-        return
-    key = f"delivery-{delivery_id}"
-    sender = event.sender.login
-    if not await repo.may_command(sender):
-        what = f"use `/{command.name}`"
-        await repo.reply_once(
-            event.issue.number, key, f"@{sender}, {NOT_ALLOWED.format(what=what)}"
+    if command is not None:
+        obeyed = await context.store.run(
+            lambda session: _obeyed_by(session, event, delivery_id, command)
         )
+        if obeyed is not None:
+            # Obeyed before its job was cut short: the job runs again, the command does not.
+            await _show_obeyed(context, await load_run(context, obeyed), repo, command, event)
+            await repo.react("+1", comment=event.comment.id)
+            return
+    key = f"delivery-{delivery_id}"
+    if not await repo.may_command(event.sender.login):
+        what = f"use `/{command.name}`" if command is not None else "command Baton"
+        await _refuse(context, repo, event, delivery_id, what)
+        return
+    if command is None:
+        await repo.reply_once(event.issue.number, key, problem or "")
         return
     run_id = await context.store.run(
         lambda session: _active_run_id(session, event.repository.id, event.issue.number)
@@ -131,6 +135,65 @@ async def steer(context: JobContext, event: IssueCommentCreated, delivery_id: in
         await repo.reply_once(event.issue.number, key, answer)
     else:
         await repo.react("+1", comment=event.comment.id)
+
+
+def _parsed(body: str) -> tuple[Command | None, str | None]:
+    """The comment's command, or what is wrong with it; (None, None) when it gives none."""
+    try:
+        return parse_command(body), None
+    except CommandError as error:
+        return None, str(error)
+
+
+async def _refuse(
+    context: JobContext,
+    repo: RepoClient,
+    event: IssueCommentCreated,
+    delivery_id: int,
+    what: str,
+) -> None:
+    """Tell someone without write access that they may not `what`, if this is their first
+    refusal on the issue's active run within the hour; otherwise only log it."""
+    sender = event.sender.login
+    refused = await context.store.run(lambda session: _record_refusal(session, event, delivery_id))
+    if not refused:
+        log.info("command from %s, who may not command Baton, ignored without a reply", sender)
+        return
+    reply = f"@{sender}, {NOT_ALLOWED.format(what=what)}"
+    await repo.reply_once(event.issue.number, f"delivery-{delivery_id}", reply)
+
+
+def _record_refusal(session: Session, event: IssueCommentCreated, delivery_id: int) -> bool:
+    """Record this delivery's refusal on the issue's active run; False when there is no such run
+    or the sender was refused on the issue within `REFUSAL_INTERVAL` for another delivery."""
+    run = runs.active_run_for_issue(session, event.repository.id, event.issue.number)
+    if run is None:
+        return False
+    # Holding the run's row makes two commands from one person at once get one refusal.
+    session.exec(select(Run).where(Run.id == run.id).with_for_update()).one()
+    login = event.sender.login.lower()
+    recent = (
+        select(TimelineEvent)
+        .join(Run, col(TimelineEvent.run_id) == col(Run.id))
+        .where(
+            Run.repository_id == event.repository.id,
+            Run.issue_number == event.issue.number,
+            TimelineEvent.kind == COMMAND_REFUSED,
+            col(TimelineEvent.created_at) >= utcnow() - REFUSAL_INTERVAL,
+        )
+    )
+    for earlier in session.exec(recent):
+        if earlier.data.get("login") == login:
+            # This delivery's own refusal means its job ran before and may not have replied.
+            return earlier.delivery_id == delivery_id
+    return runs.record_event(
+        session,
+        run.id,
+        COMMAND_REFUSED,
+        f"@{event.sender.login} may not command Baton",
+        delivery_id=delivery_id,
+        data={"login": login},
+    )
 
 
 def _active_run_id(session: Session, repository_id: int, number: int) -> str | None:
@@ -295,8 +358,7 @@ async def _edit(
     config = RepoConfig.model_validate(run.config)
     mirror = await updated_mirror(context, run)
     files = await mirror.files_at(run.base_sha or (await repo.repository()).default_branch)
-    rules = plan_rules(config)
-    check = check_plan(plan, files, rules)
+    check = check_shown_plan(plan, files, plan_rules(config))
     if check.errors:
         return render_problems(EDIT_REFUSED, check.errors)
     planned = Planned(plan, check)

@@ -6,10 +6,15 @@ import pytest
 
 from bot.llm.pricing import Price, PriceTable
 from bot.plan.render import (
+    GITHUB_BODY_CHARS,
+    LEFT_OUT,
+    MARKER_ROOM,
+    PLAN_COMMENT_CHARS,
     cost_text,
     estimate_cost,
     markdown_text,
     mermaid,
+    plan_length_problem,
     plan_yaml,
     render_plan,
     render_problems,
@@ -305,3 +310,55 @@ def test_render_problems_lists_every_error() -> None:
 
 def test_rendering_is_deterministic() -> None:
     assert rendered(sample_plan(HOSTILE_TITLE)) == rendered(sample_plan(HOSTILE_TITLE))
+
+
+def test_a_long_summary_is_shown_whole() -> None:
+    summary = "This paragraph says a great deal about the dial. " * 200  # 10,000 characters
+    plan = sample_plan().model_copy(update={"summary": summary})
+
+    assert markdown_text(summary) in rendered(plan)
+
+
+def test_a_plan_just_within_the_limit_is_shown_whole_within_githubs_limit() -> None:
+    wordy = sample_plan().model_copy(
+        update={
+            "tasks": [
+                step.model_copy(update={"description": "Explain. " * 2210})
+                for step in sample_plan().tasks
+            ]
+        }
+    )
+    check = PlanCheck((), (), frozenset())
+    assert plan_length_problem(wordy, check) is None
+
+    body = render_plan(
+        wordy,
+        revision=12,
+        check=check,
+        estimated_usd=None,
+        commands=COMMANDS,
+        heading="Plan r12 — waiting for approval",
+        unpriced_models=["openai/" + "m" * 900, "anthropic/" + "n" * 900],
+    )
+
+    assert len(body) <= GITHUB_BODY_CHARS - MARKER_ROOM
+    assert parse_plan_yaml(body.split("```yaml\n", 1)[1].split("\n```", 1)[0]) == wordy
+    assert LEFT_OUT not in body
+
+
+def test_a_plan_too_long_for_one_comment_is_a_problem_naming_both_lengths() -> None:
+    longer = sample_plan().model_copy(
+        update={
+            "tasks": [
+                step.model_copy(update={"acceptance": "Check it. " * 2500})
+                for step in sample_plan().tasks
+            ]
+        }
+    )
+
+    problem = plan_length_problem(longer, PlanCheck((), (), frozenset()))
+
+    assert problem is not None
+    assert problem.startswith("the plan renders to 7")
+    assert f"GitHub shows at most {PLAN_COMMENT_CHARS:,} in a comment" in problem
+    assert "shorten descriptions" in problem

@@ -13,6 +13,7 @@ import asyncio
 import errno
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -184,6 +185,14 @@ async def first_prompt(
     return prompt, b"".join(recorded.body for recorded in models.calls)
 
 
+def fenced(prompt: str, kind: str, attributes: str = "") -> str:
+    """The text the prompt gives inside its untrusted fence of `kind` (and `attributes`)."""
+    labels = f'kind="{kind}"' + (f" {attributes}" if attributes else "")
+    found = re.search(rf"<(untrusted-[0-9a-f]+) {re.escape(labels)}>\n(.*?)\n</\1>", prompt, re.S)
+    assert found is not None, f"no {labels} fence in the prompt"
+    return found[2]
+
+
 @pytest.mark.parametrize("target", ["dotenv", "/proc/self/environ"])
 async def test_a_symlinked_agents_md_is_shown_as_a_link_and_its_target_never_read(
     store: Store, mirror: Mirror, github: GitHubDouble, dotenv: Path, target: str
@@ -205,7 +214,7 @@ async def test_convention_files_after_a_link_are_still_read(
         github, {"CONTRIBUTING.md": "Run the tests before you push.\n"}, {"AGENTS.md": str(dotenv)}
     )
     prompt, requests = await first_prompt(store, mirror, reading_task([]))
-    conventions = prompt.split("<conventions>\n", 1)[1]
+    conventions = fenced(prompt, "conventions")
     assert conventions.startswith(f"`AGENTS.md` is a symbolic link to `{dotenv}`")
     assert "Run the tests before you push." in conventions
     assert b"fake-webhook-secret" not in requests
@@ -223,14 +232,14 @@ async def test_a_context_file_that_links_elsewhere_is_described_not_followed(
 
     prompt, requests = await first_prompt(store, mirror, task)
 
-    assert (
-        '<context-file path="docs/widgets.md">\n`docs/widgets.md` is a symbolic link to '
-        "`../src/widgets/__init__.py`; its target is not read\n</context-file>"
-    ) in prompt
+    assert fenced(prompt, "context-file", 'path="docs/widgets.md"') == (
+        "`docs/widgets.md` is a symbolic link to `../src/widgets/__init__.py`; its target is not "
+        "read"
+    )
     assert "def render" not in prompt
     assert f"`docs/settings.env` is a symbolic link to `{dotenv}`" in prompt
     assert b"fake-webhook-secret" not in requests
-    assert '<context-file path="README.md">\n# Widgets\n' in prompt
+    assert fenced(prompt, "context-file", 'path="README.md"').startswith("# Widgets\n")
     assert 'path="../README.md"' not in prompt
 
 
@@ -247,7 +256,7 @@ async def test_a_fifo_made_by_the_setup_command_never_stalls_the_worker(
         prompt, _ = await first_prompt(store, mirror, reading_task(["README.md"]), commands)
 
     assert watch.readers == []
-    assert f'<context-file path="README.md">\n{WIDGETS_FILES["README.md"]}' in prompt
+    assert fenced(prompt, "context-file", 'path="README.md"').startswith(WIDGETS_FILES["README.md"])
 
 
 # The planner's context: documents and symbols at the commit.

@@ -204,8 +204,9 @@ def test_hostile_worker_and_model_text_is_inert_everywhere() -> None:
         assert "<" not in re.sub("|".join(markup), "", outside)
         assert "@alice" not in outside  # written `@&#8205;alice`, which pings nobody
         assert "@&#8205;alice" in outside
-    # The fence is longer than any run of backticks inside, so the findings cannot close it.
-    shown = "Found @alice  <img src=x onerror=alert(1)> ``` | *\n```\nstill fenced"
+    # The fence is longer than any run of backticks inside, so the findings cannot close it; a
+    # comment opener in them is broken, as the status marker is one.
+    shown = "Found @alice <\u200b!-- x --> <img src=x onerror=alert(1)> ``` | *\n```\nstill fenced"
     assert f"````\n{shown}\n````" in pull_request(progress, findings)
 
 

@@ -116,11 +116,14 @@ class Turn:
 
 
 class ModelFailed(Exception):
-    """The provider could not answer, after the SDK's retries; the message names model and cause."""
+    """The provider could not answer, after the SDK's retries; the message names model and cause
+    and may hold the provider's own words, so it is logged, never posted. `status` is the HTTP
+    status the provider answered with, None when it could not be reached."""
 
-    def __init__(self, message: str, retries: int = 0) -> None:
+    def __init__(self, message: str, retries: int = 0, status: int | None = None) -> None:
         super().__init__(message)
         self.retries = retries
+        self.status = status
 
 
 class Model(Protocol):
@@ -162,5 +165,7 @@ def status_failure(name: str, status: int, message: str, max_retries: int) -> Mo
     """A provider's error answer, as the SDK raised it after retrying what it retries."""
     retried = max_retries if status in (408, 409, 429) or status >= 500 else 0
     return ModelFailed(
-        f"{name}: the provider answered {status} ({message}) after {retried} retries", retried
+        f"{name}: the provider answered {status} ({message}) after {retried} retries",
+        retried,
+        status,
     )

@@ -33,7 +33,10 @@ FINDINGS_CHARS = 4000  # per task, so a talkative analyst cannot fill the body
 CHECKED_STATES = frozenset({"accepted", "integrated"})  # the task's work is done and accepted
 GITHUB_BODY_CHARS = 65_536  # GitHub refuses a longer comment or pull request body
 MARKER_ROOM = 256  # for the hidden marker the GitHub client adds to a comment
-SUMMARY_CHARS = 4_000  # a plan's summary is a paragraph or two; more is cut
+SUMMARY_CHARS = 4_000  # in a run's status and pull request: more is cut, with a note
+# Around the plan in its status comment: the heading, the cost line and the commands.
+PLAN_FRAME_CHARS = 2_000
+PLAN_COMMENT_CHARS = GITHUB_BODY_CHARS - MARKER_ROOM - PLAN_FRAME_CHARS
 LEFT_OUT = "_Left out here to stay within GitHub's size limit; Baton's run record has it all._"
 # Graph colours per task state (GitHub's own palette); a state not listed keeps the default.
 _STATE_STYLES = {
@@ -80,19 +83,47 @@ def render_plan(
 ) -> str:
     """The status comment body for plan revision `revision`: heading, summary, task table,
     problems and warnings when there are any, the graph, the estimated cost (`unpriced_models`
-    say why it is unknown), the plan as YAML, and `commands`, the ones that apply now."""
+    say why it is unknown), the plan as YAML, and `commands`, the ones that apply now.
+
+    Only the graph may be left out for length: a plan that `plan_length_problem` accepts is
+    shown whole, so what a person approves is what the workers get."""
+    summary, table, warnings, plan_as_yaml = _plan_sections(plan, check, f"r{revision}")
     sections: list[str | Droppable] = [
         f"## {markdown_text(heading)}",
-        markdown_text(capped(plan.summary, SUMMARY_CHARS)),
-        _plan_table(plan, check.gated),
+        summary,
+        table,
         _bullets("Problems", check.errors),
-        _bullets("Warnings", check.warnings),
+        warnings,
         Droppable(mermaid(plan), 2),
         _cost_line(estimated_usd, unpriced_models),
-        Droppable(_yaml_details(plan, f"r{revision}"), 3),
+        plan_as_yaml,
         _command_list(commands),
     ]
     return within_github_limit(sections)
+
+
+def plan_length_problem(plan: Plan, check: PlanCheck) -> str | None:
+    """Why `plan` cannot be shown whole in its status comment, for the planner to repair or a
+    person to read; None when its summary, table, warnings and YAML fit in
+    `PLAN_COMMENT_CHARS`, which leaves room for the heading, cost line and commands."""
+    length = len(_joined(_plan_sections(plan, check, "r999")))
+    if length <= PLAN_COMMENT_CHARS:
+        return None
+    return (
+        f"the plan renders to {length:,} characters; GitHub shows at most "
+        f"{PLAN_COMMENT_CHARS:,} in a comment: shorten descriptions, acceptance lines or the "
+        "summary, or use fewer tasks"
+    )
+
+
+def _plan_sections(plan: Plan, check: PlanCheck, revisions: str) -> tuple[str, str, str, str]:
+    """What carries the plan in its status comment: summary, table, warnings and YAML."""
+    return (
+        markdown_text(plan.summary),
+        _plan_table(plan, check.gated),
+        _bullets("Warnings", check.warnings),
+        _yaml_details(plan, revisions),
+    )
 
 
 def render_problems(title: str, errors: Sequence[str]) -> str:
@@ -393,7 +424,9 @@ def _findings(findings: Sequence[Finding]) -> str:
     parts = ["## Findings"]
     for finding in findings:
         parts.append(f"**{markdown_text(finding.key)}** {markdown_text(finding.title)}")
-        parts.append(fenced("", prepare_untrusted(finding.text, FINDINGS_CHARS)))
+        # Shown in a code block, so as written: only invisible characters go.
+        text = prepare_untrusted(finding.text, FINDINGS_CHARS, markdown=False)
+        parts.append(fenced("", text))
     return "\n\n".join(parts)
 
 

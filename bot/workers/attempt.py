@@ -23,7 +23,7 @@ from bot.codebase.tools import read_only_tools
 from bot.git import Commit
 from bot.git.mirror import Mirror
 from bot.git.worktree import Worktree
-from bot.github.untrusted import prepare_untrusted
+from bot.github.untrusted import UntrustedFence, prepare_untrusted
 from bot.llm.agent import Agent, AgentFailed, Finished, Finisher, Limits, Tool, ToolError
 from bot.llm.types import Model, ModelFailed, ToolSpec, Turn, TurnRequest
 from bot.plan.schema import PlanTask
@@ -261,7 +261,8 @@ class WorkerAttempt:
         open_prs = self.open_prs
 
         async def get_ticket(arguments: Mapping[str, Any]) -> str:
-            return json.dumps({"ticket": prepare_untrusted(ticket)})
+            text = prepare_untrusted(ticket, markdown=False)  # the title, shown as is
+            return json.dumps({"ticket": UntrustedFence().wrap("ticket", text)})
 
         async def list_open_prs(arguments: Mapping[str, Any]) -> str:
             if open_prs is None:
