@@ -128,6 +128,8 @@ async def test_proc_1_environ_holds_only_the_sandboxs_own_environment(
     assert "BATON_TEST_MARKER" not in result.output
     assert "PATH=" in result.output  # the sandbox's own environment is what /proc/1 shows
     assert str(os.getpid()) not in result.output.split()
+    # Not even the folder Baton runs in.
+    assert not [line for line in result.output.splitlines() if line.startswith("PWD=")]
 
 
 async def test_the_data_directorys_files_outside_the_worktree_are_hidden(

@@ -88,6 +88,7 @@ while [ "$1" != -- ]; do
     shift
 done
 shift
+unset PWD  # the shell set it to Baton's folder; the sandbox's first process would show it
 exec setpriv --reuid="$uid" --regid="$gid" --clear-groups -- "$@"
 """
 
