@@ -61,6 +61,7 @@ from bot.scheduler import (
     ready_to_start,
 )
 from bot.settings import Settings
+from bot.setups import SetupOutputs
 from bot.store.models import (
     AttemptStatus,
     PlanRevision,
@@ -140,6 +141,7 @@ class Execution:
         self._last_status = 0.0
         self._in_flight = InFlight()  # the run's model calls under way, for its budget
         self._slots = asyncio.Lock()  # counting worker slots and taking one is one step
+        self.setup_outputs = SetupOutputs(context.integrations.mirrors.data_dir, run.id)
 
     @classmethod
     async def prepare(cls, context: JobContext, run: Run) -> Execution:
@@ -274,6 +276,7 @@ class Execution:
             ticket=self.run.issue_title,
             sandbox_limits=sandbox_limits(self.context.settings),
             toolchains=self.context.settings.sandbox_toolchains,
+            setup_outputs=self.setup_outputs,
         )
         number = task.attempts + 1
         await self._count_attempt(key, number)
@@ -354,6 +357,7 @@ class Execution:
             extra_read_only=[*settings.sandbox_toolchains, self.mirror.path],
         )
         if self.commands.setup:
+            await self.setup_outputs.restore(sandbox)
             # A worker's change is in this worktree: its setup script may be the worker's too.
             await sandbox.run(self.commands.setup, network=False)
         return await sandbox.run(self.commands.test)

@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 
 from bot.executor import JobContext
 from bot.git.mirror import Mirrors
+from bot.setups import SetupOutputs, runs_with_outputs
 from bot.store.models import (
     Delivery,
     Installation,
@@ -107,7 +108,7 @@ async def _sweep_worktrees(context: JobContext) -> int:
     """Remove the worktree folders of runs that ended (or are unknown); how many runs."""
     mirrors = context.integrations.mirrors
     # Listed before the active runs are read: a run that has a worktree exists by then.
-    listed = await mirrors.runs_with_worktrees()
+    listed = {*await mirrors.runs_with_worktrees(), *await runs_with_outputs(mirrors.data_dir)}
     active = await context.store.run(_active_runs)
     ended = [run_id for run_id in listed if run_id not in active]
     repositories = await context.store.run(partial(_repositories_of, ended))
@@ -124,6 +125,7 @@ async def _remove_run_worktrees(mirrors: Mirrors, run_id: str, mirror: Path | No
         await mirrors.forget_run(mirror, run_id)
     # Whatever git did not know of (or a forgotten repository's worktrees) goes too.
     await asyncio.to_thread(shutil.rmtree, mirrors.worktrees_root / run_id, ignore_errors=True)
+    await SetupOutputs(mirrors.data_dir, run_id).remove()
 
 
 async def forget_uninstalled_mirrors(context: JobContext) -> int:

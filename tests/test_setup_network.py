@@ -101,3 +101,52 @@ def test_a_setup_script_a_worker_rewrote_never_reaches_the_host(
     assert "REFUSED" in pull["body"]  # the final tests ran the rewritten script offline too
     assert "CONNECTED" not in pull["body"]
     assert listener.accepted == []
+
+
+# Marks which kind of network the setup had when it built `.deps`, unless it is there already.
+DEPENDENCIES_SETUP = (
+    "if [ -f .deps/ready ]; then exit 0; fi\n"
+    "mkdir -p .deps\n"
+    "if grep -q \"$(printf '\\t')00000000$(printf '\\t')\" /proc/net/route; "
+    "then echo made-online > .deps/ready; else echo made-offline > .deps/ready; fi\n"
+)
+CHAIN = plan(
+    task("T1", [], ["src/widgets/one.py"]),
+    task("T2", ["T1"], ["src/widgets/two.py"]),
+)
+
+
+def test_what_the_online_setup_built_reaches_the_runs_later_worktrees(
+    world: World, engine: sa.Engine
+) -> None:
+    config = "setup_command: sh setup.sh\ntest_command: cat .deps/ready\n"
+    files = {".github/baton.yml": config, "setup.sh": DEPENDENCIES_SETUP, ".gitignore": ".deps/\n"}
+    commit_files(world.github, files)
+    seen_by_reviewer: list[str] = []
+
+    def answer(call: RecordedCall) -> ModelReply:
+        role, key = who(call)
+        if role == "planner":
+            return submit(CHAIN)
+        if role == "reviewer":
+            seen_by_reviewer.append(call.json["messages"][0]["content"][0]["text"])
+            return ACCEPT
+        if len(call.json["messages"]) > 1:
+            return tool("finish", summary=f"{key} done.", confidence=0.9)
+        path = "src/widgets/one.py" if key == "T1" else "src/widgets/two.py"
+        return tool("write_file", path=path, content=f"NAME = {key!r}\n")
+
+    world.models.policy = answer
+    world.label()
+    wait_for_run(world, engine, "awaiting_approval")
+    world.comment("/approve-plan")
+    wait_for_run(world, engine, "pr_open")
+
+    # T1's worktree held the default branch's code: its setup ran online and what it built was
+    # kept. The reviews, T2 (from T1's commit) and the final tests ran offline, on that.
+    assert len(seen_by_reviewer) == 2
+    for prompt in seen_by_reviewer:
+        assert "made-online" in prompt
+        assert "made-offline" not in prompt
+    (pull,) = world.github.pulls(REPOSITORY)
+    assert "made-online" in pull["body"]

@@ -10,15 +10,19 @@ from bot.sandbox.runner import (
     SandboxUnavailable,
     sandbox_available,
 )
+from bot.sandbox.view import SHARED, WORKSPACE, SharedFolder
 
 __all__ = [
     "SANDBOX_ENVIRONMENT",
     "SANDBOX_HOME",
+    "SHARED",
+    "WORKSPACE",
     "CommandResult",
     "Sandbox",
     "SandboxLimits",
     "SandboxUnavailable",
     "SandboxUser",
+    "SharedFolder",
     "describe_enforcement",
     "sandbox_available",
     "sandbox_user",

@@ -55,6 +55,7 @@ from bot.sandbox.view import (
     STAGE,
     SYSTEM_DIRECTORIES,
     WORKSPACE,
+    SharedFolder,
     View,
     build_view,
     inside,
@@ -131,9 +132,9 @@ class Sandbox:
     """Runs shell commands in `worktree`, each in a fresh bubblewrap sandbox (see the module).
 
     `extra_read_only` paths (an interpreter, a toolchain, the worktree's mirror) are shown
-    read-only at their own resolved paths. Raises ValueError for a worktree that is not a
-    directory or lies inside a system directory, and for an extra path that does not exist or
-    holds the worktree (it would show the data directory around it).
+    read-only at their own resolved paths, and `shared` at `/shared`. Raises ValueError for a
+    worktree that is not a directory or lies inside a system directory, and for an extra path
+    that does not exist or holds the worktree (it would show the data directory around it).
     """
 
     def __init__(
@@ -142,10 +143,14 @@ class Sandbox:
         *,
         limits: SandboxLimits | None = None,
         extra_read_only: Sequence[Path] = (),
+        shared: SharedFolder | None = None,
     ) -> None:
         self.worktree = _checked_worktree(worktree)
         self.limits = limits or SandboxLimits()
         self.extra_read_only = tuple(_extra(path, self.worktree) for path in extra_read_only)
+        if shared is not None:
+            shared = SharedFolder(_extra(shared.path, self.worktree), shared.writable)
+        self.shared = shared
         self.user = sandbox_user(self.worktree)
         self.long_files: frozenset[tuple[int, int]] = frozenset()
         self._checked_bwrap: str | None = None
@@ -194,6 +199,8 @@ class Sandbox:
                 "that must stay free; remove what the commands left, or ask the operator"
             )
         disk.hand_over(self.worktree, self.user)
+        if self.shared is not None and self.shared.writable and self.user.switched:
+            os.chown(self.shared.path, self.user.uid, self.user.gid)  # an empty folder to fill
         usage = disk.measure(self.worktree, self.limits.file_bytes)
         # Files already at the file size limit before a command are not its doing.
         self.long_files = usage.long_files
@@ -256,6 +263,7 @@ class _Run:
             self.sandbox.user,
             tmp_bytes=self.limits.tmp_bytes,
             network=self.network,
+            shared=self.sandbox.shared,
         )
         try:
             sandboxed = await _Sandboxed.start(self._argv(view), view, self.output)

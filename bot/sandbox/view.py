@@ -71,6 +71,8 @@ SANDBOX_HOSTNAME = "sandbox"
 # Where every command finds its worktree, whatever the host path: what the setup command builds
 # there (a virtualenv, node_modules) names this path, so it works in every worktree of the run.
 WORKSPACE = Path("/workspace")
+# Where a `SharedFolder` is shown.
+SHARED = Path("/shared")
 _RESOLVER = "nameserver 10.0.2.3\n"  # slirp4netns's DNS forwarder
 _HOSTS = f"127.0.0.1\tlocalhost {SANDBOX_HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 _NSSWITCH = "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\n"
@@ -91,6 +93,15 @@ shift
 unset PWD  # the shell set it to Baton's folder; the sandbox's first process would show it
 exec setpriv --reuid="$uid" --regid="$gid" --clear-groups -- "$@"
 """
+
+
+@dataclass(frozen=True)
+class SharedFolder:
+    """A host folder shown at `/shared`, read-only unless `writable`: how what one command
+    built reaches another worktree's commands without Baton reading it on the host."""
+
+    path: Path
+    writable: bool = False
 
 
 @dataclass
@@ -137,6 +148,7 @@ def build_view(
     *,
     tmp_bytes: int,
     network: bool,
+    shared: SharedFolder | None = None,
 ) -> View:
     """The whole file system of one command (see the module)."""
     view = View()
@@ -152,6 +164,9 @@ def build_view(
     view.arguments += private_mounts(tmp_bytes)
     for path in extra_read_only:
         view.arguments += ["--ro-bind", view.source(path, user), str(path)]
+    if shared is not None:
+        mount = "--bind" if shared.writable else "--ro-bind"
+        view.arguments += [mount, view.source(shared.path, user), str(SHARED)]
     source = view.source(worktree, user)
     view.arguments += ["--bind", source, str(WORKSPACE)]
     if _plain_entry(worktree / ".git"):

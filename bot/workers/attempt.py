@@ -28,6 +28,7 @@ from bot.llm.agent import Agent, AgentFailed, Finished, Finisher, Limits, Tool, 
 from bot.llm.types import Model, ModelFailed, ToolSpec, Turn, TurnRequest
 from bot.plan.schema import PlanTask
 from bot.sandbox import CommandResult, Sandbox, SandboxLimits
+from bot.setups import SetupOutputs
 from bot.store.db import Store
 from bot.store.models import AttemptStatus, Task, TaskAttempt, ToolCall
 from bot.store.types import utcnow
@@ -109,6 +110,7 @@ class WorkerAttempt:
         limits: Limits | None = None,
         sandbox_limits: SandboxLimits | None = None,
         toolchains: Sequence[Path] = (),
+        setup_outputs: SetupOutputs | None = None,
     ) -> None:
         self.store = store
         self.mirror = mirror
@@ -119,6 +121,7 @@ class WorkerAttempt:
         self.limits = limits or Limits(max_turns=40, wall_seconds=1800)
         self.sandbox_limits = sandbox_limits or SandboxLimits()
         self.toolchains = tuple(toolchains)  # read-only in the sandbox: interpreters, SDKs
+        self.setup_outputs = setup_outputs  # what the run's online setup built, if kept
 
     async def run(self, plan: AttemptPlan) -> AttemptResult:
         role = ROLES[plan.task.role]
@@ -138,9 +141,7 @@ class WorkerAttempt:
         evidence = _Evidence()
         clock = _Clock(self.limits.wall_seconds)
         if self.commands.setup:
-            await sandbox.run(
-                self.commands.setup, network=plan.setup_network, wall_seconds=clock.left()
-            )
+            await self._set_up(sandbox, self.commands.setup, plan.setup_network, clock)
         tools = self._tools(worktree.path, plan.task, role, sandbox, evidence)
         recorded = [_recorded(tool, self.store, plan.run_id, attempt_id) for tool in tools]
         model = _FirstReply(await self.model_for(attempt_id), evidence)
@@ -167,6 +168,18 @@ class WorkerAttempt:
             await self._close(attempt_id, AttemptStatus.failed, evidence, error=str(failure))
             return AttemptResult(attempt_id, AttemptStatus.failed, error=str(failure))
         return await self._finished(plan, attempt_id, worktree, finished, evidence)
+
+    async def _set_up(self, sandbox: Sandbox, command: str, online: bool, clock: _Clock) -> None:
+        """The setup command: online on the run's base commit, whose outputs are kept for the
+        run; offline elsewhere, on the outputs kept."""
+        outputs = self.setup_outputs
+        if outputs is not None and not online:
+            await outputs.restore(sandbox)
+        setup = await sandbox.run(
+            self.commands.setup or "", network=online, wall_seconds=clock.left()
+        )
+        if outputs is not None and online and setup.exit_code == 0:
+            await outputs.keep(sandbox)
 
     async def _finished(
         self,
