@@ -15,11 +15,9 @@ import json
 import os
 import re
 import stat
-import subprocess
 import sys
-import tempfile
 import threading
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -35,7 +33,7 @@ from bot.plan.schema import PlanTask
 from bot.store.db import Store
 from bot.workers.attempt import AttemptPlan, RepoCommands
 from tests import test_workers
-from tests.doubles.fixtures import REPOSITORY, WIDGETS_FILES
+from tests.doubles.fixtures import WIDGETS_FILES, commit_files
 from tests.doubles.github import GitHubDouble
 from tests.doubles.models import ModelDouble, ModelReply
 from tests.support import git
@@ -113,46 +111,6 @@ store = test_workers.store
 mirror = test_workers.mirror
 
 
-def commit_with_links(
-    github: GitHubDouble, files: Mapping[str, str], links: Mapping[str, str]
-) -> str:
-    """A commit on main of the double's repository adding `files` and symbolic links (git mode
-    120000: the blob is the link's target text), as a person pushing them would."""
-    git_dir = github.root / f"{REPOSITORY}.git"
-    environment = {
-        "PATH": os.environ["PATH"],
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_AUTHOR_NAME": "Maintainer",
-        "GIT_AUTHOR_EMAIL": "maintainer@example.com",
-        "GIT_COMMITTER_NAME": "Maintainer",
-        "GIT_COMMITTER_EMAIL": "maintainer@example.com",
-    }
-    with tempfile.TemporaryDirectory() as scratch:
-        environment["GIT_INDEX_FILE"] = str(Path(scratch) / "index")
-
-        def plumbing(*args: str, stdin: str | None = None) -> str:
-            done = subprocess.run(
-                ["git", "--git-dir", str(git_dir), *args],
-                input=stdin,
-                capture_output=True,
-                text=True,
-                check=True,
-                env=environment,
-            )
-            return done.stdout.strip()
-
-        plumbing("read-tree", "main")
-        entries = [("100644", path, text) for path, text in files.items()]
-        entries += [("120000", path, target) for path, target in links.items()]
-        for mode, path, content in entries:
-            blob = plumbing("hash-object", "-w", "--stdin", stdin=content)
-            plumbing("update-index", "--add", "--cacheinfo", f"{mode},{blob},{path}")
-        commit = plumbing("commit-tree", plumbing("write-tree"), "-p", "main", "-m", "Links")
-        plumbing("update-ref", "refs/heads/main", commit)
-    return commit
-
-
 def reading_task(context_files: list[str]) -> PlanTask:
     return PlanTask(
         id="T1",
@@ -198,7 +156,7 @@ async def test_a_symlinked_agents_md_is_shown_as_a_link_and_its_target_never_rea
     store: Store, mirror: Mirror, github: GitHubDouble, dotenv: Path, target: str
 ) -> None:
     linked = str(dotenv) if target == "dotenv" else target
-    commit_with_links(github, {}, {"AGENTS.md": linked})
+    commit_files(github, {}, symlinks={"AGENTS.md": linked})
 
     prompt, requests = await first_prompt(store, mirror, reading_task([]))
 
@@ -210,8 +168,10 @@ async def test_a_symlinked_agents_md_is_shown_as_a_link_and_its_target_never_rea
 async def test_convention_files_after_a_link_are_still_read(
     store: Store, mirror: Mirror, github: GitHubDouble, dotenv: Path
 ) -> None:
-    commit_with_links(
-        github, {"CONTRIBUTING.md": "Run the tests before you push.\n"}, {"AGENTS.md": str(dotenv)}
+    commit_files(
+        github,
+        {"CONTRIBUTING.md": "Run the tests before you push.\n"},
+        symlinks={"AGENTS.md": str(dotenv)},
     )
     prompt, requests = await first_prompt(store, mirror, reading_task([]))
     conventions = fenced(prompt, "conventions")
@@ -223,10 +183,13 @@ async def test_convention_files_after_a_link_are_still_read(
 async def test_a_context_file_that_links_elsewhere_is_described_not_followed(
     store: Store, mirror: Mirror, github: GitHubDouble, dotenv: Path
 ) -> None:
-    commit_with_links(
+    commit_files(
         github,
         {},
-        {"docs/widgets.md": "../src/widgets/__init__.py", "docs/settings.env": str(dotenv)},
+        symlinks={
+            "docs/widgets.md": "../src/widgets/__init__.py",
+            "docs/settings.env": str(dotenv),
+        },
     )
     task = reading_task(["docs/widgets.md", "docs/settings.env", "README.md", "../README.md"])
 

@@ -6,8 +6,6 @@ import asyncio
 import json
 import shlex
 import shutil
-import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,28 +20,10 @@ from bot.sandbox import (
     SandboxUnavailable,
     sandbox_available,
 )
+from tests.sandboxes import PYTHON, make_mirror_and_worktree
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The test interpreter and its packages, shown read-only so commands inside can run Python.
-PYTHON_PATHS = (Path(sys.prefix), Path(sys.base_prefix))
-PYTHON = shlex.quote(sys.executable)
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def worktree(data_dir: Path) -> Path:
-    path = data_dir / "worktrees" / "run-1" / "T1"
-    path.mkdir(parents=True)
-    return path
-
-
-@pytest.fixture
-def sandbox(worktree: Path) -> Sandbox:
-    return Sandbox(worktree, extra_read_only=PYTHON_PATHS)
 
 
 @pytest.fixture
@@ -264,22 +244,6 @@ async def test_host_files_outside_the_listed_paths_are_hidden(worktree: Path) ->
 
     assert result.exit_code != 0
     assert "No such file or directory" in result.output
-
-
-def make_mirror_and_worktree(root: Path) -> tuple[Path, Path]:
-    """A bare mirror of a one-commit repository and a worktree of it, as Baton lays them out."""
-    source, mirror = root / "source", root / "mirrors" / "app.git"
-    worktree = root / "worktrees" / "T1"
-    identity = ["-c", "user.name=Tester", "-c", "user.email=tester@example.com"]
-    steps = [
-        ["git", "init", "-q", str(source)],
-        ["git", "-C", str(source), *identity, "commit", "-q", "--allow-empty", "-m", "first"],
-        ["git", "clone", "-q", "--bare", str(source), str(mirror)],
-        ["git", "-C", str(mirror), "worktree", "add", "-q", "--detach", str(worktree), "HEAD"],
-    ]
-    for step in steps:
-        subprocess.run(step, check=True, capture_output=True)
-    return mirror, worktree
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,31 +16,13 @@ import pytest
 
 from bot.git.runner import GitRunner
 from bot.sandbox import CommandResult, Sandbox, SandboxLimits
+from tests.sandboxes import PYTHON, PYTHON_PATHS, make_mirror_and_worktree
 
-PYTHON_PATHS = (Path(sys.prefix), Path(sys.base_prefix))
-PYTHON = shlex.quote(sys.executable)
 MIB = 1024 * 1024
 
 
 def python(code: str) -> str:
     return f"{PYTHON} -c {shlex.quote(code)}"
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def worktree(data_dir: Path) -> Path:
-    path = data_dir / "worktrees" / "run-1" / "T1"
-    path.mkdir(parents=True)
-    return path
-
-
-@pytest.fixture
-def sandbox(worktree: Path) -> Sandbox:
-    return Sandbox(worktree, extra_read_only=PYTHON_PATHS)
 
 
 @pytest.fixture
@@ -206,22 +186,6 @@ async def test_baton_and_the_sandbox_share_the_worktree(tmp_path: Path) -> None:
     assert "?? pkg/" in result.output  # git works inside, on a mirror that is root's
     assert (worktree / "written-by-baton.txt").read_text() == "baton\nsandbox\n"
     assert "?? pkg/" in status.stdout  # and Baton's own git still trusts the worktree
-
-
-def make_mirror_and_worktree(root: Path) -> tuple[Path, Path]:
-    """A bare mirror of a one-commit repository and a worktree of it, as Baton lays them out."""
-    source, mirror = root / "source", root / "mirrors" / "app.git"
-    worktree = root / "worktrees" / "run-1" / "T1"
-    identity = ["-c", "user.name=Tester", "-c", "user.email=tester@example.com"]
-    steps = [
-        ["git", "init", "-q", str(source)],
-        ["git", "-C", str(source), *identity, "commit", "-q", "--allow-empty", "-m", "first"],
-        ["git", "clone", "-q", "--bare", str(source), str(mirror)],
-        ["git", "-C", str(mirror), "worktree", "add", "-q", "--detach", str(worktree), "HEAD"],
-    ]
-    for step in steps:
-        subprocess.run(step, check=True, capture_output=True)
-    return mirror, worktree
 
 
 async def test_tmp_is_bounded_and_says_so(worktree: Path) -> None:

@@ -59,6 +59,33 @@ def hostile_setup(port: int) -> str:
     )
 
 
+def run_to_pull_request(
+    world: World, engine: sa.Engine, the_plan: dict[str, Any], writes: dict[str, tuple[str, str]]
+) -> list[str]:
+    """Label, approve `the_plan` and wait for the draft pull request: each task's worker writes
+    its (path, content) from `writes` and finishes; the reviews' prompts, in order."""
+    seen_by_reviewer: list[str] = []
+
+    def answer(call: RecordedCall) -> ModelReply:
+        role, key = who(call)
+        if role == "planner":
+            return submit(the_plan)
+        if role == "reviewer":
+            seen_by_reviewer.append(call.json["messages"][0]["content"][0]["text"])
+            return ACCEPT
+        if len(call.json["messages"]) > 1:
+            return tool("finish", summary=f"{key} done.", confidence=0.9)
+        path, content = writes[str(key)]
+        return tool("write_file", path=path, content=content)
+
+    world.models.policy = answer
+    world.label()
+    wait_for_run(world, engine, "awaiting_approval")
+    world.comment("/approve-plan")
+    wait_for_run(world, engine, "pr_open")
+    return seen_by_reviewer
+
+
 TWO_TASKS = plan(
     task("T1", [], ["setup.sh"]),
     task("T2", ["T1"], ["src/widgets/gauge.py"]),
@@ -70,26 +97,11 @@ def test_a_setup_script_a_worker_rewrote_never_reaches_the_host(
 ) -> None:
     config = "setup_command: bash setup.sh\ntest_command: cat setup.log\n"
     commit_files(world.github, {".github/baton.yml": config, "setup.sh": BENIGN_SETUP})
-    seen_by_reviewer: list[str] = []
-
-    def answer(call: RecordedCall) -> ModelReply:
-        role, key = who(call)
-        if role == "planner":
-            return submit(TWO_TASKS)
-        if role == "reviewer":
-            seen_by_reviewer.append(call.json["messages"][0]["content"][0]["text"])
-            return ACCEPT
-        if len(call.json["messages"]) > 1:
-            return tool("finish", summary=f"{key} done.", confidence=0.9)
-        if key == "T1":
-            return tool("write_file", path="setup.sh", content=hostile_setup(listener.port))
-        return tool("write_file", path="src/widgets/gauge.py", content="GAUGE = 1\n")
-
-    world.models.policy = answer
-    world.label()
-    wait_for_run(world, engine, "awaiting_approval")
-    world.comment("/approve-plan")
-    wait_for_run(world, engine, "pr_open")
+    writes = {
+        "T1": ("setup.sh", hostile_setup(listener.port)),
+        "T2": ("src/widgets/gauge.py", "GAUGE = 1\n"),
+    }
+    seen_by_reviewer = run_to_pull_request(world, engine, TWO_TASKS, writes)
 
     # The review of T1 ran T1's setup.sh (the test command shows its log), and the review of
     # T2, whose worktree starts from T1's commit, ran it again: each time offline.
@@ -111,8 +123,8 @@ DEPENDENCIES_SETUP = (
     "then echo made-online > .deps/ready; else echo made-offline > .deps/ready; fi\n"
 )
 CHAIN = plan(
-    task("T1", [], ["src/widgets/one.py"]),
-    task("T2", ["T1"], ["src/widgets/two.py"]),
+    task("T1", [], ["src/widgets/t1.py"]),
+    task("T2", ["T1"], ["src/widgets/t2.py"]),
 )
 
 
@@ -122,25 +134,8 @@ def test_what_the_online_setup_built_reaches_the_runs_later_worktrees(
     config = "setup_command: sh setup.sh\ntest_command: cat .deps/ready\n"
     files = {".github/baton.yml": config, "setup.sh": DEPENDENCIES_SETUP, ".gitignore": ".deps/\n"}
     commit_files(world.github, files)
-    seen_by_reviewer: list[str] = []
-
-    def answer(call: RecordedCall) -> ModelReply:
-        role, key = who(call)
-        if role == "planner":
-            return submit(CHAIN)
-        if role == "reviewer":
-            seen_by_reviewer.append(call.json["messages"][0]["content"][0]["text"])
-            return ACCEPT
-        if len(call.json["messages"]) > 1:
-            return tool("finish", summary=f"{key} done.", confidence=0.9)
-        path = "src/widgets/one.py" if key == "T1" else "src/widgets/two.py"
-        return tool("write_file", path=path, content=f"NAME = {key!r}\n")
-
-    world.models.policy = answer
-    world.label()
-    wait_for_run(world, engine, "awaiting_approval")
-    world.comment("/approve-plan")
-    wait_for_run(world, engine, "pr_open")
+    writes = {key: (f"src/widgets/{key.lower()}.py", f"NAME = {key!r}\n") for key in ("T1", "T2")}
+    seen_by_reviewer = run_to_pull_request(world, engine, CHAIN, writes)
 
     # T1's worktree held the default branch's code: its setup ran online and what it built was
     # kept. The reviews, T2 (from T1's commit) and the final tests ran offline, on that.

@@ -6,7 +6,6 @@ import asyncio
 import multiprocessing
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,24 +14,9 @@ import pytest
 
 from bot.git.runner import GitRunner
 from bot.git.worktree import remove_worktree
+from tests.sandboxes import make_mirror_and_worktree
 
 NON_ROOT = 65534
-
-
-def make_mirror_and_worktree(root: Path) -> tuple[Path, Path]:
-    """A bare mirror of a one-commit repository and a worktree of it, as Baton lays them out."""
-    source, mirror = root / "source", root / "mirrors" / "app.git"
-    worktree = root / "worktrees" / "run-1" / "T1"
-    identity = ["-c", "user.name=Tester", "-c", "user.email=tester@example.com"]
-    steps = [
-        ["git", "init", "-q", str(source)],
-        ["git", "-C", str(source), *identity, "commit", "-q", "--allow-empty", "-m", "first"],
-        ["git", "clone", "-q", "--bare", str(source), str(mirror)],
-        ["git", "-C", str(mirror), "worktree", "add", "-q", "--detach", str(worktree), "HEAD"],
-    ]
-    for step in steps:
-        subprocess.run(step, check=True, capture_output=True)
-    return mirror, worktree
 
 
 def give_to(root: Path, owner: int) -> None:
