@@ -17,6 +17,7 @@ from bot.git.auth import scrub
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_SECONDS = 600.0
+_CHUNK_BYTES = 64 * 1024
 # What git needs from the process environment: where programs are, TLS trust, proxies.
 # Everything else (BATON_*, provider keys) stays out of git.
 _PASSED_THROUGH = (
@@ -166,6 +167,49 @@ class GitRunner:
         if check and output.returncode != 0:
             raise failure(command, output)
         return output
+
+    async def run_capped(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: Path,
+        max_bytes: int,
+        timeout_seconds: float | None = None,
+    ) -> tuple[str, bool]:
+        """The first `max_bytes` of what `git *args` prints, and whether there was more (git is
+        stopped then): a command whose output a worker decides is never held whole."""
+        command = shlex.join(["git", *args])
+        process = await asyncio.create_subprocess_exec(
+            "git",
+            *args,
+            cwd=cwd,
+            env=clean_environment(),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        assert process.stdout is not None  # stdout=PIPE above
+        timeout = self.timeout_seconds if timeout_seconds is None else timeout_seconds
+        try:
+            async with asyncio.timeout(timeout):
+                data = await _read_at_most(process.stdout, max_bytes + 1)
+        except TimeoutError:
+            raise GitTimeout(
+                f"`{command}` took longer than {timeout:g} s", command=command
+            ) from None
+        finally:
+            await _stop(process)
+        return data[:max_bytes].decode(errors="replace"), len(data) > max_bytes
+
+
+async def _read_at_most(stream: asyncio.StreamReader, size: int) -> bytes:
+    chunks: list[bytes] = []
+    read = 0
+    while read < size and (chunk := await stream.read(min(_CHUNK_BYTES, size - read))):
+        chunks.append(chunk)
+        read += len(chunk)
+    return b"".join(chunks)
 
 
 def failure(command: str, output: GitOutput) -> GitError:

@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Where a task's newest commit is kept reachable until it is on the run branch.
 PIN_PREFIX = "refs/baton"
+# Diffs a worker's change decides the size of are read at most this far.
+MAX_DIFF_BYTES = 1024 * 1024
 
 
 def run_pins(run_id: str) -> str:
@@ -199,13 +201,19 @@ class Worktree:
         )
         if picked.returncode == 0:
             return await self.head()
-        conflict = await self._runner.run(["diff"], cwd=self.path, check=False)
+        conflict, _ = await self._runner.run_capped(
+            ["diff"], cwd=self.path, max_bytes=MAX_DIFF_BYTES
+        )
         await self._runner.run(["cherry-pick", "--abort"], cwd=self.path, check=False)
-        raise ApplyConflict(sha, conflict.stdout or picked.stderr)
+        raise ApplyConflict(sha, conflict or picked.stderr)
 
-    async def diff_from(self, base: str) -> str:
-        """The change from `base` to HEAD, as a unified diff."""
-        return (await self._runner.run(["diff", base, "HEAD"], cwd=self.path)).stdout
+    async def diff_from(self, base: str, max_bytes: int = MAX_DIFF_BYTES) -> str:
+        """The change from `base` to HEAD, as a unified diff: its first `max_bytes` and a line
+        saying it was cut, since a worker decides how large it is."""
+        diff, more = await self._runner.run_capped(
+            ["diff", base, "HEAD"], cwd=self.path, max_bytes=max_bytes
+        )
+        return diff + (f"\n[... the diff goes on past {max_bytes} bytes ...]" if more else "")
 
     async def _present_or_tracked(self, paths: Sequence[str]) -> list[str]:
         """Those of `paths` that exist now or existed at HEAD (git refuses to add the rest)."""
