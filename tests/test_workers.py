@@ -296,7 +296,7 @@ async def test_the_attempts_time_limit_holds_inside_a_turn(store: Store, mirror:
         attempt.limits = Limits(max_turns=40, wall_seconds=2)
         # The guard only turns a hang into a failure; the limit itself is what ends the wait.
         result = await asyncio.wait_for(
-            attempt.run(AttemptPlan(RUN_ID, task_row, IMPLEMENT, 1, base)), 300
+            attempt.run(AttemptPlan(RUN_ID, task_row, IMPLEMENT, 1, base)), 60
         )
 
     assert result.status == "failed"
