@@ -64,7 +64,8 @@ class SetupOutputs:
             log.warning("setup outputs not restored: %s", _said(result))
 
     async def remove(self) -> None:
-        await asyncio.to_thread(shutil.rmtree, self.folder, ignore_errors=True)
+        """The kept outputs go, with any copy a crash left half made."""
+        await asyncio.to_thread(_remove_kept, self.root, self.folder.name)
 
 
 async def runs_with_outputs(data_dir: Path) -> list[str]:
@@ -74,9 +75,16 @@ async def runs_with_outputs(data_dir: Path) -> list[str]:
 
 def _kept_runs(root: Path) -> list[str]:
     try:
-        return sorted(entry.name for entry in root.iterdir() if is_safe_id(entry.name))
+        # A half-made copy is `.{run_id}.{random}`.
+        names = {entry.name.removeprefix(".").split(".")[0] for entry in root.iterdir()}
     except FileNotFoundError:
         return []
+    return sorted(name for name in names if is_safe_id(name))
+
+
+def _remove_kept(root: Path, run_id: str) -> None:
+    for folder in [root / run_id, *root.glob(f".{run_id}.*")]:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _with_folder(sandbox: Sandbox, shared: SharedFolder) -> Sandbox:

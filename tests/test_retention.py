@@ -60,6 +60,8 @@ async def test_an_ended_runs_worktrees_and_pins_go_at_once(job_context: JobConte
     assert await first.commit("Add x", paths=["new.py"]) is not None  # pinned in the mirror
     kept = job_context.integrations.mirrors.data_dir / "setups" / run.id / ".venv"
     kept.mkdir(parents=True)  # what the run's setup built, kept for its later worktrees
+    half_made = kept.parent.parent / f".{run.id}.0123abcd"
+    half_made.mkdir()  # a copy a crash cut short
 
     ended = await job_context.store.run(
         lambda session: runs.end_run_in(session, run.id, RunState.cancelled, "cancelled")
@@ -74,6 +76,7 @@ async def test_an_ended_runs_worktrees_and_pins_go_at_once(job_context: JobConte
 
     assert not (job_context.integrations.mirrors.worktrees_root / run.id).exists()
     assert not kept.parent.exists()
+    assert not half_made.exists()
     assert git("for-each-ref", f"refs/baton/{run.id}", cwd=mirror.path) == ""
     assert git("worktree", "list", "--porcelain", cwd=mirror.path).count("worktree ") == 1
 
