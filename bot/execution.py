@@ -283,7 +283,9 @@ class Execution:
         # The run's base commit holds no worker's change: only there may setup reach out.
         pristine = base == self.run.base_sha
         result = await worker.run(
-            AttemptPlan(self.run.id, task.id or 0, plan_task, number, base, feedback, pristine)
+            AttemptPlan(
+                self.run.id, task.id or 0, plan_task, number, base, feedback, setup_network=pristine
+            )
         )
         if result.status == AttemptStatus.escalated:
             return _Outcome(TaskState.escalated, result.error), None

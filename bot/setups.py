@@ -16,19 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import uuid
 from pathlib import Path
 
-from bot.git.worktree import check_id, is_safe_id
+from bot.git.worktree import check_id, delete_tree, is_safe_id
 from bot.sandbox import SHARED, CommandResult, Sandbox, SharedFolder
 
 log = logging.getLogger(__name__)
 
 FOLDER = "setups"
-# Everything untracked (ignored files included), with its folders, as git lists it.
-KEEP_COMMAND = f"git ls-files -z --others --directory | xargs -0 -r cp -a --parents -t {SHARED} --"
-RESTORE_COMMAND = f"cp -a -n {SHARED}/. ."
+# Everything untracked (ignored files included), with its folders, as git lists it; made
+# readable to all, since each worktree's commands run as a user of their own.
+KEEP_COMMAND = (
+    f"git ls-files -z --others --directory | xargs -0 -r cp -a --parents -t {SHARED} -- "
+    f"&& chmod -R a+rX {SHARED}"
+)
+# The kept entries, never the worktree's own top folder (its owner is Baton).
+RESTORE_COMMAND = f"find {SHARED} -mindepth 1 -maxdepth 1 -exec cp -a -n -t . -- {{}} +"
 
 
 class SetupOutputs:
@@ -53,7 +57,7 @@ class SetupOutputs:
             else:
                 log.warning("setup outputs not kept: %s", _said(result))
         finally:
-            await asyncio.to_thread(shutil.rmtree, partial, ignore_errors=True)
+            await asyncio.to_thread(delete_tree, partial)
 
     async def restore(self, sandbox: Sandbox) -> None:
         """Copy the kept outputs into `sandbox`'s worktree, leaving what is there untouched."""
@@ -84,7 +88,7 @@ def _kept_runs(root: Path) -> list[str]:
 
 def _remove_kept(root: Path, run_id: str) -> None:
     for folder in [root / run_id, *root.glob(f".{run_id}.*")]:
-        shutil.rmtree(folder, ignore_errors=True)
+        delete_tree(folder)  # also what a setup left closed to its own user
 
 
 def _with_folder(sandbox: Sandbox, shared: SharedFolder) -> Sandbox:

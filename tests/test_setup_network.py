@@ -121,6 +121,9 @@ DEPENDENCIES_SETUP = (
     "mkdir -p .deps\n"
     "if grep -q \"$(printf '\\t')00000000$(printf '\\t')\" /proc/net/route; "
     "then echo made-online > .deps/ready; else echo made-offline > .deps/ready; fi\n"
+    # What setup keeps to its own user (a cache, a key) is still there for the later users.
+    "mkdir -m 700 .deps/private && echo kept-private > .deps/private/key\n"
+    "chmod 600 .deps/private/key\n"
 )
 CHAIN = plan(
     task("T1", [], ["src/widgets/t1.py"]),
@@ -131,7 +134,7 @@ CHAIN = plan(
 def test_what_the_online_setup_built_reaches_the_runs_later_worktrees(
     world: World, engine: sa.Engine
 ) -> None:
-    config = "setup_command: sh setup.sh\ntest_command: cat .deps/ready\n"
+    config = "setup_command: sh setup.sh\ntest_command: cat .deps/ready .deps/private/key\n"
     files = {".github/baton.yml": config, "setup.sh": DEPENDENCIES_SETUP, ".gitignore": ".deps/\n"}
     commit_files(world.github, files)
     writes = {key: (f"src/widgets/{key.lower()}.py", f"NAME = {key!r}\n") for key in ("T1", "T2")}
@@ -142,6 +145,7 @@ def test_what_the_online_setup_built_reaches_the_runs_later_worktrees(
     assert len(seen_by_reviewer) == 2
     for prompt in seen_by_reviewer:
         assert "made-online" in prompt
+        assert "kept-private" in prompt
         assert "made-offline" not in prompt
     (pull,) = world.github.pulls(REPOSITORY)
     assert "made-online" in pull["body"]
