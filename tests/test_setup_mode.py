@@ -117,7 +117,7 @@ def setup_client(settings: Settings, env_path: Path) -> Iterator[httpx.Client]:
 def manifest_page(client: httpx.Client, **typed: str) -> httpx.Response:
     """Fill the setup page's form as a person would and submit it."""
     form = only_form(client.get("/"))
-    return client.request(form.method, form.action, params={**form.fields, **typed})
+    return client.request(form.method, form.action, data={**form.fields, **typed})
 
 
 def test_setup_page_defaults_to_this_server_and_the_configured_github(
@@ -128,7 +128,7 @@ def test_setup_page_defaults_to_this_server_and_the_configured_github(
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     form = only_form(page)
-    assert (form.action, form.method) == ("/setup/manifest", "get")
+    assert (form.action, form.method) == ("/setup/manifest", "post")
     assert form.fields == {
         "account": "personal",
         "organization": "",
@@ -437,7 +437,7 @@ def test_after_registering_no_other_callback_is_accepted(
     assert env_path.read_text() == saved
     assert len(conversions(double)) == 1
     assert "Baton is registered" in home.text
-    assert baton.get("/setup/manifest").status_code == 409
+    assert baton.post("/setup/manifest").status_code == 409
 
 
 def test_restarted_baton_uses_the_saved_app_and_takes_its_deliveries(
@@ -573,7 +573,7 @@ def test_two_strangers_gets_register_nothing(
     typed = {"account": "personal", "github_url": strangers_github.url}
 
     with served(operators, env_path) as url, httpx.Client(base_url=url, timeout=30) as stranger:
-        manifest = stranger.get("/setup/manifest", params=typed)
+        manifest = stranger.post("/setup/manifest", data=typed)
         handed_back = code_for(strangers_github, offered_state(manifest))
         callback = stranger.get("/setup/callback", params=handed_back)
 
@@ -596,13 +596,30 @@ def test_every_setup_page_needs_the_operators_session(
     with served(
         setup_settings(settings, "https://github.com", "https://api.github.com"), env_path
     ) as url:
-        page = httpx.get(url + path, cookies=cookies, headers={"Host": "127.0.0.1:3000"})
+        method = "POST" if path == "/setup/manifest" else "GET"
+        page = httpx.request(
+            method, url + path, cookies=cookies, headers={"Host": "127.0.0.1:3000"}
+        )
 
     assert page.status_code == 403
     assert page.headers["cache-control"] == "no-store"
     assert "printed when it started" in page.text
     assert only_form(page).action == "/"
     assert only_form(page).fields == {"code": ""}
+    assert not env_path.exists()
+
+
+def test_a_link_from_another_site_cannot_start_a_registration(
+    setup_client: httpx.Client, env_path: Path
+) -> None:
+    """The operator's session cookie travels with another site's links (SameSite=Lax): such a
+    link to the manifest page, naming the stranger's GitHub, must build no registration."""
+    typed = {"account": "personal", "github_url": "https://github.evil.example"}
+
+    followed = setup_client.get("/setup/manifest", params=typed)
+
+    assert followed.status_code == 405
+    assert "evil" not in followed.text
     assert not env_path.exists()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from html import escape
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
@@ -65,22 +66,13 @@ def _setup_router(flow: ManifestFlow) -> APIRouter:
         fields = _default_fields(flow.settings, request)
         return page("Register Baton on GitHub", _register_body(fields))
 
-    @router.get("/setup/manifest", response_class=HTMLResponse)
-    async def manifest(
-        session: OperatorSession,
-        account: str = "personal",
-        organization: str = "",
-        github_url: str = "",
-        public_url: str = "",
-    ) -> HTMLResponse:
+    # A POST: the session cookie is SameSite=Lax, which a browser sends on another site's links
+    # (GETs) but never on its forms, so no other site can start a registration for the operator.
+    @router.post("/setup/manifest", response_class=HTMLResponse)
+    async def manifest(request: Request, session: OperatorSession) -> HTMLResponse:
         if session is None:
             return _operator_only()
-        fields = {
-            "account": account,
-            "organization": organization,
-            "github_url": github_url,
-            "public_url": public_url,
-        }
+        fields = _typed_fields(await request.body())
         try:
             flow.refuse_if_registered()
             choice = choose(flow.settings, **fields)
@@ -139,6 +131,13 @@ def _error_status(error: SetupError) -> tuple[int, str]:
     return 400, "Registration stopped"
 
 
+def _typed_fields(body: bytes) -> dict[str, str]:
+    """The setup form's fields from its urlencoded body (the last copy of each wins)."""
+    typed = dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
+    defaults = {"account": "personal", "organization": "", "github_url": "", "public_url": ""}
+    return {name: typed.get(name, default) for name, default in defaults.items()}
+
+
 def _default_fields(settings: Settings, request: Request) -> dict[str, str]:
     # Behind a tunnel or proxy the address seen here is not GitHub's way in; the person can edit it.
     return {
@@ -156,7 +155,7 @@ def _register_body(fields: dict[str, str], error: str | None = None) -> str:
     return f"""{problem}<p>Baton has no GitHub App credentials yet, so it is in setup mode. This
 registers a GitHub App for it; GitHub then sends you back here and Baton saves the App's id,
 private key and webhook secret to its <code>.env</code> file.</p>
-<form action="/setup/manifest" method="get">
+<form action="/setup/manifest" method="post">
 <fieldset><legend>Owner of the App</legend>
 <label><input type="radio" name="account" value="personal"{personal}> My personal account
 </label><br>
