@@ -53,25 +53,37 @@ class BodyLimits:
     # At most this much of a refused body is read and dropped, for at most this long.
     drain_bytes: int = 2 * WEBHOOK_BODY_LIMIT
     drain_seconds: float = 10.0
-    # A body must arrive within this: a stranger sending slowly cannot hold the budget long.
-    read_seconds: float = 30.0
+    # A body must arrive within this (GitHub itself waits 10 s for the answer): a stranger
+    # sending slowly cannot hold the budget long.
+    read_seconds: float = 10.0
+    # A quarter of the budget only bodies declared at most `small_body_bytes` may use, so large
+    # or unsized ones (a stranger's) cannot crowd out GitHub's usual deliveries.
+    small_body_bytes: int = 1024 * 1024
     retry_after_seconds: int = 10
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BodyLimits:
         return cls(budget_bytes=settings.webhook_buffer_bytes)
 
+    @property
+    def reserve_bytes(self) -> int:
+        return self.budget_bytes // 4
+
 
 class BodyBudget:
-    """Bytes of unverified bodies held now; one per process (its event loop is its only user)."""
+    """Bytes of unverified bodies held now; one per process (its event loop is its only user).
+    The last `reserve` bytes of the limit are for small bodies only."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, reserve: int = 0) -> None:
         self.limit = limit
+        self.reserve = reserve
         self.held = 0
 
-    def take(self, size: int) -> bool:
-        """Count `size` more bytes as held, unless that would pass the limit."""
-        if self.held + size > self.limit:
+    def take(self, size: int, small: bool = True) -> bool:
+        """Count `size` more bytes as held, unless that would pass the limit (for a body not
+        known to be small: the limit less the reserve)."""
+        limit = self.limit if small else self.limit - self.reserve
+        if self.held + size > limit:
             return False
         self.held += size
         return True
@@ -97,7 +109,7 @@ class WebhookEndpoint:
     def __init__(self, app: FastAPI, limits: BodyLimits | None = None) -> None:
         self.app = app
         self.limits = limits or BodyLimits()
-        self.body_budget = BodyBudget(self.limits.budget_bytes)
+        self.body_budget = BodyBudget(self.limits.budget_bytes, self.limits.reserve_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != WEBHOOK_PATH:
@@ -130,6 +142,10 @@ class WebhookEndpoint:
         if secret is None:
             detail = "no webhook secret is configured (BATON_WEBHOOK_SECRET); refusing all"
             raise await _after_draining(Refusal(503, detail), receive, self.limits, 0)
+        try:
+            _check_headers(headers)  # before any byte of the body is held
+        except Refusal as refusal:
+            raise await _after_draining(refusal, receive, self.limits, 0) from None
         body = await _read_body(headers, receive, self.limits, self.body_budget)
         try:
             return _delivery(secret, headers, body)
@@ -180,7 +196,8 @@ async def _read_body(
     declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limits.max_body_bytes:
         raise await _after_draining(_too_large(limits), receive, limits, int(declared))
-    held = _Held(budget)
+    small = declared.isdigit() and int(declared) <= limits.small_body_bytes
+    held = _Held(budget, small)
     try:
         async with asyncio.timeout(limits.read_seconds):
             return await _read_within_budget(receive, limits, held)
@@ -197,12 +214,13 @@ async def _read_body(
 class _Held:
     """The bytes of one body taken from the budget so far; the caller gives them back."""
 
-    def __init__(self, budget: BodyBudget) -> None:
+    def __init__(self, budget: BodyBudget, small: bool) -> None:
         self.budget = budget
+        self.small = small
         self.size = 0
 
     def take(self, size: int) -> bool:
-        if not self.budget.take(size):
+        if not self.budget.take(size, self.small):
             return False
         self.size += size
         return True
@@ -280,13 +298,20 @@ async def _drain(receive: Receive, limits: BodyLimits) -> bool:
     return False
 
 
-def _check_signature(secret: str, body: bytes, signature: str | None) -> None:
+def _check_headers(headers: dict[str, str]) -> None:
+    """A delivery's headers are all there and well formed; `Refusal` otherwise."""
+    signature = headers.get("x-hub-signature-256")
     if not signature:
         raise Refusal(401, "missing X-Hub-Signature-256")
     # Only SHA-256 signatures are accepted; githubkit's verify would also take legacy SHA-1.
     if not signature.startswith("sha256=") or not signature.isascii():
         raise Refusal(401, "X-Hub-Signature-256 is not a sha256= signature")
-    if not verify(secret, body, signature):
+    _header(headers, "X-GitHub-Event", EVENT_NAME)
+    _header(headers, "X-GitHub-Delivery", DELIVERY_ID)
+
+
+def _check_signature(secret: str, body: bytes, signature: str | None) -> None:
+    if not signature or not verify(secret, body, signature):
         raise Refusal(401, "X-Hub-Signature-256 does not match the body")
 
 
