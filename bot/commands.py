@@ -13,10 +13,9 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from bot.github.untrusted import displayed_markdown
+from bot.github.untrusted import GITHUB_MARKDOWN, displayed_markdown
 
 COMMAND_NAMES = (
     "approve-plan",
@@ -34,7 +33,6 @@ PLAN_LANGUAGES = ("yaml", "yml", "")
 SHOWN_CHARACTERS = 40
 CODE_INDENT = 4  # columns: a line indented this far is code, or at least not a command
 
-_MARKDOWN = MarkdownIt("commonmark", {"html": True}).enable("table")
 _COMMAND_LINE = re.compile(r"\s*/(?P<name>\S+)(?P<rest>\s.*)?")
 # Tags as `displayed_markdown` writes them (lower case, no attributes).
 _CODE_TAG = re.compile(r"<(?P<closing>/?)(?:pre|code)>")
@@ -64,7 +62,7 @@ def parse_command(body: str) -> Command | None:
     """
     text = displayed_markdown(body)
     lines = text.split("\n")
-    tokens = _MARKDOWN.parse(text)
+    tokens = GITHUB_MARKDOWN.parse(text)
     commands = _command_lines(lines, _command_candidates(tokens))
     if not commands:
         return None

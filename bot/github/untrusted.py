@@ -43,7 +43,8 @@ UNTRUSTED_RULE = (
 )
 ATTRIBUTE_CHARS = 300  # a fence attribute (a path, a login) is a label, not content
 
-_MARKDOWN = MarkdownIt("commonmark", {"html": True}).enable("table")
+# Markdown as GitHub reads a comment: CommonMark, with raw HTML and tables.
+GITHUB_MARKDOWN = MarkdownIt("commonmark", {"html": True}).enable("table")
 _KEPT_CONTROLS = frozenset("\n\t")
 # Not format characters, yet drawn as nothing: fillers, joiners, variation selectors (which can
 # carry a whole hidden message after one emoji).
@@ -257,7 +258,7 @@ def _blocks(text: str) -> list[_Block]:
     list marks, or link reference definitions."""
     return [
         _Block(_BLOCK_KINDS[token.type], token.map[0], token.map[1], token.type == "code_block")
-        for token in _MARKDOWN.parse(text)
+        for token in GITHUB_MARKDOWN.parse(text)
         if token.type in _BLOCK_KINDS and token.map is not None
     ]
 
