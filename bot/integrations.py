@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 
 from bot.git import Mirror, Mirrors
 from bot.github.client import GitHubApp, GitHubTuning
@@ -26,7 +27,7 @@ class Integrations:
     github: GitHubApp | None
     mirrors: Mirrors
     prices: PriceTable
-    model_factory: Callable[[str], Model] = field(default=make_model)
+    model_factory: Callable[[str], Model]
 
     @classmethod
     def from_settings(
@@ -37,6 +38,7 @@ class Integrations:
             github=github,
             mirrors=Mirrors(settings.data_dir, settings.github_url),
             prices=PriceTable.from_settings(settings),
+            model_factory=partial(make_model, settings=settings),
         )
 
     def require_github(self) -> GitHubApp:

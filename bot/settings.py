@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 ENV_PREFIX = "BATON_"
 MODEL_PROVIDERS = ("anthropic", "openai")
@@ -27,6 +31,8 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
+        # The providers' variables below have their own names; tests may pass field names.
+        populate_by_name=True,
     )
 
     host: str = "127.0.0.1"
@@ -65,8 +71,21 @@ class Settings(BaseSettings):
     # Folders the sandbox shows read-only besides the system ones, as JSON: interpreters and
     # SDKs a repository's tests need, e.g. ["/opt/python3.12", "/opt/node"].
     sandbox_toolchains: list[Path] = Field(default_factory=list)
+    # The model providers' own variables, also read from `.env`; kept here and handed to the
+    # SDKs, never put into the process environment that git and other commands inherit.
+    anthropic_api_key: SecretStr | None = Field(default=None, alias="ANTHROPIC_API_KEY")
+    anthropic_base_url: str | None = Field(default=None, alias="ANTHROPIC_BASE_URL")
+    openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
 
-    @field_validator("webhook_secret", "github_private_key", "dashboard_token", mode="after")
+    @field_validator(
+        "webhook_secret",
+        "github_private_key",
+        "dashboard_token",
+        "anthropic_api_key",
+        "openai_api_key",
+        mode="after",
+    )
     @classmethod
     def _blank_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         # An empty secret must behave as no secret, so the endpoint fails closed.
@@ -84,6 +103,20 @@ class Settings(BaseSettings):
                 f"got {value!r}"
             )
         return value
+
+    @field_validator("anthropic_base_url", "openai_base_url")
+    @classmethod
+    def _blank_or_http_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return cls._http_url(value.strip())
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return _usable_database_url(value.strip())
 
     @field_validator("github_api_url", "github_url")
     @classmethod
@@ -122,20 +155,58 @@ class Settings(BaseSettings):
             ) from None
 
 
+_DATABASE_EXAMPLES = "sqlite:////path/to/baton.db or postgresql+psycopg://user@host:5432/baton"
+
+
+def _usable_database_url(value: str) -> str:
+    """`value` if SQLAlchemy can parse it and has its driver, else a ValueError saying so."""
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ValueError(f"not a database URL; expected {_DATABASE_EXAMPLES}") from None
+    try:
+        url.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(
+            f"unknown database kind {url.drivername!r}; expected {_DATABASE_EXAMPLES}"
+        ) from None
+    except ImportError as error:
+        raise ValueError(f"the driver for {url.drivername!r} is not installed ({error})") from None
+    return value
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Build settings, turning validation errors into one message that names each variable."""
+    """Build settings, turning every problem into one line per variable that names it."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
         raise SettingsError(_describe(error)) from None
+    except SourceError as error:
+        raise SettingsError(_describe_unparsable(error)) from None
+
+
+def variable_name(field: str) -> str:
+    """The environment variable that sets `field` (the providers' own ones keep their names)."""
+    alias = Settings.model_fields[field].alias if field in Settings.model_fields else None
+    return alias or f"{ENV_PREFIX}{field.upper()}"
 
 
 def _describe(error: ValidationError) -> str:
     lines = []
     for problem in error.errors(include_url=False, include_input=False):
         field = str(problem["loc"][0]) if problem["loc"] else "?"
-        lines.append(f"{ENV_PREFIX}{field.upper()}: {problem['msg']}")
-    return "invalid settings:\n  " + "\n  ".join(lines)
+        name = field if field.isupper() else variable_name(field)
+        lines.append(f"{name}: {problem['msg'].removeprefix('Value error, ')}")
+    return "\n".join(lines)
+
+
+def _describe_unparsable(error: SourceError) -> str:
+    # pydantic-settings names the field in its message and keeps the JSON error as the cause.
+    named = re.search(r'field "(\w+)"', str(error))
+    name = variable_name(named.group(1)) if named else "a setting"
+    cause = error.__cause__
+    reason = f"not valid JSON ({cause})" if cause is not None else str(error)
+    return f"{name}: {reason}"
 
 
 @lru_cache(maxsize=1)

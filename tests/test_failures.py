@@ -24,10 +24,10 @@ OUTAGE_METHODS = ("GET", "POST", "PATCH", "PUT", "DELETE")
 
 
 @pytest.fixture
-def world(tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+def world(tmp_path: Path, settings: Settings) -> Iterator[World]:
     # No retries inside a call: each job attempt meets the outage at once.
     tuning = GitHubTuning(write_interval=0.0, server_error_retries=0)
-    with world_of(tmp_path, settings, monkeypatch, tuning) as served:
+    with world_of(tmp_path, settings, tuning) as served:
         yield served
 
 

@@ -73,7 +73,7 @@ def hostile(
         )
 
     try:
-        with world_of(tmp_path, settings, monkeypatch, configure=keep_the_key_in_a_file) as world:
+        with world_of(tmp_path, settings, configure=keep_the_key_in_a_file) as world:
             yield world, secrets[0], listener
     finally:
         listener.close()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -24,7 +26,7 @@ from bot.llm.recording import StoreRecorder, run_spend, task_spend
 from bot.llm.registry import make_model, model_name_for
 from bot.llm.types import Model, ModelFailed, ToolSpec, Turn, TurnRequest, Usage, UserMessage
 from bot.plan.schema import Plan
-from bot.settings import Settings, SettingsError
+from bot.settings import Settings, SettingsError, load_settings
 from bot.store.db import Store
 from bot.store.models import AttemptStatus, ModelCall, PlanRevision, Run, Task, TaskAttempt
 from tests.doubles.models import (
@@ -425,18 +427,41 @@ def test_each_role_takes_the_repository_choice_then_the_settings() -> None:
     assert model_name_for("test_writer", settings, chosen) == "anthropic/claude-haiku-4-5"
 
 
-def test_a_model_needs_its_providers_key(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_model_needs_its_providers_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env
     for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
+    bare = load_settings()
     with pytest.raises(SettingsError, match="ANTHROPIC_API_KEY is not set"):
-        make_model("anthropic/claude-opus-4-6")
+        make_model("anthropic/claude-opus-4-6", bare)
     with pytest.raises(SettingsError, match="OPENAI_API_KEY is not set"):
-        make_model("openai/gpt-5")
+        make_model("openai/gpt-5", bare)
     with pytest.raises(SettingsError, match="unknown provider 'mistral'"):
-        make_model("mistral/large")
+        make_model("mistral/large", bare)
     # A local OpenAI-compatible server needs its address, not a key.
-    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1")
-    assert make_model("openai/meta-llama/Llama-3.3-70B").name == "openai/meta-llama/Llama-3.3-70B"
+    local = load_settings(openai_base_url="http://127.0.0.1:11434/v1")
+    assert make_model("openai/meta-llama/Llama-3.3-70B", local).name == (
+        "openai/meta-llama/Llama-3.3-70B"
+    )
+
+
+def test_provider_keys_come_from_dotenv_and_stay_out_of_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / ".env").write_text(
+        "ANTHROPIC_API_KEY=sk-ant-from-dotenv\nANTHROPIC_BASE_URL=http://127.0.0.1:9/\n"
+    )
+
+    model = make_model("anthropic/claude-opus-4-6", load_settings())
+
+    assert isinstance(model, AnthropicModel)
+    client = model._client
+    assert client.api_key == "sk-ant-from-dotenv"
+    assert str(client.base_url).rstrip("/") == "http://127.0.0.1:9"
+    assert "ANTHROPIC_API_KEY" not in os.environ
 
 
 # Room for one call of `first_request`'s size in a run (about $0.0010 projected), not two.

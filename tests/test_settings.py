@@ -58,12 +58,12 @@ def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pa
         (
             "BATON_WORKER_MODEL",
             "gpt-5",
-            "BATON_WORKER_MODEL: Value error, expected 'provider/model'",
+            "BATON_WORKER_MODEL: expected 'provider/model'",
         ),
         (
             "BATON_GITHUB_API_URL",
             "ghe.example/api/v3",
-            "BATON_GITHUB_API_URL: Value error, expected an http(s) URL",
+            "BATON_GITHUB_API_URL: expected an http(s) URL",
         ),
     ],
 )

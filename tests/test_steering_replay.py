@@ -20,6 +20,7 @@ from bot.jobs import JOBS
 from bot.plan.schema import Plan
 from bot.plan.validate import PlanCheck
 from bot.planning import Planned, newest_revision, publish_revision, repo_client
+from bot.settings import Settings
 from bot.store.models import Delivery, Job, PlanRevision, Run, RunState, Task, TimelineEvent
 from bot.task_rows import add_task_rows
 from tests.doubles.fixtures import REPOSITORY
@@ -34,11 +35,14 @@ EDITED = plan(task("T1", [], ["src/widgets/dial.py"]))
 
 
 @pytest.fixture
-def models(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModelDouble]:
+def models() -> Iterator[ModelDouble]:
     with ModelDouble() as double:
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", double.url)
         yield double
+
+
+@pytest.fixture
+def settings(settings: Settings, models: ModelDouble) -> Settings:
+    return models.serving(settings)
 
 
 @pytest.fixture

@@ -88,11 +88,14 @@ def test_a_writers_malformed_command_is_answered_as_before(world: World, engine:
 
 
 @pytest.fixture
-def models(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModelDouble]:
+def models() -> Iterator[ModelDouble]:
     with ModelDouble() as double:
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", double.url)
         yield double
+
+
+@pytest.fixture
+def settings(settings: Settings, models: ModelDouble) -> Settings:
+    return models.serving(settings)
 
 
 @pytest.fixture

@@ -112,8 +112,8 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    with world_of(tmp_path, settings, monkeypatch) as served:
+def world(tmp_path: Path, settings: Settings) -> Iterator[World]:
+    with world_of(tmp_path, settings) as served:
         yield served
 
 
@@ -121,7 +121,6 @@ def world(tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -
 def world_of(
     tmp_path: Path,
     settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
     tuning: GitHubTuning = QUICK_GITHUB,
     configure: Callable[[Settings], Settings] = lambda settings: settings,
 ) -> Iterator[World]:
@@ -133,11 +132,10 @@ def world_of(
         github.add_issue(REPOSITORY, ISSUE, "Add a dial", ISSUE_BODY, "alice", ["baton"])
         github.set_permission(REPOSITORY, "alice", "write")
         github.set_permission(REPOSITORY, "rita", "read")
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", models.url)
         # The test suite's own Python stands in for the repository's toolchain in the sandbox.
         toolchains = sorted({Path(sys.prefix), Path(sys.base_prefix)})
-        configured = as_app(settings, github).model_copy(update={"sandbox_toolchains": toolchains})
+        configured = models.serving(as_app(settings, github))
+        configured = configured.model_copy(update={"sandbox_toolchains": toolchains})
         configured = configure(configured)
         integrations = Integrations.from_settings(configured, tuning)
         with serve(create_app(configured, FAST, integrations=integrations)) as url:

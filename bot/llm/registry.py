@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 import anthropic
@@ -33,28 +32,52 @@ def model_name_for(
 
 def make_model(
     name: str,
+    settings: Settings,
     *,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     max_retries: int = DEFAULT_MAX_RETRIES,
 ) -> Model:
-    """A model for `provider/model`; keys and addresses come from the SDKs' own variables."""
+    """A model for `provider/model`, with the provider's key and address from `settings`."""
     provider, model = split_model_name(name)
     if provider == "anthropic":
-        return AnthropicModel(model, _anthropic_client(timeout, max_retries))
+        return AnthropicModel(model, _anthropic_client(settings, timeout, max_retries))
     if provider == "openai":
-        return OpenAIModel(model, _openai_client(timeout, max_retries))
+        return OpenAIModel(model, _openai_client(settings, timeout, max_retries))
     raise SettingsError(f"model {name!r}: unknown provider {provider!r}; use anthropic or openai")
 
 
-def _anthropic_client(timeout: float, max_retries: int) -> anthropic.AsyncAnthropic:
-    if not os.environ.get("ANTHROPIC_API_KEY"):
+def provider_key_problem(provider: str, settings: Settings) -> str | None:
+    """Why `provider`'s models cannot be called with these settings, if they cannot."""
+    if provider == "anthropic" and settings.anthropic_api_key is None:
+        return "ANTHROPIC_API_KEY is not set; the anthropic models need it"
+    if provider == "openai" and settings.openai_api_key is None and not settings.openai_base_url:
+        return "OPENAI_API_KEY is not set; the openai models need it"
+    return None
+
+
+def _anthropic_client(
+    settings: Settings, timeout: float, max_retries: int
+) -> anthropic.AsyncAnthropic:
+    key = settings.anthropic_api_key
+    if key is None:
         raise SettingsError("ANTHROPIC_API_KEY is not set; the anthropic models need it")
-    return anthropic.AsyncAnthropic(timeout=timeout, max_retries=max_retries)
+    return anthropic.AsyncAnthropic(
+        api_key=key.get_secret_value(),
+        base_url=settings.anthropic_base_url,
+        timeout=timeout,
+        max_retries=max_retries,
+    )
 
 
-def _openai_client(timeout: float, max_retries: int) -> openai.AsyncOpenAI:
-    key = os.environ.get("OPENAI_API_KEY")
-    if not key and not os.environ.get("OPENAI_BASE_URL"):
-        raise SettingsError("OPENAI_API_KEY is not set; the openai models need it")
+def _openai_client(settings: Settings, timeout: float, max_retries: int) -> openai.AsyncOpenAI:
+    problem = provider_key_problem("openai", settings)
+    if problem:
+        raise SettingsError(problem)
+    key = settings.openai_api_key
     # A local OpenAI-compatible server often wants no key, but the SDK insists on one.
-    return openai.AsyncOpenAI(api_key=key or "unused", timeout=timeout, max_retries=max_retries)
+    return openai.AsyncOpenAI(
+        api_key=key.get_secret_value() if key else "unused",
+        base_url=settings.openai_base_url,
+        timeout=timeout,
+        max_retries=max_retries,
+    )

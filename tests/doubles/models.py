@@ -25,11 +25,13 @@ from contextlib import ExitStack
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol, Self
 
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bot.settings import Settings
 from tests.support import serve
 
 ANTHROPIC_PATH = "/v1/messages"
@@ -182,6 +184,17 @@ class ModelDouble:
         if not self._url:
             raise RuntimeError("the model double is not serving: use it as a context manager")
         return self._url
+
+    def serving(self, settings: Settings) -> Settings:
+        """`settings` with both providers' keys and addresses pointing here."""
+        return settings.model_copy(
+            update={
+                "anthropic_api_key": SecretStr("test-key"),
+                "anthropic_base_url": self.url,
+                "openai_api_key": SecretStr("test-key"),
+                "openai_base_url": self.url + "/v1",
+            }
+        )
 
     @property
     def remaining(self) -> int:
