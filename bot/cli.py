@@ -1,9 +1,14 @@
-"""`baton`: serve, migrate the database."""
+"""`baton`: serve, check the installation, migrate the database."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import logging
-from typing import TYPE_CHECKING
+import socket
+from collections.abc import Callable
+from importlib.metadata import version
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
@@ -11,52 +16,128 @@ from bot.logs import configure_logging
 from bot.settings import Settings, SettingsError, get_settings
 
 if TYPE_CHECKING:
+    from bot.doctor import Finding
     from webhooks.access import OperatorAccess
+    from webhooks.github import WebhookEndpoint
 
 app = typer.Typer(help="Baton: plans and runs coding work on GitHub issues.", no_args_is_help=True)
 db = typer.Typer(help="Database commands.", no_args_is_help=True)
 app.add_typer(db, name="db")
 log = logging.getLogger("baton")
+VERSION = version("baton-bot")
+
+
+def _show_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"baton {VERSION}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Baton: plans and runs coding work on GitHub issues."""
 
 
 @app.command()
 def serve() -> None:
     """Serve webhooks, setup pages and the dashboard; run jobs in this process."""
-    import uvicorn
-
+    from bot.doctor import examine, fatal
+    from bot.service import executor_problem
     from webhooks.access import OperatorAccess
     from webhooks.app import create_app
 
     settings = _settings()
-    if settings.executor != "local":
-        # Fail here with the reason, not as a traceback from inside the server's startup.
-        typer.echo(
-            f"BATON_EXECUTOR={settings.executor!r}: only 'local' is available so far", err=True
-        )
+    problem = executor_problem(settings)
+    if problem:
+        _stop(problem)
+    findings = examine(settings, ask_github=False)
+    for finding in fatal(findings):
+        typer.echo(f"{finding.problem}. {finding.fix}", err=True)
+    if fatal(findings):
         raise typer.Exit(2)
-    mode = "ready" if settings.has_app_credentials else "setup mode (no GitHub App credentials)"
-    log.info("serving on http://%s:%d: %s", settings.host, settings.port, mode)
+    # Bound before anything starts: a busy port stops this process, not its job runner.
+    listener = _bind(settings.host, settings.port)
     operator = OperatorAccess(setup_mode=not settings.has_app_credentials)
-    _show_sign_in_link(operator, settings)
-    uvicorn.run(
-        create_app(settings, operator=operator),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-    )
+    problems = [finding for finding in findings if not finding.ok]
+    api = create_app(settings, operator=operator)
+    asyncio.run(_serve(api, listener, lambda: _banner(settings, operator, problems)))
 
 
-def _show_sign_in_link(operator: OperatorAccess, settings: Settings) -> None:
-    """The operator's sign-in link: a JSON log line, and a plain line for the terminal."""
-    link = operator.sign_in_link(_browser_address(settings.host, settings.port))
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as error:
+        listener.close()
+        if error.errno == errno.EADDRINUSE:
+            _stop(
+                f"BATON_PORT: {host}:{port} is already in use (another Baton?); stop that "
+                "program or choose another port"
+            )
+        _stop(f"BATON_HOST/BATON_PORT: cannot listen on {host}:{port} ({error.strerror})")
+    listener.listen(2048)
+    listener.set_inheritable(True)
+    return listener
+
+
+async def _serve(
+    api: WebhookEndpoint, listener: socket.socket, announce: Callable[[], None]
+) -> None:
+    """Serve on `listener`; `announce` once the application has started and takes requests."""
+    import uvicorn
+
+    class AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if not self.should_exit:  # set when the application failed to start
+                announce()
+
+    config = uvicorn.Config(api, log_config=None, access_log=False, proxy_headers=True)
+    await AnnouncingServer(config).serve(sockets=[listener])
+
+
+def _banner(settings: Settings, operator: OperatorAccess, problems: list[Finding]) -> None:
+    """Where to go next: a log line, and plain lines for a person at the terminal."""
+    address = _browser_address(settings.host, settings.port)
+    link = operator.sign_in_link(address)
     purpose = "register Baton on GitHub" if operator.setup_mode else "see Baton's runs"
-    log.info("the operator's sign-in link: open it to %s", purpose, extra={"link": link})
-    typer.echo(
+    mode = "setup mode (no GitHub App yet)" if operator.setup_mode else "ready for webhooks"
+    log.info("baton %s listening on %s: %s", VERSION, address, mode, extra={"link": link})
+    for finding in problems:
+        log.warning("%s: %s. %s", finding.name, finding.problem, finding.fix)
+    lines = [
+        f"Baton {VERSION} is listening on {address}: {mode}.",
         f"To {purpose}, open this link (it signs you in; a restart makes a new one): {link}",
-        err=True,
-    )
+    ]
+    if problems:
+        lines.append(f"{len(problems)} thing(s) to fix first; `baton doctor` lists them.")
+    typer.echo("\n".join(lines), err=True)
+
+
+@app.command()
+def doctor(
+    offline: bool = typer.Option(False, "--offline", help="Do not ask GitHub about the App."),
+) -> None:
+    """Check this installation: App, webhook secret, model keys, database, git, sandbox."""
+    from bot.doctor import examine, print_findings
+
+    settings = _settings()
+    problems = print_findings(examine(settings, ask_github=not offline), typer.echo)
+    if problems:
+        typer.echo(f"{problems} problem(s) to fix.")
+        raise typer.Exit(1)
+    typer.echo("Everything Baton needs is in place.")
+
+
+def _stop(problem: str) -> NoReturn:
+    typer.echo(problem, err=True)
+    raise typer.Exit(2)
 
 
 def _browser_address(host: str, port: int) -> str:
@@ -71,22 +152,28 @@ def _browser_address(host: str, port: int) -> str:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Bring the database schema to the newest migration."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from bot.store.db import create_engine
     from bot.store.migrate import current_revision, upgrade
 
     settings = _settings()
     engine = create_engine(settings.resolved_database_url)
-    upgrade(engine)
-    log.info("database at revision %s", current_revision(engine))
-    engine.dispose()
+    try:
+        upgrade(engine)
+        log.info("database at revision %s", current_revision(engine))
+    except SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        _stop(f"BATON_DATABASE_URL: the database cannot be migrated ({reason})")
+    finally:
+        engine.dispose()
 
 
 def _settings() -> Settings:
     try:
         settings = get_settings()
     except SettingsError as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(2) from None
+        _stop(str(error))
     configure_logging(settings.log_level)
     return settings
 

@@ -1,4 +1,5 @@
-"""JSON logs. Each line carries the delivery id and run id of the work that wrote it, if any."""
+"""Logs: JSON lines for a log collector, readable lines for a person at a terminal. Each line
+carries the delivery id and run id of the work that wrote it, if any."""
 
 from __future__ import annotations
 
@@ -69,10 +70,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Send every logger (ours, uvicorn's, alembic's) to stderr as JSON lines."""
+class ReadableFormatter(JsonFormatter):
+    """`14:03:07 warning  message  key=value ...`: the same fields, for a person to read."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = json.loads(super().format(record))
+        clock = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        for key in ("time", "logger"):
+            fields.pop(key)
+        level, message, error = fields.pop("level"), fields.pop("message"), fields.pop("error", "")
+        extras = "  ".join(f"{key}={value}" for key, value in fields.items())
+        line = f"{clock} {level:<8} {message}" + (f"  {extras}" if extras else "")
+        return f"{line}\n{error}" if error else line
+
+
+def configure_logging(level: str = "INFO", readable: bool | None = None) -> None:
+    """Send every logger (ours, uvicorn's, alembic's) to stderr: readable lines when stderr is a
+    terminal (or `readable`), JSON lines otherwise."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    if readable is None:
+        readable = sys.stderr.isatty()
+    handler.setFormatter(ReadableFormatter() if readable else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -20,10 +20,16 @@ from tests.support import free_port
 BATON = Path(sys.executable).parent / "baton"
 
 
-def run_baton(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_baton(
+    *args: str, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`baton` with only `env` and PATH, in `cwd` (default: the data directory, so no `.env`
+    of the checkout is read)."""
     full_env = {"PATH": os.environ["PATH"], **env}
+    where = cwd or Path(env.get("BATON_DATA_DIR", "/"))
+    where.mkdir(parents=True, exist_ok=True)
     return subprocess.run(
-        [str(BATON), *args], env=full_env, capture_output=True, text=True, check=False
+        [str(BATON), *args], env=full_env, cwd=where, capture_output=True, text=True, check=False
     )
 
 
@@ -79,7 +85,7 @@ def serving(env: dict[str, str], cwd: Path) -> Iterator[tuple[subprocess.Popen[s
         lines: list[str] = []
         for line in process.stderr:
             lines.append(line.rstrip("\n"))
-            if "Uvicorn running on" in line:
+            if "open this link" in line:
                 break
         yield process, lines
     finally:

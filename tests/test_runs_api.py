@@ -657,7 +657,7 @@ def signed_in(url: str, operator: OperatorAccess) -> Iterator[httpx.Client]:
     """A browser that opened the sign-in link Baton printed."""
     with httpx.Client(base_url=url, timeout=30) as browser:
         signed_in = browser.get(operator.sign_in_link(url))
-        assert (signed_in.status_code, signed_in.headers["location"]) == (303, "/runs")
+        assert (signed_in.status_code, signed_in.headers["location"]) == (303, "/")
         yield browser
 
 

@@ -221,22 +221,28 @@ def test_callback_with_a_state_never_issued_is_refused_and_writes_nothing(
     assert not env_path.exists()
 
 
-def test_configured_baton_says_so_and_has_no_setup_pages(
+def test_configured_baton_shows_its_checklist_to_the_operator_only_and_has_no_setup_pages(
     settings: Settings, env_path: Path
 ) -> None:
     configured = settings.model_copy(
         update={"github_app_id": 42, "github_private_key": SecretStr(PEM)}
     )
+    operator = OperatorAccess(setup_mode=False)
 
-    with serve(create_app(configured, FAST, env_path=env_path)) as url:
-        with httpx.Client(base_url=url, timeout=30) as client:
+    with serve(create_app(configured, FAST, env_path=env_path, operator=operator)) as url:
+        stranger = httpx.get(url + "/")
+        with signed_in_browser(url, operator) as client:
             home = client.get("/")
             setup_pages = [client.get(path) for path in ("/setup/manifest", "/setup/callback")]
 
+    assert stranger.status_code == 403
+    assert "42" not in stranger.text
     assert home.status_code == 200
-    assert "Baton is configured" in home.text
-    assert "42" in home.text
-    for path in ("/healthz", "/readyz", "/metrics"):
+    assert "GitHub App id 42" in home.text
+    # The test settings hold no model key, and a key that is no key: both are on the list.
+    assert "ANTHROPIC_API_KEY is not set" in home.text
+    assert "BATON_GITHUB_PRIVATE_KEY does not hold a PEM private key" in home.text
+    for path in ("/runs", "/readyz", "/metrics"):
         assert f'href="{path}"' in home.text
     assert [page.status_code for page in setup_pages] == [404, 404]
 
@@ -450,16 +456,17 @@ def test_restarted_baton_uses_the_saved_app_and_takes_its_deliveries(
         data_dir=settings.data_dir,
     )
 
-    with serve(create_app(restarted, FAST, env_path=env_path)) as url:
-        with httpx.Client(base_url=url, timeout=30) as client:
+    operator = OperatorAccess(setup_mode=False)
+    with serve(create_app(restarted, FAST, env_path=env_path, operator=operator)) as url:
+        with signed_in_browser(url, operator) as client:
             home = client.get("/")
             callback = client.get("/setup/callback", params={"code": "c", "state": "s"})
         delivery = double.send_webhook(
             url + "/api/github/webhooks", "issues", payload("issues.labeled")
         )
 
-    assert "Baton is configured" in home.text
     assert f"GitHub App id {double.app_id}" in home.text
+    assert "GitHub knows the App as" in home.text
     assert callback.status_code == 404
     assert (delivery.status_code, delivery.json()) == (202, {"status": "queued"})
 

@@ -6,8 +6,8 @@ stranger's request arrives from 127.0.0.1 with `Host` rewritten to the upstream 
 rule about addresses or headers can tell the two apart, and none is used. A request is the
 operator's only when it carries something only the operator has:
 - the one-time code Baton makes at start (`secrets`, kept in memory only) and prints on its
-  terminal and in its log as a sign-in link, `http://HOST:PORT/?code=…` in setup mode,
-  `…/runs?code=…` otherwise. Opening the link opens a session: an HttpOnly cookie, then a
+  terminal and in its log as a sign-in link, `http://HOST:PORT/?code=…` (it also works on
+  `/runs`). Opening the link opens a session: an HttpOnly cookie, then a
   redirect to the same page without the code;
 - for scripts, `Authorization: Bearer <BATON_DASHBOARD_TOKEN>` (checked in `webhooks.deps`).
 
@@ -72,9 +72,8 @@ class OperatorAccess:
         return "lax" if self.setup_mode else "strict"
 
     def sign_in_link(self, base_url: str) -> str:
-        """The link that signs the operator in: the setup page in setup mode, else the runs."""
-        path = "/" if self.setup_mode else "/runs"
-        return f"{base_url.rstrip('/')}{path}?{SIGN_IN_PARAMETER}={self.code}"
+        """The link that signs the operator in: the home page, setup or the checklist."""
+        return f"{base_url.rstrip('/')}/?{SIGN_IN_PARAMETER}={self.code}"
 
     def code_matches(self, given: str) -> bool:
         """True only for this process's code; compared in constant time."""

@@ -21,7 +21,7 @@ BatonDep = Annotated[Baton, Depends(get_baton)]
 
 NEEDS_CREDENTIALS = (
     "run data needs credentials: open the sign-in link Baton printed when it started "
-    "(…/runs?code=…), or send Authorization: Bearer <BATON_DASHBOARD_TOKEN>"
+    "(…/?code=…), or send Authorization: Bearer <BATON_DASHBOARD_TOKEN>"
 )
 
 

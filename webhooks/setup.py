@@ -1,4 +1,5 @@
-"""`GET /` and, in setup mode, `GET /setup/...`: registering Baton on GitHub (App Manifest flow).
+"""`GET /`: the operator's checklist once Baton is registered; in setup mode, `/setup/...`:
+registering Baton on GitHub (App Manifest flow).
 
 Setup mode is for the operator only: every setup page needs the session that Baton's printed
 sign-in link opens (`webhooks.access`), and answers 403 without it, saying where the link is.
@@ -14,7 +15,9 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+from starlette.concurrency import run_in_threadpool
 
+from bot.doctor import Finding, examine
 from bot.github.manifest import (
     AlreadyRegistered,
     ChoiceError,
@@ -48,8 +51,15 @@ def _configured_router(settings: Settings) -> APIRouter:
     router = APIRouter()
 
     @router.get("/", response_class=HTMLResponse)
-    async def home() -> HTMLResponse:
-        return page("Baton is configured", _configured_body(settings))
+    async def home(session: OperatorSession) -> HTMLResponse:
+        if session is None:
+            return code_needed_page(
+                "Baton",
+                "Baton is running. Its checklist and runs are for its operator: this browser "
+                "has not signed in with the link Baton printed when it started.",
+            )
+        findings = await run_in_threadpool(examine, settings)
+        return page(_home_title(findings), _configured_body(settings, findings))
 
     return router
 
@@ -201,10 +211,30 @@ Baton should work on.</li>
 </ol>"""
 
 
-def _configured_body(settings: Settings) -> str:
+def _home_title(findings: list[Finding]) -> str:
+    problems = sum(not finding.ok for finding in findings)
+    return f"Baton: {problems} thing(s) to fix" if problems else "Baton is ready"
+
+
+def _configured_body(settings: Settings, findings: list[Finding]) -> str:
+    items = "\n".join(_checklist_item(finding) for finding in findings)
     links = " · ".join(
-        f'<a href="{path}">{path}</a>' for path in ("/healthz", "/readyz", "/metrics")
+        f'<a href="{path}">{label}</a>'
+        for path, label in (("/runs", "Runs"), ("/readyz", "Readiness"), ("/metrics", "Metrics"))
     )
     return f"""<p>GitHub App id {escape(str(settings.github_app_id))} on
-{escape(settings.github_url)}. Label an issue to start a run.</p>
+{escape(settings.github_url)}. Label an issue <code>baton</code> on a repository where the App is
+installed to start a run.</p>
+<ul>
+{items}
+</ul>
 <p>{links}</p>"""
+
+
+def _checklist_item(finding: Finding) -> str:
+    if finding.ok:
+        return f"<li>✓ <strong>{escape(finding.name)}</strong>: {escape(finding.detail)}</li>"
+    return (
+        f"<li>✗ <strong>{escape(finding.name)}</strong>: {escape(str(finding.problem))}. "
+        f"{escape(finding.fix)}</li>"
+    )
