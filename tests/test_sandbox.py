@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
 import shlex
 import shutil
 import tempfile
@@ -18,8 +20,11 @@ from bot.sandbox import (
     Sandbox,
     SandboxLimits,
     SandboxUnavailable,
+    runner,
     sandbox_available,
+    view,
 )
+from bot.sandbox.limits import writable_hierarchies
 from tests.sandboxes import PYTHON, make_mirror_and_worktree
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -320,6 +325,61 @@ async def test_a_bwrap_that_cannot_sandbox_is_never_given_the_command(
     assert "--unshare-all" in calls.read_text()  # the probe ran, and the command never did
     assert "ran-marker" not in calls.read_text()
     assert not (worktree / "ran-marker").exists()
+
+
+async def test_a_bwrap_that_never_reports_its_sandbox_is_killed_in_time(
+    worktree: Path, reachable_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = f"1000.{uuid.uuid4().int % 10**9}"
+    fake = reachable_folder / "fake-bin"
+    fake.mkdir()
+    fake.chmod(0o755)
+    # Passes the probe, then hangs where a sandbox's report was due.
+    (fake / "bwrap").write_text(
+        f'#!/bin/sh\ncase "$*" in *--info-fd*) exec sleep {marker} ;; esac\nexit 0\n'
+    )
+    (fake / "bwrap").chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake))
+    monkeypatch.setattr(runner, "_SETUP_SECONDS", 1.0)
+
+    with pytest.raises(SandboxUnavailable, match="did not start the sandbox within 1 s"):
+        await asyncio.wait_for(Sandbox(worktree).run("touch ran"), 30)
+
+    assert processes_matching(marker) == []
+    assert not (worktree / "ran").exists()
+
+
+def baton_cgroups() -> list[Path]:
+    """This process's command cgroups that still exist."""
+    return [
+        folder
+        for hierarchy in writable_hierarchies() or ()
+        for folder in hierarchy.directory.glob(f"baton-sandbox-{os.getpid()}-*")
+    ]
+
+
+def open_descriptors() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+async def test_a_view_that_cannot_be_built_leaves_no_cgroup_and_no_descriptor(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if writable_hierarchies() is None:
+        pytest.skip("no cgroup can be made for commands here")
+    await sandbox.run("true")  # the probe and the worker threads are in place from now on
+    before = open_descriptors()
+
+    def failing(tmp_bytes: int) -> list[str]:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    # Past the pipes holding /etc's files, after the cgroup was made.
+    monkeypatch.setattr(view, "private_mounts", failing)
+    with pytest.raises(OSError, match="Too many open files"):
+        await sandbox.run("touch ran")
+
+    assert baton_cgroups() == []
+    assert open_descriptors() == before
 
 
 async def test_the_result_is_json_for_the_model(sandbox: Sandbox) -> None:

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from bot.git.runner import GitRunner
+from bot.git.worktree import delete_tree
 from bot.sandbox import CommandResult, Sandbox, SandboxLimits
+from bot.sandbox.tree import MAX_DEPTH
 from tests.sandboxes import PYTHON, PYTHON_PATHS, make_mirror_and_worktree
 
 MIB = 1024 * 1024
@@ -221,6 +223,24 @@ async def test_filling_the_worktree_past_its_cap_is_stopped(worktree: Path) -> N
     assert not result.timed_out
     assert "disk limit" in result.output
     assert not (worktree / "f1000").exists()
+
+
+async def test_folders_nested_too_deep_to_measure_stop_at_the_disk_limit(
+    sandbox: Sandbox, worktree: Path
+) -> None:
+    chain = python("import os\nfor _ in range(5000): os.mkdir('d'); os.chdir('d')")
+
+    try:
+        result = await sandbox.run(chain)
+        refused = await sandbox.run("echo ran")
+    finally:
+        await asyncio.to_thread(delete_tree, worktree)
+
+    assert result.limit == "disk"
+    assert f"folders nest deeper than {MAX_DEPTH} levels" in result.output
+    assert refused.limit == "disk"
+    assert "the command was not started" in refused.output
+    assert not await asyncio.to_thread(worktree.exists)
 
 
 async def test_no_command_starts_on_a_nearly_full_disk(worktree: Path) -> None:

@@ -6,13 +6,12 @@ import asyncio
 import logging
 import os
 import re
-import shutil
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.git.runner import GitRunner
+from bot.sandbox import tree
 
 logger = logging.getLogger(__name__)
 # Ids become path components and trailer values: no separators, no leading dot or dash.
@@ -275,33 +274,18 @@ async def remove_worktree(runner: GitRunner, mirror_path: Path, path: Path) -> N
 
 def delete_tree(path: Path) -> None:
     """Delete `path` and all inside it, also folders a command closed to its own user (`chmod
-    000`, read-only folders of read-only files). What cannot be deleted is logged and left."""
-    if not path.exists() and not path.is_symlink():
+    000`, read-only folders of read-only files) and folders nested past the depth a walk holds
+    open. What cannot be deleted is logged and left."""
+    try:
+        # Baton's own folder, named by Baton: only what lies inside it is the commands'.
+        parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
         return
     try:
-        if path.is_symlink() or not path.is_dir():
-            path.unlink()
-            return
-        _open_folders(path)
-        shutil.rmtree(path)
+        tree.delete(parent, path.name)
     except OSError as error:
         logger.warning(
             "a worktree could not be deleted", extra={"path": str(path), "error": str(error)}
         )
-
-
-def _open_folders(top: Path) -> None:
-    """Give the owner (Baton, when not root) entry to every folder under `top`, so that
-    everything in them can be deleted; root enters them anyway."""
-    if os.geteuid() == 0:
-        return
-    _let_owner_in(str(top))
-    for _, folders, _, parent in os.fwalk(top, follow_symlinks=False):
-        for name in folders:
-            _let_owner_in(name, parent)
-
-
-def _let_owner_in(name: str, parent: int | None = None) -> None:
-    entry = os.stat(name, dir_fd=parent, follow_symlinks=False)
-    if stat.S_ISDIR(entry.st_mode) and entry.st_uid == os.geteuid():
-        os.chmod(name, stat.S_IMODE(entry.st_mode) | stat.S_IRWXU, dir_fd=parent)
+    finally:
+        os.close(parent)

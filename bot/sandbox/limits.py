@@ -173,17 +173,29 @@ def describe_enforcement() -> dict[str, str]:
     """How each limit is held on this machine, for logs and the operator."""
     cgroup = writable_hierarchies() is not None
     return {
-        MEMORY: "cgroup memory limit, /tmp's pages included"
+        MEMORY: "cgroup memory limit on the whole command, /tmp's pages included"
         if cgroup
-        else "RLIMIT_AS per process (no writable cgroup); /tmp is bounded on its own",
+        else "RLIMIT_AS on each process on its own (no writable cgroup); /tmp is bounded apart",
         PROCESSES: "cgroup pids.max"
         if cgroup
-        else "RLIMIT_NPROC of the sandbox's own user (none when Baton is not root)",
+        else "RLIMIT_NPROC, counted per user: the sandbox's own user, or its user namespace",
         FILE_SIZE: "RLIMIT_FSIZE",
         TMP: "size of the private tmpfs",
         DISK: "watchdog measuring the worktree, and a floor of free space on its disk",
         TIME: "wall clock; the whole pid namespace is killed",
     }
+
+
+def enforcement_caveat() -> str | None:
+    """What an operator must know when the limits hold less than they say, else None."""
+    if writable_hierarchies() is not None:
+        return None
+    return (
+        "no cgroup can be made for sandboxed commands here, so the memory limit holds each "
+        "process on its own, not a command as a whole (a command may use it once per process "
+        "it starts), and the process limit counts the processes of a user; give Baton writable "
+        "cgroup v1 memory and pids hierarchies to hold a command as a whole"
+    )
 
 
 @cache

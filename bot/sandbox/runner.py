@@ -31,6 +31,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 from types import MappingProxyType
 
@@ -47,6 +48,7 @@ from bot.sandbox.limits import (
     Cgroup,
     SandboxLimits,
     describe_enforcement,
+    enforcement_caveat,
     rlimit_arguments,
 )
 from bot.sandbox.network import Network, connect
@@ -204,6 +206,8 @@ class Sandbox:
         usage = disk.measure(self.worktree, self.limits.file_bytes)
         # Files already at the file size limit before a command are not its doing.
         self.long_files = usage.long_files
+        if usage.unmeasured:
+            return f"the command was not started at the disk limit: {usage.unmeasured}"
         used = usage.bytes
         if used > self.limits.worktree_bytes:
             return (
@@ -225,8 +229,18 @@ class Sandbox:
             if problem is not None:
                 raise SandboxUnavailable(problem)
             self._checked_bwrap = bwrap
-            logger.info("sandbox limits", extra={"enforcement": describe_enforcement()})
+            _log_enforcement()
         return bwrap
+
+
+@cache
+def _log_enforcement() -> None:
+    # Once per process: whether a cgroup can be made does not change while Baton runs.
+    caveat = enforcement_caveat()
+    if caveat is None:
+        logger.info("sandbox limits", extra={"enforcement": describe_enforcement()})
+    else:
+        logger.warning("sandbox limits: %s", caveat, extra={"enforcement": describe_enforcement()})
 
 
 @dataclass(frozen=True)
@@ -256,7 +270,19 @@ class _Run:
         self.file_at_limit = False
 
     async def execute(self, seconds: float) -> _Ending:
-        self.cgroup = await asyncio.to_thread(Cgroup.create, self.limits)
+        try:
+            self.cgroup = await asyncio.to_thread(Cgroup.create, self.limits)
+            sandboxed = await self._start()
+        except BaseException:
+            await self._clean_up()
+            raise
+        try:
+            return await self._supervise(sandboxed, seconds)
+        finally:
+            await sandboxed.stop()
+            await self._clean_up()
+
+    async def _start(self) -> _Sandboxed:
         view = build_view(
             self.sandbox.worktree,
             self.sandbox.extra_read_only,
@@ -266,17 +292,9 @@ class _Run:
             shared=self.sandbox.shared,
         )
         try:
-            sandboxed = await _Sandboxed.start(self._argv(view), view, self.output)
-        except BaseException:
-            await self._clean_up()
-            raise
+            return await _Sandboxed.start(self._argv(view), view, self.output)
         finally:
             view.close()
-        try:
-            return await self._supervise(sandboxed, seconds)
-        finally:
-            await sandboxed.stop()
-            await self._clean_up()
 
     async def _supervise(self, sandboxed: _Sandboxed, seconds: float) -> _Ending:
         pid = await sandboxed.first_pid(_SETUP_SECONDS)
@@ -358,7 +376,9 @@ class _Run:
         usage = disk.measure(self.sandbox.worktree, self.limits.file_bytes)
         self.file_at_limit |= bool(usage.long_files - self.sandbox.long_files)
         free = disk.free_bytes(self.sandbox.worktree)
-        if usage.bytes > self.limits.worktree_bytes:
+        if usage.unmeasured:
+            problem = usage.unmeasured
+        elif usage.bytes > self.limits.worktree_bytes:
             problem = f"the worktree took over {self.limits.worktree_bytes // MIB} MiB"
         elif free < self.limits.min_free_disk_bytes:
             problem = f"only {free // MIB} MiB stayed free on the worktree's disk"
@@ -638,20 +658,34 @@ class _Sandboxed:
         return self._process.returncode
 
     async def first_pid(self, seconds: float) -> int:
-        """The host pid of the sandbox's first process, from bwrap's `--info-fd` report."""
+        """The host pid of the sandbox's first process, from bwrap's `--info-fd` report;
+        SandboxUnavailable when there is none, once bwrap is gone (killed, when it stays silent
+        for `seconds`)."""
         try:
             report = await asyncio.wait_for(asyncio.to_thread(_read_report, self._info), seconds)
         except TimeoutError:
             report = None
-        self._info = -1
+        self._info = -1  # the reading thread closes it, once bwrap is gone if not before
         pid = _child_pid(report)
         if pid is None:
-            await self._process.wait()
-            await self._reader
-            words = self._output.text().strip() or f"exit status {self._process.returncode}"
-            raise SandboxUnavailable(f"bwrap did not start the sandbox: {words}")
+            raise SandboxUnavailable(await self._why_not_started(report is None, seconds))
         self._pid = pid
         return pid
+
+    async def _why_not_started(self, hung: bool, seconds: float) -> str:
+        """Wait for a bwrap that reported no sandbox to end, killing it first when it said
+        nothing within `seconds` (`hung`), and say why it started none."""
+        if hung:
+            _kill_group(self._process.pid)  # no sandbox yet: its process group is all there is
+        await self._process.wait()
+        await self._reader
+        if hung:
+            return (
+                f"bwrap did not start the sandbox within {seconds:g} s and was killed; "
+                "check that bubblewrap runs on this machine"
+            )
+        words = self._output.text().strip() or f"exit status {self._process.returncode}"
+        return f"bwrap did not start the sandbox: {words}"
 
     def release(self) -> None:
         """Let the command start (bwrap waits on `--block-fd` until now)."""

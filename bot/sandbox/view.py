@@ -150,28 +150,33 @@ def build_view(
     network: bool,
     shared: SharedFolder | None = None,
 ) -> View:
-    """The whole file system of one command (see the module)."""
+    """The whole file system of one command (see the module); its descriptors are the
+    caller's to close, unless this raises."""
     view = View()
-    view.arguments += system_mounts()
-    view.arguments += etc_mounts()
-    for name, content in account_files(user).items():
-        view.data(content, str(ETC / name))
-    view.data(_HOSTS, "/etc/hosts")
-    view.data(f"{SANDBOX_HOSTNAME}\n", "/etc/hostname")
-    view.data(_NSSWITCH, "/etc/nsswitch.conf")
-    if network:
-        view.data(_RESOLVER, "/etc/resolv.conf")
-    view.arguments += private_mounts(tmp_bytes)
-    for path in extra_read_only:
-        view.arguments += ["--ro-bind", view.source(path, user), str(path)]
-    if shared is not None:
-        mount = "--bind" if shared.writable else "--ro-bind"
-        view.arguments += [mount, view.source(shared.path, user), str(SHARED)]
-    source = view.source(worktree, user)
-    view.arguments += ["--bind", source, str(WORKSPACE)]
-    if _plain_entry(worktree / ".git"):
-        # Baton's own git follows this file on the host; a command must not redirect it.
-        view.arguments += ["--ro-bind", f"{source}/.git", str(WORKSPACE / ".git")]
+    try:
+        view.arguments += system_mounts()
+        view.arguments += etc_mounts()
+        for name, content in account_files(user).items():
+            view.data(content, str(ETC / name))
+        view.data(_HOSTS, "/etc/hosts")
+        view.data(f"{SANDBOX_HOSTNAME}\n", "/etc/hostname")
+        view.data(_NSSWITCH, "/etc/nsswitch.conf")
+        if network:
+            view.data(_RESOLVER, "/etc/resolv.conf")
+        view.arguments += private_mounts(tmp_bytes)
+        for path in extra_read_only:
+            view.arguments += ["--ro-bind", view.source(path, user), str(path)]
+        if shared is not None:
+            mount = "--bind" if shared.writable else "--ro-bind"
+            view.arguments += [mount, view.source(shared.path, user), str(SHARED)]
+        source = view.source(worktree, user)
+        view.arguments += ["--bind", source, str(WORKSPACE)]
+        if _plain_entry(worktree / ".git"):
+            # Baton's own git follows this file on the host; a command must not redirect it.
+            view.arguments += ["--ro-bind", f"{source}/.git", str(WORKSPACE / ".git")]
+    except BaseException:
+        view.close()  # the pipes made before the failure
+        raise
     return view
 
 
