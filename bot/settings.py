@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +51,9 @@ class Settings(BaseSettings):
     # Bytes of webhook bodies held before their signature is checked, over all connections of
     # this process; a delivery that would pass it is answered 503 with Retry-After.
     webhook_buffer_bytes: int = Field(default=4 * WEBHOOK_BODY_LIMIT, ge=WEBHOOK_BODY_LIMIT)
+    # A channel of a webhook relay such as smee.io: its deliveries are taken as GitHub's, for a
+    # server GitHub cannot reach.
+    webhook_proxy_url: str | None = None
     github_api_url: str = "https://api.github.com"
     github_url: str = "https://github.com"
     database_url: str | None = None
@@ -110,6 +115,13 @@ class Settings(BaseSettings):
         if value is None or not value.strip():
             return None
         return cls._http_url(value.strip())
+
+    @field_validator("webhook_proxy_url")
+    @classmethod
+    def _relay_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return _usable_relay_url(value.strip())
 
     @field_validator("database_url")
     @classmethod
@@ -173,6 +185,31 @@ def _usable_database_url(value: str) -> str:
     except ImportError as error:
         raise ValueError(f"the driver for {url.drivername!r} is not installed ({error})") from None
     return value
+
+
+def _usable_relay_url(value: str) -> str:
+    """`value` if it is an https address, or http to this machine; a ValueError otherwise."""
+    try:
+        parts = urlsplit(value)
+        secure = parts.scheme == "https" and bool(parts.hostname)
+        local = parts.scheme == "http" and _is_loopback(parts.hostname)
+    except ValueError:  # a malformed host or port
+        secure = local = False
+    if (secure or local) and value.isprintable() and " " not in value:
+        return value
+    raise ValueError(
+        "expected a relay channel's https address, such as https://smee.io/CHANNEL "
+        "(plain http only on a loopback host)"
+    )
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings(**overrides: object) -> Settings:

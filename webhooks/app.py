@@ -15,6 +15,7 @@ from bot.settings import Settings
 from webhooks import github, ops, runs, setup
 from webhooks.access import OperatorAccess, add_sign_in_links
 from webhooks.github import BodyLimits
+from webhooks.relay import relaying
 
 
 def create_app(
@@ -32,10 +33,14 @@ def create_app(
     `integrations` replaces the GitHub, git and model clients made from the settings.
     `operator` holds the code whose sign-in link the operator was shown (default: a new one,
     which nobody has seen). `body_limits` replaces how webhook bodies are read, from the settings.
+    With `webhook_proxy_url` set, deliveries read from that relay reach the same endpoint.
     """
     access = operator or OperatorAccess(setup_mode=not settings.has_app_credentials)
     api = _create_api(settings, tuning, env_path or Path(".env"), integrations, access)
-    return github.WebhookEndpoint(api, body_limits or BodyLimits.from_settings(settings))
+    endpoint = github.WebhookEndpoint(api, body_limits or BodyLimits.from_settings(settings))
+    # The lifespan's relay hands its deliveries to this very endpoint, as GitHub's arrive.
+    api.state.webhook_endpoint = endpoint
+    return endpoint
 
 
 def _create_api(
@@ -52,7 +57,8 @@ def _create_api(
         app.state.baton = baton
         await baton.start()
         try:
-            yield
+            async with relaying(settings.webhook_proxy_url, app.state.webhook_endpoint):
+                yield
         finally:
             await baton.stop()
 
