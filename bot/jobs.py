@@ -12,6 +12,7 @@ from bot import (
     execution,
     failures,
     installations,
+    labels,
     planning,
     retention,
     revisions,
@@ -98,24 +99,27 @@ async def handle_review(context: JobContext, delivery_id: int) -> None:
 
 
 async def sync_installation(context: JobContext, delivery_id: int) -> None:
-    """`installation.*`: keep the installations table current."""
+    """`installation.*`: keep the installations table current; a new installation's
+    repositories get the trigger label."""
 
     def step(session: Session) -> None:
-        installations.apply_installation_event(
-            session, load_event(session, delivery_id, InstallationEvent)
-        )
+        event = load_event(session, delivery_id, InstallationEvent)
+        installations.apply_installation_event(session, event)
+        if event.action == "created":
+            labels.queue_trigger_labels(session, event.repositories or [])
 
     await context.store.run(step)
     await retention.forget_uninstalled_mirrors(context)
 
 
 async def sync_installation_repositories(context: JobContext, delivery_id: int) -> None:
-    """`installation_repositories.*`: keep the installation's repositories current."""
+    """`installation_repositories.*`: keep the installation's repositories current; added ones
+    get the trigger label."""
 
     def step(session: Session) -> None:
-        installations.apply_repositories_event(
-            session, load_event(session, delivery_id, InstallationRepositoriesEvent)
-        )
+        event = load_event(session, delivery_id, InstallationRepositoriesEvent)
+        installations.apply_repositories_event(session, event)
+        labels.queue_trigger_labels(session, event.repositories_added)
 
     await context.store.run(step)
     await retention.forget_uninstalled_mirrors(context)
@@ -129,6 +133,7 @@ JOBS: dict[str, JobFunction] = {
     "handle_review": handle_review,
     "sync_installation": sync_installation,
     "sync_installation_repositories": sync_installation_repositories,
+    labels.LABEL_JOB: labels.create_trigger_label,
     failures.ANNOUNCE_JOB: failures.announce_failure,
     retention.PRUNE_JOB: retention.prune_records,
     runs.CLEAR_RUN_JOB: retention.clear_run_files,

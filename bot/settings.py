@@ -1,14 +1,21 @@
-"""One settings object for the whole process, read from the environment and `.env` on demand."""
+"""One settings object for the whole process, read from the environment and `.env` on demand.
+
+Where the files are (`env_files`, `env_file_for_writing`, `default_data_dir`) is decided here
+only: Baton may run from a folder it cannot write to (a package installed system-wide, a
+container's `/app`), and then keeps `.env` and its data in the data directory instead.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
@@ -16,6 +23,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 ENV_PREFIX = "BATON_"
+ENV_FILE = ".env"
+DATA_DIR_VARIABLE = ENV_PREFIX + "DATA_DIR"
 MODEL_PROVIDERS = ("anthropic", "openai")
 # GitHub caps webhook payloads at 25 MB; a larger body is answered 413.
 WEBHOOK_BODY_LIMIT = 25 * 1024 * 1024
@@ -25,12 +34,53 @@ class SettingsError(ValueError):
     """A setting has a value Baton cannot use; the message names the variable."""
 
 
+def working_directory_writable() -> bool:
+    """True when Baton may create files in the folder it was started from."""
+    return os.access(Path.cwd(), os.W_OK | os.X_OK)
+
+
+def default_data_dir() -> Path:
+    """`./.baton` when the working directory is writable, else a per-user folder:
+    `$XDG_DATA_HOME/baton`, or `~/.local/share/baton`."""
+    if working_directory_writable():
+        return Path(".baton")
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    # The XDG spec says a relative XDG_DATA_HOME is invalid and must be ignored.
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"
+    return base / "baton"
+
+
+def configured_data_dir() -> Path:
+    """`BATON_DATA_DIR` from the environment, else from `./.env`, else `default_data_dir()`."""
+    typed = os.environ.get(DATA_DIR_VARIABLE) or dotenv_values(ENV_FILE).get(DATA_DIR_VARIABLE)
+    return Path(typed) if typed else default_data_dir()
+
+
+def env_files(data_dir: Path | None = None) -> tuple[Path, Path]:
+    """The `.env` files settings are read from, the later winning: the data directory's, then
+    the working directory's. Environment variables win over both.
+
+    The working directory's file wins because it is the one a person writes by hand where they
+    start Baton; the data directory's holds what setup mode saved when it could not write there.
+    """
+    return (data_dir or configured_data_dir()) / ENV_FILE, Path(ENV_FILE)
+
+
+def env_file_for_writing(settings: Settings) -> Path:
+    """Where setup mode saves the new App's credentials: `./.env` when the working directory
+    is writable, else `.env` in the data directory (whose folder may not exist yet)."""
+    if working_directory_writable():
+        return Path(ENV_FILE)
+    return settings.data_dir / ENV_FILE
+
+
 class Settings(BaseSettings):
     """Process-wide settings (CONTRACT §3). Secrets are `SecretStr` so they never print."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
-        env_file=".env",
+        # Which files are read is `load_settings`'s choice (`env_files`); `Settings()` reads none.
+        env_file=None,
         env_file_encoding="utf-8",
         extra="ignore",
         # The providers' variables below have their own names; tests may pass field names.
@@ -57,7 +107,7 @@ class Settings(BaseSettings):
     github_api_url: str = "https://api.github.com"
     github_url: str = "https://github.com"
     database_url: str | None = None
-    data_dir: Path = Path(".baton")
+    data_dir: Path = Field(default_factory=default_data_dir)
     executor: Literal["local", "procrastinate"] = "local"
     orchestrator_model: str = "anthropic/claude-opus-4-6"
     worker_model: str = "anthropic/claude-sonnet-4-6"
@@ -129,6 +179,12 @@ class Settings(BaseSettings):
         if value is None or not value.strip():
             return None
         return _usable_database_url(value.strip())
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: object) -> object:
+        # `BATON_DATA_DIR=` would otherwise be the working directory itself.
+        return default_data_dir() if isinstance(value, str) and not value.strip() else value
 
     @field_validator("github_api_url", "github_url")
     @classmethod
@@ -213,7 +269,9 @@ def _is_loopback(host: str | None) -> bool:
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Build settings, turning every problem into one line per variable that names it."""
+    """Build settings from the environment and `env_files()`, turning every problem into one
+    line per variable that names it."""
+    overrides = {"_env_file": env_files(), **overrides}
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:

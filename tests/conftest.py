@@ -18,7 +18,13 @@ from tests.support import FAST, SECRET, serve
 from webhooks.app import create_app
 
 # The GitHub double, as the `github` fixture.
-pytest_plugins = ["tests.doubles.fixtures", "tests.world", "tests.jobs_by_hand", "tests.sandboxes"]
+pytest_plugins = [
+    "tests.doubles.fixtures",
+    "tests.world",
+    "tests.jobs_by_hand",
+    "tests.sandboxes",
+    "tests.setup_browser",
+]
 
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from bot.settings import Settings, SettingsError, load_settings
+from bot.settings import (
+    Settings,
+    SettingsError,
+    env_file_for_writing,
+    env_files,
+    load_settings,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -149,3 +155,72 @@ def test_an_unreadable_private_key_file_names_the_variable(tmp_path: Path) -> No
         missing.private_key_pem()
     with pytest.raises(SettingsError, match="BATON_GITHUB_PRIVATE_KEY or"):
         Settings(_env_file=None).private_key_pem()  # type: ignore[call-arg]
+
+
+# Where `.env` and the data directory are: the working directory when Baton may write there.
+
+
+def test_the_data_directorys_dotenv_is_read_and_the_working_directorys_wins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / ".env").write_text("BATON_PORT=4000\nBATON_WEBHOOK_SECRET=from-data-dir\n")
+    (tmp_path / ".env").write_text("BATON_PORT=5000\n")
+    monkeypatch.setenv("BATON_DATA_DIR", str(data))
+
+    from_files = load_settings()
+    monkeypatch.setenv("BATON_PORT", "6000")
+    from_environment = load_settings()
+
+    assert env_files() == (data / ".env", Path(".env"))
+    assert from_files.port == 5000  # the working directory's, written by hand, wins
+    assert from_files.webhook_secret is not None
+    assert from_files.webhook_secret.get_secret_value() == "from-data-dir"
+    assert from_environment.port == 6000  # the environment wins over both
+
+
+def test_the_working_directorys_dotenv_may_name_the_data_directory(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / ".env").write_text(f"BATON_DATA_DIR={elsewhere}\n")
+    (elsewhere / ".env").write_text("BATON_GITHUB_APP_ID=42\n")
+
+    settings = load_settings()
+
+    assert settings.data_dir == elsewhere
+    assert settings.github_app_id == 42
+
+
+def test_a_writable_working_directory_holds_the_data_and_the_saved_dotenv() -> None:
+    settings = load_settings()
+
+    assert settings.data_dir == Path(".baton")
+    assert env_file_for_writing(settings) == Path(".env")
+
+
+@pytest.mark.parametrize("xdg", ["", "relative/share"], ids=["unset", "relative"])
+def test_without_a_writable_working_directory_a_per_user_folder_is_used(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, xdg: str
+) -> None:
+    monkeypatch.setattr("bot.settings.working_directory_writable", lambda: False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", xdg)  # the XDG spec ignores a relative one
+    per_user = tmp_path / "home" / ".local" / "share" / "baton"
+    (tmp_path / "home").mkdir()
+
+    settings = load_settings()
+
+    assert settings.data_dir == per_user
+    assert env_files() == (per_user / ".env", Path(".env"))
+    assert env_file_for_writing(settings) == per_user / ".env"
+
+
+def test_xdg_data_home_places_the_per_user_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr("bot.settings.working_directory_writable", lambda: False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("BATON_DATA_DIR", "")  # blank: unset
+
+    assert load_settings().data_dir == tmp_path / "xdg" / "baton"

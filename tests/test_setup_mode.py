@@ -7,15 +7,12 @@ import logging
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-import yaml
 from pydantic import SecretStr
 
 from bot.github.manifest import (
@@ -23,101 +20,32 @@ from bot.github.manifest import (
     GitHubSite,
     ManifestError,
     PendingStates,
+    RegistrationChoice,
     api_url_for,
     credentials_for,
     load_app_yml,
     save_credentials,
 )
 from bot.settings import Settings
-from tests.doubles.github import GitHubDouble, RecordedRequest
+from tests.doubles.github import GitHubDouble
+from tests.setup_browser import (
+    APP_YML,
+    Form,
+    conversions,
+    issued_state,
+    manifest_page,
+    only_form,
+    operators_browser,
+    post_to_github,
+    register,
+    setup_settings,
+    signed_in_browser,
+)
 from tests.support import FAST, free_port, payload, serve
 from webhooks.access import OperatorAccess
 from webhooks.app import create_app
 
-APP_YML = yaml.safe_load((Path(__file__).parents[1] / "app.yml").read_text())
 PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAK\nline two\n-----END RSA PRIVATE KEY-----\n"
-
-
-@dataclass
-class Form:
-    """One HTML form as a browser would submit it: checked radios and every other named input."""
-
-    action: str
-    method: str
-    fields: dict[str, str] = field(default_factory=dict)
-
-
-class FormReader(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: list[Form] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        found = {name: value or "" for name, value in attrs}
-        if tag == "form":
-            self.forms.append(Form(found.get("action", ""), found.get("method", "get").lower()))
-        elif tag == "input" and self.forms and "name" in found:
-            if found.get("type") == "radio" and "checked" not in found:
-                return
-            self.forms[-1].fields[found["name"]] = found.get("value", "")
-
-
-def only_form(page: httpx.Response) -> Form:
-    reader = FormReader()
-    reader.feed(page.text)
-    assert len(reader.forms) == 1, page.text
-    return reader.forms[0]
-
-
-def setup_settings(
-    settings: Settings, github_url: str, github_api_url: str, **more: Any
-) -> Settings:
-    """The fixture's database and data directory, no App credentials: setup mode."""
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        database_url=settings.database_url,
-        data_dir=settings.data_dir,
-        github_url=github_url,
-        github_api_url=github_api_url,
-        **more,
-    )
-
-
-@pytest.fixture
-def env_path(tmp_path: Path) -> Path:
-    return tmp_path / ".env"
-
-
-@contextmanager
-def signed_in_browser(url: str, operator: OperatorAccess) -> Iterator[httpx.Client]:
-    """A browser that opened the operator's sign-in link."""
-    with httpx.Client(base_url=url, timeout=30) as browser:
-        signed_in = browser.get(operator.sign_in_link(url))
-        assert (signed_in.status_code, signed_in.headers["location"]) == (303, "/")
-        yield browser
-
-
-@contextmanager
-def operators_browser(settings: Settings, env_path: Path) -> Iterator[httpx.Client]:
-    """Baton served with `settings`, and a browser that opened the sign-in link it printed."""
-    operator = OperatorAccess(setup_mode=not settings.has_app_credentials)
-    app = create_app(settings, FAST, env_path=env_path, operator=operator)
-    with serve(app) as url, signed_in_browser(url, operator) as browser:
-        yield browser
-
-
-@pytest.fixture
-def setup_client(settings: Settings, env_path: Path) -> Iterator[httpx.Client]:
-    """Baton in setup mode for github.com (never contacted by these tests), signed in."""
-    github_com = setup_settings(settings, "https://github.com", "https://api.github.com")
-    with operators_browser(github_com, env_path) as client:
-        yield client
-
-
-def manifest_page(client: httpx.Client, **typed: str) -> httpx.Response:
-    """Fill the setup page's form as a person would and submit it."""
-    form = only_form(client.get("/"))
-    return client.request(form.method, form.action, data={**form.fields, **typed})
 
 
 def test_setup_page_defaults_to_this_server_and_the_configured_github(
@@ -134,7 +62,9 @@ def test_setup_page_defaults_to_this_server_and_the_configured_github(
         "organization": "",
         "github_url": "https://github.com",
         "public_url": str(setup_client.base_url).rstrip("/"),
+        "relay_url": "",
     }
+    assert '<a href="/setup/import">I already have an App</a>' in page.text
 
 
 def test_manifest_page_posts_app_yml_pointed_at_the_typed_public_address(
@@ -313,34 +243,33 @@ def test_api_address_follows_the_github_address(web_url: str, api_url: str) -> N
     assert api_url_for(web_url, settings) == api_url
 
 
-def test_a_state_is_good_once_and_only_within_its_lifetime() -> None:
+CHOICE = RegistrationChoice(
+    GitHubSite("https://github.com", "https://api.github.com"), None, "https://baton.example.org"
+)
+
+
+def test_a_state_is_good_until_forgotten_and_only_within_its_lifetime() -> None:
     now = [0.0]
     states = PendingStates(lifetime=60.0, limit=2, clock=lambda: now[0])
-    site = GitHubSite("https://github.com", "https://api.github.com")
 
-    used, expiring = states.issue(site, "session-1"), states.issue(site, "session-1")
-    assert states.take(used, "session-1") == site
-    assert states.take(used, "session-1") is None
+    used, expiring = states.issue(CHOICE, "session-1"), states.issue(CHOICE, "session-1")
+    assert states.find(used, "session-1") == CHOICE
+    assert states.find(used, "session-1") == CHOICE  # a failed exchange may be tried again
+    states.forget(used)
+    assert states.find(used, "session-1") is None
     now[0] = 61.0
-    assert states.take(expiring, "session-1") is None
-    first, second, third = (states.issue(site, "session-1") for _ in range(3))
-    assert states.take(first, "session-1") is None  # over the limit, the oldest is forgotten
-    assert (states.take(second, "session-1"), states.take(third, "session-1")) == (site, site)
+    assert states.find(expiring, "session-1") is None
+    first, second, third = (states.issue(CHOICE, "session-1") for _ in range(3))
+    assert states.find(first, "session-1") is None  # over the limit, the oldest is forgotten
+    assert (states.find(second, "session-1"), states.find(third, "session-1")) == (CHOICE,) * 2
 
 
 def test_a_state_is_good_only_in_the_session_that_began_it() -> None:
     states = PendingStates()
-    site = GitHubSite("https://github.com", "https://api.github.com")
-    state = states.issue(site, "session-1")
+    state = states.issue(CHOICE, "session-1")
 
-    assert states.take(state, "session-2") is None
-    assert states.take(state, "session-1") == site  # kept for its own session
-
-
-def issued_state(client: httpx.Client) -> str:
-    """The state of a manifest page, as GitHub would hand it back."""
-    action = only_form(manifest_page(client)).action
-    return parse_qs(urlsplit(action).query)["state"][0]
+    assert states.find(state, "session-2") is None
+    assert states.find(state, "session-1") == CHOICE  # kept for its own session
 
 
 def test_unreachable_github_is_a_clear_error_and_writes_nothing(
@@ -358,44 +287,11 @@ def test_unreachable_github_is_a_clear_error_and_writes_nothing(
     assert page.status_code == 502
     assert f"could not reach GitHub at {nobody}/api/v3" in page.text
     assert "start again" in page.text
-    assert again.status_code == 400  # the state was used up
+    assert again.status_code == 502  # the state is kept for a retry, which fails the same way
     assert not env_path.exists()
 
 
 # The whole flow against the GitHub double: Baton, a browser and GitHub over real HTTP.
-
-
-@pytest.fixture
-def double(tmp_path: Path) -> Iterator[GitHubDouble]:
-    with GitHubDouble(tmp_path / "github") as double:
-        yield double
-
-
-@pytest.fixture
-def baton(settings: Settings, double: GitHubDouble, env_path: Path) -> Iterator[httpx.Client]:
-    """Baton in setup mode, its GitHub address the double's, and the operator signed in."""
-    with operators_browser(
-        setup_settings(settings, double.url, double.api_url), env_path
-    ) as client:
-        yield client
-
-
-def post_to_github(form: Form) -> httpx.Response:
-    """The browser posting the manifest page's form to GitHub, which answers with a redirect."""
-    assert form.method == "post"
-    answer = httpx.post(form.action, data=form.fields, timeout=30)
-    assert answer.status_code == 302, answer.text
-    return answer
-
-
-def register(baton: httpx.Client, **typed: str) -> httpx.Response:
-    """A person registering Baton: setup page, manifest page, GitHub, back to Baton's callback."""
-    github_answer = post_to_github(only_form(manifest_page(baton, **typed)))
-    return baton.get(github_answer.headers["location"])
-
-
-def conversions(double: GitHubDouble) -> list[RecordedRequest]:
-    return [r for r in double.requests if r.route == "POST /app-manifests/{code}/conversions"]
 
 
 def test_registering_on_github_saves_the_new_apps_credentials(

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from bot.executor.local import ExecutorTuning
 from bot.integrations import Integrations
 from bot.service import Baton
-from bot.settings import Settings
+from bot.settings import Settings, env_file_for_writing
 from webhooks import github, ops, runs, setup
 from webhooks.access import OperatorAccess, add_sign_in_links
 from webhooks.github import BodyLimits
@@ -29,18 +29,28 @@ def create_app(
 ) -> github.WebhookEndpoint:
     """Build the app; its store, executor and recorder start with the app and stop with it.
 
-    In setup mode the new App's credentials are written to `env_path` (default `./.env`).
+    In setup mode the new App's credentials are written to `env_path` (default: `./.env`, or
+    the data directory's `.env` when the working directory is not writable).
     `integrations` replaces the GitHub, git and model clients made from the settings.
     `operator` holds the code whose sign-in link the operator was shown (default: a new one,
     which nobody has seen). `body_limits` replaces how webhook bodies are read, from the settings.
     With `webhook_proxy_url` set, deliveries read from that relay reach the same endpoint.
     """
     access = operator or OperatorAccess(setup_mode=not settings.has_app_credentials)
-    api = _create_api(settings, tuning, env_path or Path(".env"), integrations, access)
+    env_path = env_path or _env_file(settings)
+    api = _create_api(settings, tuning, env_path, integrations, access)
     endpoint = github.WebhookEndpoint(api, body_limits or BodyLimits.from_settings(settings))
     # The lifespan's relay hands its deliveries to this very endpoint, as GitHub's arrive.
     api.state.webhook_endpoint = endpoint
     return endpoint
+
+
+def _env_file(settings: Settings) -> Path:
+    path = env_file_for_writing(settings)
+    if not settings.has_app_credentials:
+        # With PostgreSQL nothing else may have made the data directory yet.
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
 
 
 def _create_api(

@@ -1,5 +1,6 @@
 """`GET /`: the operator's checklist once Baton is registered; in setup mode, `/setup/...`:
-registering Baton on GitHub (App Manifest flow).
+registering Baton on GitHub (App Manifest flow), or importing an App that already exists
+(`webhooks.setup_import`).
 
 Setup mode is for the operator only: every setup page needs the session that Baton's printed
 sign-in link opens (`webhooks.access`), and answers 403 without it, saying where the link is.
@@ -11,17 +12,16 @@ from __future__ import annotations
 import json
 from html import escape
 from pathlib import Path
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from bot.doctor import Finding, examine
+from bot.github.addresses import webhook_warning
 from bot.github.manifest import (
     AlreadyRegistered,
     ChoiceError,
-    CreatedApp,
     CredentialsNotSaved,
     ExchangeError,
     ManifestError,
@@ -33,11 +33,22 @@ from bot.github.manifest import (
     choose,
 )
 from bot.settings import Settings
+from webhooks import setup_import
 from webhooks.access import OperatorSession, code_needed_page
 from webhooks.github import WEBHOOK_PATH
 from webhooks.pages import page
+from webhooks.setup_import import IMPORT_PATH
+from webhooks.setup_pages import alert, operator_only, registered_page, typed_fields
 
 CALLBACK_PATH = "/setup/callback"
+RELAY_BELOW = "give a webhook relay address below"
+REGISTER_FIELDS = {
+    "account": "personal",
+    "organization": "",
+    "github_url": "",
+    "public_url": "",
+    "relay_url": "",
+}
 
 
 def create_router(settings: Settings, env_path: Path) -> APIRouter:
@@ -70,9 +81,9 @@ def _setup_router(flow: ManifestFlow) -> APIRouter:
     @router.get("/", response_class=HTMLResponse)
     async def home(request: Request, session: OperatorSession) -> HTMLResponse:
         if session is None:
-            return _operator_only()
+            return operator_only()
         if flow.registered is not None:
-            return page("Baton is registered", _success_body(flow.registered, flow))
+            return registered_page(flow)
         fields = _default_fields(flow.settings, request)
         return page("Register Baton on GitHub", _register_body(fields))
 
@@ -81,8 +92,8 @@ def _setup_router(flow: ManifestFlow) -> APIRouter:
     @router.post("/setup/manifest", response_class=HTMLResponse)
     async def manifest(request: Request, session: OperatorSession) -> HTMLResponse:
         if session is None:
-            return _operator_only()
-        fields = _typed_fields(await request.body())
+            return operator_only()
+        fields = typed_fields(await request.body(), REGISTER_FIELDS)
         try:
             flow.refuse_if_registered()
             choice = choose(flow.settings, **fields)
@@ -95,34 +106,31 @@ def _setup_router(flow: ManifestFlow) -> APIRouter:
         except ChoiceError as error:
             return page("Register Baton on GitHub", _register_body(fields, str(error)), 400)
         except SetupError as error:
-            return _error_page(error)
+            return _error_page(error, flow.settings)
         return page("Create the App on GitHub", _manifest_body(choice, form))
 
     @router.get(CALLBACK_PATH, response_class=HTMLResponse)
     async def callback(session: OperatorSession, code: str = "", state: str = "") -> HTMLResponse:
         if session is None:
-            return _operator_only()
+            return operator_only()
         try:
-            app = await flow.complete(code, state, session)
+            await flow.complete(code, state, session)
         except SetupError as error:
-            return _error_page(error)
-        return page("Baton is registered", _success_body(app, flow))
+            return _error_page(error, flow.settings)
+        return registered_page(flow)
 
+    router.include_router(setup_import.create_router(flow))
     return router
 
 
-def _operator_only() -> HTMLResponse:
-    return code_needed_page(
-        "Setup is for Baton's operator",
-        "Registering Baton on GitHub needs the setup code Baton printed when it started; this "
-        "browser has not signed in with it here. GitHub sends the browser back to the public "
-        "address you choose, so sign in and register at that same address.",
-    )
-
-
-def _error_page(error: SetupError) -> HTMLResponse:
+def _error_page(error: SetupError, settings: Settings) -> HTMLResponse:
     status, title = _error_status(error)
-    body = f'<p>{escape(str(error))}.</p>\n<p><a href="/">Back to the start</a></p>'
+    body = f"<p>{escape(str(error))}.</p>\n"
+    if isinstance(error, ExchangeError):
+        body += setup_import.recovery_body(error, settings)
+    elif isinstance(error, UnknownState):
+        body += f'<p><a href="{IMPORT_PATH}">I already have an App</a></p>\n'
+    body += '<p><a href="/">Back to the start</a></p>'
     return page(title, body, status)
 
 
@@ -141,18 +149,9 @@ def _error_status(error: SetupError) -> tuple[int, str]:
     return 400, "Registration stopped"
 
 
-def _typed_fields(body: bytes) -> dict[str, str]:
-    """The setup form's fields from its urlencoded body (the last copy of each wins)."""
-    typed = dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
-    defaults = {"account": "personal", "organization": "", "github_url": "", "public_url": ""}
-    return {name: typed.get(name, default) for name, default in defaults.items()}
-
-
 def _default_fields(settings: Settings, request: Request) -> dict[str, str]:
     # Behind a tunnel or proxy the address seen here is not GitHub's way in; the person can edit it.
-    return {
-        "account": "personal",
-        "organization": "",
+    return REGISTER_FIELDS | {
         "github_url": settings.github_url,
         "public_url": str(request.base_url).rstrip("/"),
     }
@@ -161,10 +160,10 @@ def _default_fields(settings: Settings, request: Request) -> dict[str, str]:
 def _register_body(fields: dict[str, str], error: str | None = None) -> str:
     personal = " checked" if fields["account"] != "organization" else ""
     organization = " checked" if fields["account"] == "organization" else ""
-    problem = f'<p role="alert"><strong>{escape(error)}.</strong></p>\n' if error else ""
-    return f"""{problem}<p>Baton has no GitHub App credentials yet, so it is in setup mode. This
-registers a GitHub App for it; GitHub then sends you back here and Baton saves the App's id,
-private key and webhook secret to its <code>.env</code> file.</p>
+    return f"""{alert(error)}<p>Baton has no GitHub App credentials yet, so it is in setup
+mode. This registers a GitHub App for it; GitHub then sends you back here and Baton saves the
+App's id, private key and webhook secret to its <code>.env</code> file.
+<a href="{IMPORT_PATH}">I already have an App</a>.</p>
 <form action="/setup/manifest" method="post">
 <fieldset><legend>Owner of the App</legend>
 <label><input type="radio" name="account" value="personal"{personal}> My personal account
@@ -181,34 +180,43 @@ private key and webhook secret to its <code>.env</code> file.</p>
 <small>GitHub sends webhooks here, and sends this browser back here once the App is created.
 Behind a tunnel or proxy, type the address GitHub can reach, and open this page at that address
 too: the sign-in does not carry over from one address to another.</small></p>
+{_address_warning(fields["public_url"], RELAY_BELOW)}
+<p><label>Webhook relay address (optional)<br><input name="relay_url" size="50"
+ value="{escape(fields["relay_url"])}" placeholder="https://smee.io/…"></label><br>
+<small>For a server GitHub cannot reach: a relay channel, such as one made at
+<a href="https://smee.io/new">https://smee.io/new</a>. GitHub then sends webhooks to the relay
+and Baton fetches them from it; your browser still comes back to the public address.</small></p>
 <p><button type="submit">Continue</button></p>
 </form>"""
+
+
+def _address_warning(public_url: str, advice: str) -> str:
+    """A warning when GitHub.com could not deliver webhooks to `public_url`, with `advice`
+    (HTML); else nothing."""
+    warning = webhook_warning(public_url)
+    if warning is None:
+        return ""
+    return f"""<p role="status"><strong>{escape(warning)}.</strong> For GitHub.com, {advice} (a
+GitHub Enterprise Server on your network may reach a private address).</p>"""
 
 
 def _manifest_body(choice: RegistrationChoice, form: RegistrationForm) -> str:
     owner = f"the organization {choice.organization}" if choice.organization else "your account"
     manifest_json = json.dumps(form.manifest)
     hook = form.manifest["hook_attributes"]["url"]
-    return f"""<p>GitHub will show the App <strong>{escape(str(form.manifest["name"]))}</strong>
-for {escape(owner)} on {escape(choice.site.web_url)}, sending webhooks to
-<code>{escape(hook)}</code>. Check it there and create it; GitHub then sends you back here.</p>
+    via = " (the relay)" if choice.relay_url else ""
+    advice = '<a href="/">go back</a> and give a webhook relay address'
+    warning = "" if choice.relay_url else _address_warning(choice.public_url, advice)
+    return f"""{warning}<p>GitHub will show the App
+<strong>{escape(str(form.manifest["name"]))}</strong> for {escape(owner)} on
+{escape(choice.site.web_url)}, sending webhooks to <code>{escape(hook)}</code>{via}. Check it
+there and create it; GitHub then sends you back here.</p>
 <form action="{escape(form.action)}" method="post">
 <input type="hidden" name="manifest" value="{escape(manifest_json)}">
 <p><button type="submit">Create the App on GitHub</button></p>
 </form>
 <details><summary>The manifest</summary>
 <pre>{escape(json.dumps(form.manifest, indent=2))}</pre></details>"""
-
-
-def _success_body(app: CreatedApp, flow: ManifestFlow) -> str:
-    return f"""<p>GitHub created the App <strong>{escape(app.name)}</strong> (id {app.id}). Its
-id, private key and webhook secret are saved in <code>{escape(str(flow.env_path))}</code>, readable
-by its owner only.</p>
-<ol>
-<li><a href="{escape(app.html_url)}/installations/new">Install the App</a> on the repositories
-Baton should work on.</li>
-<li>Restart Baton (stop it, then <code>make run</code>) so it leaves setup mode.</li>
-</ol>"""
 
 
 def _home_title(findings: list[Finding]) -> str:

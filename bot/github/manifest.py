@@ -1,8 +1,10 @@
 """Registering Baton on GitHub through the App Manifest flow, and saving what GitHub gives back.
 
-The flow: the setup page builds a manifest from `app.yml` and a one-use `state`; the person's
-browser posts it to GitHub, which creates the App and sends the browser back with a `code`; the
-code is exchanged for the App's id, private key and webhook secret, which go into `.env`.
+The flow: the setup page builds a manifest from `app.yml` (shipped inside the package) and a
+`state`; the person's browser posts it to GitHub, which creates the App and sends the browser back
+with a `code`; the code is exchanged for the App's id, private key and webhook secret, which go
+into `.env`. A state stays good until its registration is saved, so a callback whose exchange
+failed (GitHub or the network down) can be opened again.
 
 Only the operator registers: each state is remembered with the operator's session that began
 the flow, and a callback is completed only in that same session. The GitHub address is where the
@@ -24,6 +26,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -40,8 +44,8 @@ from bot.settings import ENV_PREFIX, Settings
 
 log = logging.getLogger(__name__)
 
-# app.yml sits at the repository root, not in the package: found through a source checkout.
-APP_YML = Path(__file__).resolve().parents[2] / "app.yml"
+# Package data, so an installed wheel (or a container image) registers the same App.
+APP_YML = files("bot.github") / "app.yml"
 GITHUB_COM = "https://github.com"
 GITHUB_COM_API = "https://api.github.com"
 MANIFEST_KEYS = ("name", "description", "public", "default_events", "default_permissions")
@@ -60,7 +64,7 @@ class SetupError(Exception):
 
 
 class ChoiceError(SetupError):
-    """The owner, GitHub address or public address typed on the setup page is unusable."""
+    """A field typed on a setup page (owner, addresses, an App's credentials) is unusable."""
 
 
 class ManifestError(SetupError):
@@ -76,11 +80,13 @@ class AlreadyRegistered(SetupError):
 
 
 class ExchangeError(SetupError):
-    """GitHub did not turn the code into credentials; nothing was written."""
+    """GitHub did not turn the code into credentials; nothing was written. The App may exist on
+    GitHub all the same; `choice` is the registration that was being completed, when known."""
 
     def __init__(self, message: str, *, bad_code: bool) -> None:
         super().__init__(message)
         self.bad_code = bad_code  # the code itself was unusable, not GitHub or the network
+        self.choice: RegistrationChoice | None = None
 
 
 class CredentialsNotSaved(SetupError):
@@ -106,6 +112,14 @@ class RegistrationChoice:
     site: GitHubSite
     organization: str | None  # None: the person's own account
     public_url: str
+    relay_url: str | None = None  # a webhook relay's channel, for a server GitHub cannot reach
+
+    @property
+    def apps_page(self) -> str:
+        """GitHub's page listing the owner's Apps, where an App made by this choice shows."""
+        if self.organization is None:
+            return f"{self.site.web_url}/settings/apps"
+        return f"{self.site.web_url}/organizations/{quote(self.organization)}/settings/apps"
 
 
 @dataclass(frozen=True)
@@ -137,7 +151,13 @@ class CreatedApp(BaseModel):
 
 
 def choose(
-    settings: Settings, *, account: str, organization: str, github_url: str, public_url: str
+    settings: Settings,
+    *,
+    account: str,
+    organization: str,
+    github_url: str,
+    public_url: str,
+    relay_url: str = "",
 ) -> RegistrationChoice:
     """Check the setup page's fields; `ChoiceError` says which one is wrong and why."""
     if account not in ("personal", "organization"):
@@ -147,12 +167,18 @@ def choose(
         raise ChoiceError(
             "type the organization's login (letters, digits and hyphens, as in its GitHub address)"
         )
-    web_url = _github_address(github_url, settings)
     return RegistrationChoice(
-        site=GitHubSite(web_url, api_url_for(web_url, settings)),
+        site=github_site(github_url, settings),
         organization=login if account == "organization" else None,
         public_url=_web_address("public address", public_url),
+        relay_url=relay_address(relay_url),
     )
+
+
+def github_site(typed: str, settings: Settings) -> GitHubSite:
+    """The GitHub a typed address names; `ChoiceError` unless it may be trusted."""
+    web_url = _github_address(typed, settings)
+    return GitHubSite(web_url, api_url_for(web_url, settings))
 
 
 def api_url_for(web_url: str, settings: Settings) -> str:
@@ -180,6 +206,19 @@ def _github_address(typed: str, settings: Settings) -> str:
     )
 
 
+def relay_address(typed: str) -> str | None:
+    """A webhook relay's channel: blank for none, else an https address."""
+    if not typed.strip():
+        return None
+    url = _web_address("webhook relay address", typed)
+    if not url.startswith("https://"):
+        raise ChoiceError(
+            "the webhook relay address must be an https address, such as a channel made at "
+            "https://smee.io/new"
+        )
+    return url
+
+
 def _web_address(what: str, typed: str) -> str:
     url = typed.strip().rstrip("/")
     parts = urlsplit(url)
@@ -190,14 +229,14 @@ def _web_address(what: str, typed: str) -> str:
     return url
 
 
-def load_app_yml(path: Path = APP_YML) -> dict[str, Any]:
+def load_app_yml(path: Traversable = APP_YML) -> dict[str, Any]:
     """The App description in `app.yml`; `ManifestError` when it is missing or malformed."""
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ManifestError(
             f"cannot read the App description {path}: {error.strerror}; "
-            "run Baton from its source checkout (pip install -e .)"
+            "reinstall Baton (pip install . in its checkout, or its wheel)"
         ) from None
     except yaml.YAMLError as error:
         raise ManifestError(f"{path} is not valid YAML: {error}") from None
@@ -227,13 +266,13 @@ def registration_url(site: GitHubSite, organization: str | None, state: str) -> 
 @dataclass(frozen=True)
 class _Pending:
     expiry: float
-    site: GitHubSite
+    choice: RegistrationChoice
     session: str
 
 
 class PendingStates:
-    """States handed to the operator's browser: each is good for one callback in the session
-    that began it, within its lifetime."""
+    """States handed to the operator's browser: each is good in the session that began it,
+    within its lifetime, until it is forgotten."""
 
     def __init__(
         self,
@@ -246,25 +285,28 @@ class PendingStates:
         self._clock = clock
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
 
-    def issue(self, site: GitHubSite, session: str) -> str:
-        """A new unguessable state remembering `site` and `session`; the oldest is forgotten
+    def issue(self, choice: RegistrationChoice, session: str) -> str:
+        """A new unguessable state remembering `choice` and `session`; the oldest is forgotten
         past the limit."""
         self._forget_expired()
         while len(self._pending) >= self._limit:
             self._pending.popitem(last=False)
         state = secrets.token_urlsafe(32)
-        self._pending[state] = _Pending(self._clock() + self._lifetime, site, session)
+        self._pending[state] = _Pending(self._clock() + self._lifetime, choice, session)
         return state
 
-    def take(self, state: str, session: str) -> GitHubSite | None:
-        """The site remembered with `state`, once, in the session that began it; None when
-        unknown, used, expired or begun in another session (which keeps it)."""
+    def find(self, state: str, session: str) -> RegistrationChoice | None:
+        """The choice remembered with `state` in the session that began it; None when unknown,
+        forgotten, expired or begun in another session."""
         self._forget_expired()
         entry = self._pending.get(state)
         if entry is None or not hmac.compare_digest(entry.session, session):
             return None
-        del self._pending[state]
-        return entry.site
+        return entry.choice
+
+    def forget(self, state: str) -> None:
+        """`state` is good no more."""
+        self._pending.pop(state, None)
 
     def _forget_expired(self) -> None:
         now = self._clock()
@@ -275,27 +317,31 @@ class PendingStates:
 class ManifestFlow:
     """One process's registration: issues states and completes at most one registration."""
 
-    def __init__(self, settings: Settings, env_path: Path, app_yml_path: Path = APP_YML) -> None:
+    def __init__(
+        self, settings: Settings, env_path: Path, app_yml_path: Traversable = APP_YML
+    ) -> None:
         self.settings = settings
         self.env_path = env_path
         self.app_yml_path = app_yml_path
         self.states = PendingStates()
         self.registered: CreatedApp | None = None
+        self.imported = False  # the registered App existed before: typed in, not created
         self._completing = asyncio.Lock()
 
     def begin(
         self, choice: RegistrationChoice, session: str, *, hook_url: str, redirect_url: str
     ) -> RegistrationForm:
         """The form to post to GitHub, with a fresh state remembered with `session` for the
-        callback."""
+        callback. `hook_url` is where GitHub sends webhooks: the relay's channel when the
+        choice has one."""
         self.refuse_if_registered()
         manifest = build_manifest(
             load_app_yml(self.app_yml_path),
             home_url=choice.public_url,
-            hook_url=hook_url,
+            hook_url=choice.relay_url or hook_url,
             redirect_url=redirect_url,
         )
-        state = self.states.issue(choice.site, session)
+        state = self.states.issue(choice, session)
         return RegistrationForm(registration_url(choice.site, choice.organization, state), manifest)
 
     def refuse_if_registered(self) -> None:
@@ -308,25 +354,36 @@ class ManifestFlow:
 
     async def complete(self, code: str, state: str, session: str) -> CreatedApp:
         """Exchange `code` and save the App's credentials to `env_path`, when `state` was begun
-        in `session`; once per process."""
+        in `session`; once per process. A failed exchange leaves `state` good for a retry."""
         async with self._completing:
             self.refuse_if_registered()
-            site = self.states.take(state, session)
-            if site is None:
+            choice = self.states.find(state, session)
+            if choice is None:
                 raise UnknownState(
                     "this registration link is unknown, expired, already used or was begun in "
                     "another browser; start again from Baton's home page"
                 )
-            app = await exchange_code(code, site.api_url)
-            save_credentials(self.env_path, credentials_for(app, site))
-            self.registered = app
-        log.info(
-            "registered GitHub App %r (id %d); credentials saved to %s",
-            app.name,
-            app.id,
-            self.env_path,
-        )
+            try:
+                app = await exchange_code(code, choice.site.api_url)
+            except ExchangeError as error:
+                error.choice = choice  # the page then says where the App may already be
+                raise
+            self._save(app, credentials_for(app, choice.site, choice.relay_url))
+            self.states.forget(state)
         return app
+
+    async def adopt(self, app: CreatedApp, site: GitHubSite, relay_url: str | None) -> None:
+        """Save an App that already exists on `site` (its credentials checked with GitHub by
+        the caller) as this process's registration; once per process."""
+        async with self._completing:
+            self.refuse_if_registered()
+            self._save(app, credentials_for(app, site, relay_url))
+            self.imported = True
+
+    def _save(self, app: CreatedApp, entries: Mapping[str, str | None]) -> None:
+        save_credentials(self.env_path, entries)
+        self.registered = app
+        log.info("saved GitHub App %r (id %d): credentials in %s", app.name, app.id, self.env_path)
 
 
 async def exchange_code(code: str, api_url: str) -> CreatedApp:
@@ -393,8 +450,11 @@ def _created_app(response: httpx.Response, api_url: str) -> CreatedApp:
         ) from None
 
 
-def credentials_for(app: CreatedApp, site: GitHubSite) -> dict[str, str | None]:
-    """`.env` entries for `app` on `site`; None removes an entry left from an earlier setup."""
+def credentials_for(
+    app: CreatedApp, site: GitHubSite, relay_url: str | None = None
+) -> dict[str, str | None]:
+    """`.env` entries for `app` on `site`, its webhooks coming through `relay_url` if any; None
+    removes an entry left from an earlier setup."""
     enterprise = not site.is_github_com
     entries: dict[str, str | None] = {
         "GITHUB_APP_ID": str(app.id),
@@ -403,6 +463,7 @@ def credentials_for(app: CreatedApp, site: GitHubSite) -> dict[str, str | None]:
         "WEBHOOK_SECRET": app.webhook_secret.get_secret_value(),
         "GITHUB_URL": site.web_url if enterprise else None,
         "GITHUB_API_URL": site.api_url if enterprise else None,
+        "WEBHOOK_PROXY_URL": relay_url,
     }
     return {ENV_PREFIX + key: value for key, value in entries.items()}
 

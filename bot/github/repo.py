@@ -37,6 +37,10 @@ class NotFound(GitHubError):
     """The thing does not exist, or the App's installation cannot see it."""
 
 
+class AlreadyExists(GitHubError):
+    """GitHub refused to make something that is there already (422 `already_exists`)."""
+
+
 def status_marker(run_id: str) -> str:
     """The hidden first line that identifies a run's status comment (CONTRACT §5)."""
     return f"<!-- baton:run:{run_id} -->"
@@ -203,6 +207,23 @@ class RepoClient:
             await self._call(f"reaction on {self.full_name}#{issue}", call)
         else:
             raise ValueError("react needs an issue number or a comment id")
+
+    async def ensure_label(self, name: str, color: str, description: str) -> bool:
+        """Create the label `name` unless the repository has it; True when this call made it."""
+        what = f"label {name!r} in {self.full_name}"
+        try:
+            await self._send(what, self._rest.issues.async_get_label(self.owner, self.name, name))
+            return False
+        except NotFound:
+            pass
+        create = self._rest.issues.async_create_label(
+            self.owner, self.name, name=name, color=color, description=description
+        )
+        try:
+            await self._send(what, create)
+        except AlreadyExists:
+            return False  # made meanwhile: by a person, or by an attempt whose answer was lost
+        return True
 
     async def permission(self, login: str) -> tuple[str | None, str]:
         """The user's `role_name` and `permission` on this repository."""
@@ -388,6 +409,14 @@ class RepoClient:
         )
         return edited.id
 
+    async def _send(self, what: str, call: Awaitable[Response[Any, Any]]) -> None:
+        """A githubkit call whose answer Baton does not read, so no field of it (which GitHub
+        Enterprise Server versions differ in) can fail to parse; GitHubError as `_call`."""
+        try:
+            await call
+        except RequestError as error:
+            raise _error(error, what) from None
+
     async def _call(self, what: str, call: Awaitable[Response[T, Any]]) -> T:
         """The parsed answer of a githubkit call, or a GitHubError naming `what`."""
         try:
@@ -414,6 +443,8 @@ def _error(error: RequestError[Any], what: str) -> GitHubError:
     status = error.response.status_code
     if status == 404:
         return NotFound(f"{what} was not found, or Baton's installation cannot see it")
+    if _already_exists(error):
+        return AlreadyExists(f"{what} exists already")
     return GitHubError(f"GitHub answered {status} for {what}: {_message(error)}")
 
 
@@ -425,6 +456,17 @@ def _message(error: RequestFailed) -> str:
         return "; ".join([str(answer["message"]), *map(str, filter(None, details))])
     except (ValueError, KeyError, TypeError, AttributeError):
         return error.response.text[:200]
+
+
+def _already_exists(error: RequestFailed) -> bool:
+    """GitHub's 422 for something that is there already (`errors[].code == already_exists`)."""
+    if error.response.status_code != 422:
+        return False
+    try:
+        problems = error.response.json().get("errors", [])
+        return any(problem.get("code") == "already_exists" for problem in problems)
+    except (ValueError, AttributeError):
+        return False
 
 
 def _label_name(label: Any) -> str:

@@ -13,6 +13,7 @@ kind of work, for at most an hour.
 | `.github/baton.yml`, git fetch and clone          | contents: read       |
 | git push (run branch)                             | contents: write      |
 | issue, its comments; comment, edit, react         | issues: read / write |
+| find and create the trigger label                 | issues: read / write |
 | pull requests, reviews, review comments           | pull_requests: read  |
 | open the draft PR, edit its body, reply in thread | pull_requests: write |
 | find, create and update the `baton` check run     | checks: write        |
@@ -50,6 +51,7 @@ class Permissions:
 
 # Admitting a label, obeying slash commands, planning: read the code and the issue, and speak on
 # the issue (status comment, replies, reactions). Nothing pushed, no pull request, no check run.
+# Also making a new repository's trigger label: its name is in the config, the label an issue's.
 PLAN = Permissions(contents="read", issues="write")
 # Turning a review into tasks: read the code, the review and its comments; write nothing (the
 # execution that follows replies in the threads with its own token).

@@ -246,6 +246,14 @@ class _Reaction:
 
 
 @dataclass
+class _Label:
+    id: int
+    name: str
+    color: str
+    description: str | None = None
+
+
+@dataclass
 class _CheckRun:
     id: int
     suite_id: int
@@ -304,7 +312,7 @@ class _Repository:
     reviews: dict[int, _Review] = field(default_factory=dict)
     review_comments: dict[int, _ReviewComment] = field(default_factory=dict)
     roles: dict[str, str] = field(default_factory=dict)
-    labels: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, _Label] = field(default_factory=dict)  # by lowercased name
 
     @property
     def full_name(self) -> str:
@@ -806,15 +814,22 @@ class _Views:
         return {**self.content_item(repo, entry, ref), "content": wrapped, "encoding": "base64"}
 
     def label(self, repo: _Repository, name: str) -> dict[str, Any]:
-        number = repo.labels.setdefault(name, self.state.new_id())
+        """The repository's label `name`; an issue's label the repository lacked is made, as
+        GitHub makes a label that an issue is given."""
+        found = repo.labels.get(name.lower())
+        if found is None:
+            color = hashlib.sha256(name.encode()).hexdigest()[:6]
+            found = repo.labels[name.lower()] = _Label(self.state.new_id(), name, color)
         return {
-            "id": number,
-            "node_id": _node_id("LA", number),
-            "url": f"{self.api}/repos/{repo.full_name}/labels/{name}",
-            "name": name,
-            "color": hashlib.sha256(name.encode()).hexdigest()[:6],
+            "id": found.id,
+            "node_id": _node_id("LA", found.id),
+            "url": f"{self.api}/repos/{repo.full_name}/labels/{found.name}",
+            "name": found.name,
+            "color": found.color,
             "default": False,
-            "description": None,
+            "description": found.description,
+            "archived_at": None,
+            "archived_by": None,
         }
 
     def reactions_summary(
@@ -1394,6 +1409,35 @@ class _RestApi:
     def _listing(self, repo: _Repository, commit: str, directory: str, ref: str) -> _Answer:
         entries = _tree_entries(repo.path, commit, directory)
         return _json_answer(200, [self.views.content_item(repo, entry, ref) for entry in entries])
+
+    # labels
+
+    @_handles(
+        "GET", "/repos/{owner}/{repo}/labels/{name}", needs="issues:read or pull_requests:read"
+    )
+    def get_label(self, call: _Call) -> _Answer:
+        if call.params["name"].lower() not in call.repo.labels:
+            raise _not_found()
+        return _json_answer(200, self.views.label(call.repo, call.params["name"]))
+
+    @_handles("POST", "/repos/{owner}/{repo}/labels", needs="issues:write or pull_requests:write")
+    def create_label(self, call: _Call) -> _Answer:
+        fields = call.fields()
+        name = _required_text(fields, "name")
+        color = str(fields.get("color") or "ededed").removeprefix("#").lower()
+        description = fields.get("description")
+        if not re.fullmatch(r"[0-9a-f]{6}", color):
+            raise _validation_failed({"resource": "Label", "code": "invalid", "field": "color"})
+        if description is not None and (not isinstance(description, str) or len(description) > 100):
+            raise _validation_failed(
+                {"resource": "Label", "code": "invalid", "field": "description"}
+            )
+        if name.lower() in call.repo.labels:
+            raise _validation_failed(
+                {"resource": "Label", "code": "already_exists", "field": "name"}
+            )
+        call.repo.labels[name.lower()] = _Label(self.state.new_id(), name, color, description)
+        return _json_answer(201, self.views.label(call.repo, name))
 
     # issues, comments, reactions, permissions
 
@@ -2219,6 +2263,12 @@ class GitHubDouble:
                 for comment in repo.review_comments.values()
                 if comment.pull_number == pull_number and comment.in_reply_to_id is not None
             ]
+
+    def labels(self, full_name: str) -> list[dict[str, Any]]:
+        """The repository's labels as the REST API shows them."""
+        with self._lock:
+            repo = self._state.repository(full_name)
+            return [self._views.label(repo, label.name) for label in repo.labels.values()]
 
     def branch_sha(self, full_name: str, branch: str) -> str | None:
         with self._lock:
