@@ -148,12 +148,14 @@ class RepoConfig(_Section):
     review_rounds: Annotated[int, Field(ge=1, le=10)] = 3
     prices: dict[ModelName, PriceConfig] = {}
 
-    def budget_limits(self) -> BudgetLimits:
-        """The `budget:` section as the limits a `Budget` checks."""
+    def budget_limits(self, defaults: BudgetLimits | None = None) -> BudgetLimits:
+        """The `budget:` section as the limits a `Budget` checks, each limit it leaves unset
+        taken from `defaults` (the instance's, `BudgetLimits.from_settings`)."""
         budget = self.budget
-        return BudgetLimits(
+        own = BudgetLimits(
             task_tokens=budget.task_tokens, task_usd=budget.task_usd, run_usd=budget.run_usd
         )
+        return own if defaults is None else own.with_defaults(defaults)
 
     def model_for(self, role: str) -> str | None:
         """The repository's `provider/model` for `role`, or None to use the process settings.

@@ -42,7 +42,9 @@ from bot.plan.render import (
 )
 from bot.plan.schema import Plan, PlanTask
 from bot.planning import (
+    budget_limits,
     chosen_models,
+    day_cap,
     end_run,
     load_run,
     repo_client,
@@ -70,6 +72,7 @@ from bot.store.models import (
     Task,
     TaskAttempt,
     TaskState,
+    TimelineEvent,
 )
 from bot.store.types import utcnow
 from bot.task_rows import add_task_rows
@@ -119,6 +122,8 @@ class RunCancelled(Exception):
 class _Outcome:
     state: TaskState
     reason: str | None = None
+    # The reason is Baton's own words (a budget's numbers), fit to show on the issue.
+    notice: bool = False
 
 
 class Execution:
@@ -198,7 +203,7 @@ class Execution:
                 )
                 for key in [key for key, task in running.items() if task in done]:
                     outcome = running.pop(key).result()
-                    await self._set_state(key, outcome.state, outcome.reason)
+                    await self._set_state(key, outcome.state, outcome.reason, outcome.notice)
                 await self._live_status()
         finally:
             for task in running.values():
@@ -220,7 +225,7 @@ class Execution:
         try:
             return await (self._resume_approval(key) if resumed else self._do_task(key))
         except BudgetExceeded as exceeded:
-            return _Outcome(TaskState.escalated, f"budget: {exceeded}")
+            return _Outcome(TaskState.escalated, f"budget: {exceeded}", notice=True)
         except RunCancelled:
             return _Outcome(TaskState.cancelled, "the run was cancelled")
         except (GitError, GitHubError, AgentFailed, ModelFailed, SandboxUnavailable) as error:
@@ -288,7 +293,8 @@ class Execution:
             )
         )
         if result.status == AttemptStatus.escalated:
-            return _Outcome(TaskState.escalated, result.error), None
+            # A worker's attempt escalates only when a budget stopped it.
+            return _Outcome(TaskState.escalated, result.error, notice=True), None
         if result.status != AttemptStatus.succeeded or result.finish is None:
             return _Outcome(TaskState.failed, result.error), None
         if result.finish.confidence < CONFIDENCE_FLOOR:
@@ -530,7 +536,30 @@ class Execution:
             f"**Needs a person**: {', '.join(markdown_text(key) for key in stuck)} did not "
             "finish. Answer with `/retry Tn` or `/skip Tn`."
         )
+        notices = await self.context.store.run(lambda session: self._notices(session, stuck))
+        if notices:
+            text += "\n\n" + "\n".join(
+                f"- **{markdown_text(key)}** stopped: {markdown_text(why)}" for key, why in notices
+            )
         await show_status(self.context, self.run, self.repo, await self._status_text(text))
+
+    def _notices(self, session: Session, keys: Sequence[str]) -> list[tuple[str, str]]:
+        """Why each of `keys` stopped, where its last state change left words for the issue."""
+        found = []
+        for key in keys:
+            query = (
+                select(TimelineEvent)
+                .where(
+                    TimelineEvent.run_id == self.run.id,
+                    TimelineEvent.task_key == key,
+                    col(TimelineEvent.kind).startswith("task."),
+                )
+                .order_by(col(TimelineEvent.id).desc())
+            )
+            last = session.exec(query).first()
+            if last is not None and last.data.get("notice"):
+                found.append((key, last.message))
+        return found
 
     # State
 
@@ -617,11 +646,19 @@ class Execution:
 
         return await self.context.store.run(read)
 
-    async def _set_state(self, key: str, state: TaskState, reason: str | None = None) -> None:
+    async def _set_state(
+        self, key: str, state: TaskState, reason: str | None = None, notice: bool = False
+    ) -> None:
+        """Move the task to `state`; with `notice`, the reason may be shown on the issue."""
+
         def change(session: Session) -> None:
             task = self._task_in(session, key)
             task.state, task.updated_at = state, utcnow()
-            runs.record_event(session, self.run.id, f"task.{state}", reason or state, task_key=key)
+            data: dict[str, object] = {"notice": True} if notice else {}
+            message = reason or state
+            runs.record_event(
+                session, self.run.id, f"task.{state}", message, task_key=key, data=data
+            )
 
         await self.context.store.run(change)
 
@@ -743,11 +780,12 @@ class Execution:
         def spent(session: Session) -> Budget:
             used = task_spend(session, task.id or 0)
             return Budget(
-                self.config.budget_limits(),
+                budget_limits(self.context, self.config),
                 used,
                 run_spend(session, self.run.id),
                 run_spent=self._run_spend,
                 in_flight=self._in_flight,
+                daily=day_cap(self.context),
             )
 
         budget = await self.context.store.run(spent)

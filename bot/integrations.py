@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from bot.git import Mirror, Mirrors
 from bot.github.client import GitHubApp, GitHubTuning
 from bot.github.repo import RepoClient
 from bot.github.scopes import TokenScope
+from bot.llm.budget import InFlight
 from bot.llm.pricing import PriceTable
 from bot.llm.registry import make_model
 from bot.llm.types import Model
@@ -22,12 +23,14 @@ class NotConfigured(RuntimeError):
 
 @dataclass
 class Integrations:
-    """GitHub (None in setup mode), the repository mirrors, and how models are made."""
+    """GitHub (None in setup mode), the repository mirrors, how models are made, and what
+    this process's model calls under way may cost (for the daily cap, over all runs)."""
 
     github: GitHubApp | None
     mirrors: Mirrors
     prices: PriceTable
     model_factory: Callable[[str], Model]
+    spending: InFlight = field(default_factory=InFlight)
 
     @classmethod
     def from_settings(

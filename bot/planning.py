@@ -23,9 +23,9 @@ from bot.github.repo import IssueThread, RepoClient
 from bot.github.scopes import PLAN, Permissions, TokenScope
 from bot.github.untrusted import UNTRUSTED_RULE, UntrustedFence, prepare_untrusted
 from bot.llm.agent import Agent, AgentFailed, Finisher, FinishRejected, Limits
-from bot.llm.budget import Budget
+from bot.llm.budget import Budget, BudgetExceeded, BudgetLimits, DailyCap
 from bot.llm.metered import MeteredModel
-from bot.llm.recording import StoreRecorder, run_spend
+from bot.llm.recording import StoreRecorder, daily_cap, run_spend
 from bot.llm.registry import model_name_for
 from bot.llm.types import Model, ModelFailed
 from bot.plan.render import (
@@ -149,6 +149,12 @@ async def plan_run(context: JobContext, run_id: str) -> None:
         failed = render_problems("Planning failed", [f"{reason}; Baton's log has the details"])
         await show_status(context, run, repo, f"{failed}\n{start_again(config.label)}\n")
         return
+    except BudgetExceeded as exceeded:
+        # Baton's own words, numbers and setting names only: fit for the issue.
+        await end_run(context, run, repo, RunState.failed, f"budget: {exceeded}")
+        stopped = render_problems("Planning stopped by a budget", [str(exceeded)])
+        await show_status(context, run, repo, f"{stopped}\n{start_again(config.label)}\n")
+        return
     await publish_revision(context, run, repo, config, planned, source="planner")
 
 
@@ -256,9 +262,19 @@ async def planner_model(context: JobContext, run: Run, config: RepoConfig) -> Mo
     name = model_name_for("orchestrator", context.settings, chosen_models(config))
     prices = context.integrations.prices.with_overrides(config.price_overrides())
     spent = await context.store.run(lambda session: run_spend(session, run.id))
-    budget = Budget(config.budget_limits(), run_usd=spent)
+    budget = Budget(budget_limits(context, config), run_usd=spent, daily=day_cap(context))
     recorder = StoreRecorder(context.store, "planner", run.id)
     return MeteredModel(context.integrations.model_factory(name), prices, budget, recorder)
+
+
+def budget_limits(context: JobContext, config: RepoConfig) -> BudgetLimits:
+    """The repository's `budget:`, each limit it leaves unset taken from the instance's defaults."""
+    return config.budget_limits(BudgetLimits.from_settings(context.settings))
+
+
+def day_cap(context: JobContext) -> DailyCap | None:
+    """The instance's daily cap, counting this process's calls in flight over all runs."""
+    return daily_cap(context.store, context.settings, context.integrations.spending)
 
 
 def chosen_models(config: RepoConfig) -> dict[str, str]:
@@ -394,6 +410,7 @@ def render_revision(context: JobContext, config: RepoConfig, planned: Planned, n
         commands=PLAN_COMMANDS,
         heading=f"Plan r{number} — waiting for approval",
         unpriced_models=unpriced_models(prices, worker, orchestrator),
+        budget=budget_limits(context, config),
     )
 
 

@@ -21,6 +21,7 @@ from bot.github.repo import RepoClient, Review
 from bot.github.scopes import READ_REVIEW
 from bot.github.untrusted import UntrustedFence, prepare_untrusted
 from bot.llm.agent import Agent, AgentFailed, Finisher, Limits
+from bot.llm.budget import BudgetExceeded
 from bot.llm.types import ModelFailed
 from bot.plan.render import plan_yaml
 from bot.plan.schema import Plan
@@ -75,7 +76,8 @@ async def revise_from_review(
         return
     try:
         plan = await _plan_review(context, run, review)
-    except (AgentFailed, ModelFailed) as failure:
+    except (AgentFailed, ModelFailed, BudgetExceeded) as failure:
+        # A budget would refuse the job again: retrying it gains nothing.
         log.warning("review %s could not be planned: %s", review.id, failure)
         return
     await _approve(context, run.id, plan, review)

@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     # Price overrides, dollars per million tokens, as JSON: {"openai/my-model": {"input": 0.5,
     # "output": 1.5, "cache_read": 0.05}}; models absent here and from the list cost null.
     model_prices: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # Dollar limits where `.github/baton.yml` sets none: room for an Opus-class planning, and per
+    # task for two rounds of a few dozen Sonnet-class turns and their reviews (README: Budgets).
+    default_run_budget_usd: float = Field(default=20.0, gt=0, allow_inf_nan=False)
+    default_task_budget_usd: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    # What model calls of all runs may cost in one UTC day; unset or blank: no cap.
+    daily_budget_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     # Folders the sandbox shows read-only besides the system ones, as JSON: interpreters and
     # SDKs a repository's tests need, e.g. ["/opt/python3.12", "/opt/node"].
     sandbox_toolchains: list[Path] = Field(default_factory=list)
@@ -147,6 +153,11 @@ class Settings(BaseSettings):
         if value is None or not value.get_secret_value().strip():
             return None
         return value
+
+    @field_validator("daily_budget_usd", mode="before")
+    @classmethod
+    def _blank_is_no_cap(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("orchestrator_model", "worker_model")
     @classmethod

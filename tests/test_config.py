@@ -94,6 +94,9 @@ def test_a_full_file_is_read_key_by_key() -> None:
     assert config.label == "automate"
     assert (config.max_parallel, config.max_tasks, config.review_rounds) == (4, 12, 2)
     assert config.budget_limits() == BudgetLimits(task_tokens=400000, task_usd=2.5, run_usd=20.0)
+    # The repository's own limits win over the instance's defaults.
+    defaults = BudgetLimits(task_usd=5.0, run_usd=50.0)
+    assert config.budget_limits(defaults) == config.budget_limits()
     assert config.protected_paths == [".github/**", "migrations/*.sql"]
     assert config.setup_command == "pip install -e .[dev]"
     assert (config.test_command, config.lint_command) == ("pytest -q", "ruff check .")
@@ -119,6 +122,15 @@ def test_a_full_file_is_read_key_by_key() -> None:
 )
 def test_model_for_each_role(role: str, model: str) -> None:
     assert parse_config(FULL_FILE).model_for(role) == model
+
+
+def test_a_limit_the_repository_leaves_unset_is_the_instances_default() -> None:
+    config = parse_config("budget:\n  task_usd: 1.5\n")
+
+    limits = config.budget_limits(BudgetLimits(task_usd=5.0, run_usd=20.0))
+
+    assert (limits.run_usd, limits.task_usd, limits.task_tokens) == (20.0, 1.5, None)
+    assert limits.defaults == {"run_usd"}
 
 
 def test_a_role_left_out_is_left_to_the_settings() -> None:

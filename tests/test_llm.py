@@ -7,6 +7,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,18 @@ import sqlalchemy as sa
 from bot.attempts import AttemptStopped, within_budget
 from bot.llm.agent import Agent, AgentFailed, Finisher, Limits, Tool
 from bot.llm.anthropic_adapter import AnthropicModel
-from bot.llm.budget import Budget, BudgetExceeded, BudgetLimits, InFlight
+from bot.llm.budget import (
+    Budget,
+    BudgetExceeded,
+    BudgetLimits,
+    DailyBudgetExceeded,
+    InFlight,
+    day_start,
+)
 from bot.llm.metered import MeteredModel
 from bot.llm.openai_adapter import OpenAIModel
 from bot.llm.pricing import LIST_PRICES, Price, PriceTable
-from bot.llm.recording import StoreRecorder, run_spend, task_spend
+from bot.llm.recording import StoreRecorder, daily_cap, run_spend, task_spend
 from bot.llm.registry import make_model, model_name_for
 from bot.llm.types import Model, ModelFailed, ToolSpec, Turn, TurnRequest, Usage, UserMessage
 from bot.plan.schema import Plan
@@ -518,3 +526,81 @@ async def test_calls_in_flight_at_once_cannot_together_pass_the_run_budget(
     assert "calls in flight may cost $0.0010 more" in str(outcomes[1])
     assert len(models.calls) == 1
     assert in_flight.usd == 0.0  # released once the call was over
+
+
+# Room for one call of `first_request`'s size in a day (about $0.0010 projected), not two.
+ONE_CALL_DAY = 0.0013
+
+
+def daily_capped(models: ModelDouble, store: Store, in_flight: InFlight) -> MeteredModel:
+    """A model of a run of its own, under the instance's `ONE_CALL_DAY` cap."""
+    settings = Settings(_env_file=None, daily_budget_usd=ONE_CALL_DAY)  # type: ignore[call-arg]
+    budget = Budget(BudgetLimits(), daily=daily_cap(store, settings, in_flight))
+    return MeteredModel(
+        anthropic_model(models), PriceTable(), budget, StoreRecorder(store, "planner")
+    )
+
+
+def spent_at(store: Store, moment: datetime, usd: float, model: str = SONNET) -> None:
+    """A call of another run, recorded at `moment`."""
+    call = ModelCall(
+        role="implementer", provider="anthropic", model=model, cost_usd=usd, created_at=moment
+    )
+    with store.session() as session:
+        session.add(call)
+
+
+async def test_the_daily_cap_counts_every_runs_calls_of_this_utc_day_only(
+    models: ModelDouble, store: Store
+) -> None:
+    yesterday = day_start(datetime.now(UTC)) - timedelta(seconds=1)
+    spent_at(store, yesterday, 5.0)  # a costly day before does not count today
+    models.add(ModelReply("done"))
+    await daily_capped(models, store, InFlight()).turn(first_request())
+
+    with pytest.raises(DailyBudgetExceeded) as refused:
+        await daily_capped(models, store, InFlight()).turn(first_request())
+    assert "Baton's daily budget is reached: $0.0006 of its $0.00 (BATON_DAILY_BUDGET_USD)" in str(
+        refused.value
+    )
+    assert "the operator can raise BATON_DAILY_BUDGET_USD" in str(refused.value)
+    assert len(models.calls) == 1
+
+
+async def test_calls_of_two_runs_in_flight_at_once_cannot_together_pass_the_daily_cap(
+    models: ModelDouble, store: Store
+) -> None:
+    in_flight = InFlight()  # one per process, shared by every run's budgets
+
+    def slow(call: RecordedCall) -> ModelReply:
+        time.sleep(0.5)  # the first call is still under way when the second is checked
+        return ModelReply("done")
+
+    models.policy = slow
+    outcomes = await asyncio.gather(
+        daily_capped(models, store, in_flight).turn(first_request()),
+        daily_capped(models, store, in_flight).turn(first_request()),
+        return_exceptions=True,
+    )
+    # Whichever is checked second is refused.
+    (made,) = [outcome for outcome in outcomes if isinstance(outcome, Turn)]
+    (refused,) = [outcome for outcome in outcomes if isinstance(outcome, DailyBudgetExceeded)]
+    assert "(and calls in flight may cost $0.0010 more)" in str(refused)
+    assert len(models.calls) == 1
+    assert in_flight.usd == 0.0
+
+
+async def test_a_model_of_unknown_price_is_held_to_no_dollar_limit(
+    models: ModelDouble, store: Store
+) -> None:
+    spent_at(store, datetime.now(UTC), 1.0)  # the day's cap is passed already
+    settings = Settings(_env_file=None, daily_budget_usd=ONE_CALL_DAY)  # type: ignore[call-arg]
+    limits = BudgetLimits(run_usd=0.0001, task_usd=0.0001)
+    budget = Budget(limits, daily=daily_cap(store, settings, InFlight()))
+    unknown = anthropic_model(models, name="claude-unreleased-9")
+    model = MeteredModel(unknown, PriceTable(), budget, StoreRecorder(store, "planner"))
+    models.add(ModelReply("done"))
+
+    assert (await model.turn(first_request())).text == "done"
+    (_, call) = model_calls(store)
+    assert call.cost_usd is None

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from bot.llm.budget import BudgetLimits
 from bot.llm.pricing import Price, PriceTable
 from bot.plan.render import (
     GITHUB_BODY_CHARS,
     LEFT_OUT,
     MARKER_ROOM,
     PLAN_COMMENT_CHARS,
+    budget_line,
     cost_text,
     estimate_cost,
     markdown_text,
@@ -27,6 +29,7 @@ COMMANDS = ["/approve-plan", "/revise-plan <feedback>", "/edit-plan", "/cancel"]
 HOSTILE_TITLE = "| @alice <!-- x --> ```"
 WORKER = "anthropic/claude-sonnet-4-5"
 ORCHESTRATOR = "anthropic/claude-opus-4-6"
+INSTANCE_DEFAULTS = BudgetLimits(task_usd=5.0, run_usd=20.0)
 
 
 def task(
@@ -297,6 +300,52 @@ def test_an_unknown_cost_names_the_model_in_the_body() -> None:
     assert "**Commands**" not in body
 
 
+@pytest.mark.parametrize(
+    ("own", "unpriced", "line"),
+    [
+        (
+            BudgetLimits(),
+            False,
+            "**Budget:** $20.00 per run and $5.00 per task (Baton's defaults).",
+        ),
+        (
+            BudgetLimits(run_usd=3.0, task_usd=1.0, task_tokens=400_000),
+            False,
+            "**Budget:** $3.00 per run, $1.00 per task and 400,000 tokens per task (this "
+            "repository's `.github/baton.yml`).",
+        ),
+        (
+            BudgetLimits(task_usd=0.5),
+            True,
+            "**Budget:** $0.50 per task (this repository's `.github/baton.yml`); $20.00 per run "
+            "(Baton's default). Calls to a model of unknown price count against no dollar limit.",
+        ),
+    ],
+    ids=["defaults", "repository", "both-and-unknown-price"],
+)
+def test_the_budget_line_names_each_limit_and_whose_it_is(
+    own: BudgetLimits, unpriced: bool, line: str
+) -> None:
+    assert budget_line(own.with_defaults(INSTANCE_DEFAULTS), unpriced=unpriced) == line
+
+
+def test_the_budget_that_applies_is_shown_under_the_estimated_cost() -> None:
+    body = render_plan(
+        sample_plan(),
+        revision=1,
+        check=PlanCheck((), (), frozenset()),
+        estimated_usd=0.42,
+        commands=COMMANDS,
+        heading="Plan r1",
+        budget=BudgetLimits(run_usd=3.0).with_defaults(INSTANCE_DEFAULTS),
+    )
+
+    assert (
+        "review per task)\n\n**Budget:** $3.00 per run (this repository's `.github/baton.yml`); "
+        "$5.00 per task (Baton's default).\n\n<details><summary>Plan as YAML (r1)"
+    ) in body
+
+
 def test_render_problems_lists_every_error() -> None:
     assert render_problems(
         "The plan stayed invalid, so the run ends",
@@ -323,7 +372,7 @@ def test_a_plan_just_within_the_limit_is_shown_whole_within_githubs_limit() -> N
     wordy = sample_plan().model_copy(
         update={
             "tasks": [
-                step.model_copy(update={"description": "Explain. " * 2210})
+                step.model_copy(update={"description": "Explain. " * 2195})
                 for step in sample_plan().tasks
             ]
         }
@@ -339,6 +388,7 @@ def test_a_plan_just_within_the_limit_is_shown_whole_within_githubs_limit() -> N
         commands=COMMANDS,
         heading="Plan r12 — waiting for approval",
         unpriced_models=["openai/" + "m" * 900, "anthropic/" + "n" * 900],
+        budget=BudgetLimits(task_tokens=400_000).with_defaults(INSTANCE_DEFAULTS),
     )
 
     assert len(body) <= GITHUB_BODY_CHARS - MARKER_ROOM

@@ -208,6 +208,30 @@ def test_a_bad_config_ends_the_run_with_a_comment_naming_it(
     assert world.models.calls == []
 
 
+@pytest.mark.parametrize(
+    ("config", "line"),
+    [
+        ("", "**Budget:** $20.00 per run and $5.00 per task (Baton's defaults)."),
+        (
+            "budget: {run_usd: 3, task_tokens: 400000}\n",
+            "**Budget:** $3.00 per run and 400,000 tokens per task (this repository's "
+            "`.github/baton.yml`); $5.00 per task (Baton's default).",
+        ),
+    ],
+    ids=["defaults", "repository-and-default"],
+)
+def test_the_plan_comment_states_the_budget_that_applies_and_whose_it_is(
+    world: World, config: str, line: str
+) -> None:
+    if config:
+        commit_files(world.github, {".github/baton.yml": config})
+    world.models.add(submit(DIAMOND))
+    world.label()
+    status = wait_for(lambda: "Plan r1" in world.status() and world.status())
+    # Under the estimated cost, above the plan's YAML.
+    assert f"review per task)\n\n{line}\n\n<details><summary>Plan as YAML (r1)" in status
+
+
 def test_the_repository_chooses_its_label(world: World, engine: sa.Engine) -> None:
     commit_files(world.github, {".github/baton.yml": "label: ai-help\n"})
     world.label()  # labelled `baton`, which this repository does not use

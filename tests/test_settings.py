@@ -71,6 +71,16 @@ def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pa
             "ghe.example/api/v3",
             "BATON_GITHUB_API_URL: expected an http(s) URL",
         ),
+        (
+            "BATON_DAILY_BUDGET_USD",
+            "0",
+            "BATON_DAILY_BUDGET_USD: Input should be greater than 0",
+        ),
+        (
+            "BATON_DEFAULT_TASK_BUDGET_USD",
+            "five",
+            "BATON_DEFAULT_TASK_BUDGET_USD: Input should be a valid number",
+        ),
     ],
 )
 def test_invalid_value_names_the_variable_and_what_it_expects(
@@ -82,6 +92,21 @@ def test_invalid_value_names_the_variable_and_what_it_expects(
         load_settings()
 
     assert expected in str(raised.value)
+
+
+def test_budgets_default_to_20_per_run_and_5_per_task_with_no_daily_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = load_settings()
+    assert (settings.default_run_budget_usd, settings.default_task_budget_usd) == (20.0, 5.0)
+    assert settings.daily_budget_usd is None
+
+    monkeypatch.setenv("BATON_DAILY_BUDGET_USD", " ")  # blank: no cap, as unset
+    assert load_settings().daily_budget_usd is None
+    monkeypatch.setenv("BATON_DAILY_BUDGET_USD", "150")
+    monkeypatch.setenv("BATON_DEFAULT_RUN_BUDGET_USD", "8.5")
+    changed = load_settings()
+    assert (changed.daily_budget_usd, changed.default_run_budget_usd) == (150.0, 8.5)
 
 
 def test_model_names_split_at_the_first_slash_only() -> None:

@@ -80,9 +80,9 @@ class World:
         self.url = url + "/api/github/webhooks"
         self.engine: sa.Engine | None = None
 
-    def label(self, sender: str = "alice") -> None:
+    def label(self, sender: str = "alice", issue: int = ISSUE) -> None:
         body = payload("issues.labeled")
-        body["issue"]["number"] = ISSUE
+        body["issue"]["number"] = issue
         body["sender"]["login"] = sender
         assert self.github.send_webhook(self.url, "issues", body).status_code == 202
 
@@ -94,13 +94,15 @@ class World:
         body["sender"]["login"] = sender
         assert self.github.send_webhook(self.url, "issue_comment", body).status_code == 202
 
-    def status(self) -> str:
-        bodies = [c["body"] for c in self.bot_comments() if c["body"].startswith("<!-- baton:run:")]
+    def status(self, issue: int = ISSUE) -> str:
+        bodies = [
+            c["body"] for c in self.bot_comments(issue) if c["body"].startswith("<!-- baton:run:")
+        ]
         return bodies[0] if len(bodies) == 1 else ""
 
-    def bot_comments(self) -> list[dict[str, Any]]:
+    def bot_comments(self, issue: int = ISSUE) -> list[dict[str, Any]]:
         return [
-            c for c in self.github.issue_comments(REPOSITORY, ISSUE) if c["user"]["type"] == "Bot"
+            c for c in self.github.issue_comments(REPOSITORY, issue) if c["user"]["type"] == "Bot"
         ]
 
     def replies(self) -> list[str]:

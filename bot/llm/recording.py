@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from bot.llm.budget import Spend
+from bot.llm.budget import DailyCap, InFlight, Spend
 from bot.llm.metered import CallRecord
+from bot.settings import Settings
 from bot.store.db import Store
 from bot.store.models import ModelCall
 
@@ -66,6 +68,25 @@ def run_total(session: Session, run_id: str) -> tuple[Spend, int]:
 def run_spend(session: Session, run_id: str) -> float:
     """Dollars the run's model calls have cost so far (calls of unknown price count nothing)."""
     return float(session.exec(select(_dollars()).where(ModelCall.run_id == run_id)).one())
+
+
+def spend_since(session: Session, since: datetime) -> float:
+    """Dollars all model calls recorded since `since` have cost, over every run; one SUM over
+    the `(created_at, cost_usd)` index."""
+    query = select(_dollars()).where(col(ModelCall.created_at) >= since)
+    return float(session.exec(query).one())
+
+
+def daily_cap(store: Store, settings: Settings, in_flight: InFlight) -> DailyCap | None:
+    """The instance's `BATON_DAILY_BUDGET_USD` cap, read from `store`; None when it is unset.
+    `in_flight` is the process's one counter, shared by every run's budgets."""
+    if settings.daily_budget_usd is None:
+        return None
+
+    async def spent_today(since: datetime) -> float:
+        return await store.run(lambda session: spend_since(session, since))
+
+    return DailyCap(settings.daily_budget_usd, spent_today, in_flight)
 
 
 def _tokens() -> sa.ColumnElement[int]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import yaml
 
 from bot.github.untrusted import capped, prepare_untrusted
+from bot.llm.budget import BudgetLimits
 from bot.llm.pricing import PriceTable
 from bot.llm.types import Usage
 from bot.plan.schema import Plan
@@ -34,8 +35,8 @@ CHECKED_STATES = frozenset({"accepted", "integrated"})  # the task's work is don
 GITHUB_BODY_CHARS = 65_536  # GitHub refuses a longer comment or pull request body
 MARKER_ROOM = 256  # for the hidden marker the GitHub client adds to a comment
 SUMMARY_CHARS = 4_000  # in a run's status and pull request: more is cut, with a note
-# Around the plan in its status comment: the heading, the cost line and the commands.
-PLAN_FRAME_CHARS = 2_000
+# Around the plan in its status comment: the heading, the cost and budget lines, the commands.
+PLAN_FRAME_CHARS = 2_500
 PLAN_COMMENT_CHARS = GITHUB_BODY_CHARS - MARKER_ROOM - PLAN_FRAME_CHARS
 LEFT_OUT = "_Left out here to stay within GitHub's size limit; Baton's run record has it all._"
 # Graph colours per task state (GitHub's own palette); a state not listed keeps the default.
@@ -80,10 +81,12 @@ def render_plan(
     commands: Sequence[str],
     heading: str,
     unpriced_models: Sequence[str] = (),
+    budget: BudgetLimits | None = None,
 ) -> str:
     """The status comment body for plan revision `revision`: heading, summary, task table,
     problems and warnings when there are any, the graph, the estimated cost (`unpriced_models`
-    say why it is unknown), the plan as YAML, and `commands`, the ones that apply now.
+    say why it is unknown), the `budget` that applies and where each limit comes from, the plan
+    as YAML, and `commands`, the ones that apply now.
 
     Only the graph may be left out for length: a plan that `plan_length_problem` accepts is
     shown whole, so what a person approves is what the workers get."""
@@ -96,6 +99,7 @@ def render_plan(
         warnings,
         Droppable(mermaid(plan), 2),
         _cost_line(estimated_usd, unpriced_models),
+        budget_line(budget, unpriced=bool(unpriced_models)) if budget is not None else "",
         plan_as_yaml,
         _command_list(commands),
     ]
@@ -105,7 +109,7 @@ def render_plan(
 def plan_length_problem(plan: Plan, check: PlanCheck) -> str | None:
     """Why `plan` cannot be shown whole in its status comment, for the planner to repair or a
     person to read; None when its summary, table, warnings and YAML fit in
-    `PLAN_COMMENT_CHARS`, which leaves room for the heading, cost line and commands."""
+    `PLAN_COMMENT_CHARS`, which leaves room for the heading, cost and budget lines and commands."""
     length = len(_joined(_plan_sections(plan, check, "r999")))
     if length <= PLAN_COMMENT_CHARS:
         return None
@@ -395,6 +399,41 @@ def _plan_table(plan: Plan, gated: frozenset[str]) -> str:
 def _cost_line(estimated_usd: float | None, unpriced: Sequence[str]) -> str:
     what = " (one worker attempt and one review per task)" if estimated_usd is not None else ""
     return f"**Estimated cost:** {markdown_text(cost_text(estimated_usd, unpriced))}{what}"
+
+
+def budget_line(limits: BudgetLimits, *, unpriced: bool = False) -> str:
+    """`**Budget:** $20.00 per run and $5.00 per task (Baton's defaults).`: each limit that
+    applies, grouped by where it comes from; with `unpriced`, a note that calls to a model of
+    unknown price count against no dollar limit."""
+    own: list[str] = []
+    defaulted: list[str] = []
+    for name, text in _limit_texts(limits):
+        (defaulted if name in limits.defaults else own).append(text)
+    parts = []
+    if own:
+        parts.append(f"{_listed(own)} (this repository's `.github/baton.yml`)")
+    if defaulted:
+        parts.append(f"{_listed(defaulted)} (Baton's default{'s' if len(defaulted) > 1 else ''})")
+    line = f"**Budget:** {'; '.join(parts) or 'none'}."
+    if unpriced:
+        line += " Calls to a model of unknown price count against no dollar limit."
+    return line
+
+
+def _listed(items: Sequence[str]) -> str:
+    return " and ".join([", ".join(items[:-1]), items[-1]] if len(items) > 1 else items)
+
+
+def _limit_texts(limits: BudgetLimits) -> list[tuple[str, str]]:
+    """Each limit that applies, by name, as a person reads it."""
+    texts = []
+    if limits.run_usd is not None:
+        texts.append(("run_usd", f"${limits.run_usd:,.2f} per run"))
+    if limits.task_usd is not None:
+        texts.append(("task_usd", f"${limits.task_usd:,.2f} per task"))
+    if limits.task_tokens is not None:
+        texts.append(("task_tokens", f"{limits.task_tokens:,} tokens per task"))
+    return texts
 
 
 def _bullets(label: str, messages: Sequence[str]) -> str:

@@ -277,6 +277,8 @@ class ModelCall(SQLModel, table=True):
     """One request to a model provider, with its usage and cost (null cost: unknown price)."""
 
     __tablename__ = "model_calls"
+    # The daily cap sums a day's costs before every call: read from the index alone.
+    __table_args__ = (sa.Index("ix_model_calls_created_at_cost", "created_at", "cost_usd"),)
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: str | None = Field(default=None, foreign_key="runs.id", index=True)
