@@ -95,8 +95,11 @@ TEST_COMMANDS = (
 
 
 def sandbox_limits(settings: Settings) -> SandboxLimits:
-    """The sandbox's limits, with the data disk's floor the operator set."""
-    return SandboxLimits(min_free_disk_bytes=settings.min_free_disk_mb * MIB)
+    """The sandbox's limits, with the data disk's floor and the networks the operator set."""
+    return SandboxLimits(
+        min_free_disk_bytes=settings.min_free_disk_mb * MIB,
+        allowed_networks=settings.sandbox_allowed_networks,
+    )
 
 
 def default_test_command(files: Sequence[str]) -> str:

@@ -11,13 +11,14 @@ import ipaddress
 import os
 import re
 from functools import lru_cache
+from ipaddress import IPv4Network, ip_network
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
@@ -132,6 +133,9 @@ class Settings(BaseSettings):
     # Folders the sandbox shows read-only besides the system ones, as JSON: interpreters and
     # SDKs a repository's tests need, e.g. ["/opt/python3.12", "/opt/node"].
     sandbox_toolchains: list[Path] = Field(default_factory=list)
+    # Networks the setup command may reach besides the internet (an internal package mirror),
+    # as comma-separated IPv4 CIDRs; one of the host's own addresses only when listed as a /32.
+    sandbox_allowed_networks: Annotated[tuple[IPv4Network, ...], NoDecode] = ()
     # The model providers' own variables, also read from `.env`; kept here and handed to the
     # SDKs, never put into the process environment that git and other commands inherit.
     anthropic_api_key: SecretStr | None = Field(default=None, alias="ANTHROPIC_API_KEY")
@@ -197,6 +201,14 @@ class Settings(BaseSettings):
         # `BATON_DATA_DIR=` would otherwise be the working directory itself.
         return default_data_dir() if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("sandbox_allowed_networks", mode="before")
+    @classmethod
+    def _ipv4_networks(cls, value: object) -> object:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value  # pydantic says what it expects
+        return tuple(_ipv4_network(str(item).strip()) for item in items if str(item).strip())
+
     @field_validator("github_api_url", "github_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -232,6 +244,18 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}GITHUB_PRIVATE_KEY_PATH: cannot read {self.github_private_key_path}: "
                 f"{error.strerror}"
             ) from None
+
+
+def _ipv4_network(text: str) -> IPv4Network:
+    try:
+        network = ip_network(text)
+    except ValueError as error:
+        raise ValueError(
+            f"{error}; expected IPv4 CIDRs separated by commas, e.g. 10.20.0.0/16,192.168.5.7/32"
+        ) from None
+    if not isinstance(network, IPv4Network):
+        raise ValueError(f"{text!r} is an IPv6 network; the sandbox's network is IPv4 only")
+    return network
 
 
 _DATABASE_EXAMPLES = "sqlite:////path/to/baton.db or postgresql+psycopg://user@host:5432/baton"

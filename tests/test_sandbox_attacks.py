@@ -1,4 +1,5 @@
-"""Attacks on the worker sandbox, with the real bubblewrap: host secrets, root, limits, network.
+"""Attacks on the worker sandbox, with the real bubblewrap and slirp4netns: host secrets, root,
+limits, network.
 
 Each test is an attack that worked on an earlier sandbox; the assertions say what must hold now.
 """
@@ -6,10 +7,15 @@ Each test is an attack that worked on an earlier sandbox; the assertions say wha
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import random
 import shlex
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
@@ -17,6 +23,7 @@ import pytest
 from bot.git.runner import GitRunner
 from bot.git.worktree import delete_tree
 from bot.sandbox import CommandResult, Sandbox, SandboxLimits
+from bot.sandbox import network as sandbox_network
 from bot.sandbox.tree import MAX_DEPTH
 from tests.sandboxes import PYTHON, PYTHON_PATHS, make_mirror_and_worktree
 
@@ -43,23 +50,63 @@ def etc_secret() -> Iterator[Path]:
 
 
 class Listener:
-    """A TCP server on the host's loopback that records every connection it accepts."""
+    """A TCP server on one of the host's addresses that records every connection it accepts."""
 
     def __init__(self) -> None:
         self.connections = 0
         self.port = 0
+        self.accepted = asyncio.Event()
 
     async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.accepted.set()
         writer.close()
+
+
+@asynccontextmanager
+async def listening(address: str) -> AsyncIterator[Listener]:
+    recorder = Listener()
+    server = await asyncio.start_server(recorder.answer, address, 0)
+    recorder.port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield recorder
 
 
 @pytest.fixture
 async def listener() -> AsyncIterator[Listener]:
-    recorder = Listener()
-    server = await asyncio.start_server(recorder.answer, "127.0.0.1", 0)
-    recorder.port = server.sockets[0].getsockname()[1]
-    async with server:
+    """A listener on the host's loopback."""
+    async with listening("127.0.0.1") as recorder:
+        yield recorder
+
+
+@pytest.fixture
+def host_address() -> Iterator[str]:
+    """An address of this host outside 127/8, as eth0's is: a TEST-NET-2 address added to `lo`
+    for the test where that is allowed (root), else the machine's own."""
+    address = f"198.51.100.{random.randint(1, 254)}/32"
+    added = subprocess.run(["ip", "addr", "add", address, "dev", "lo"], capture_output=True)
+    if added.returncode != 0:
+        yield own_address()
+        return
+    try:
+        yield address.removesuffix("/32")
+    finally:
+        subprocess.run(["ip", "addr", "del", address, "dev", "lo"], check=True)
+
+
+def own_address() -> str:
+    listing = subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True, check=True)
+    for interface in json.loads(listing.stdout):
+        for entry in interface["addr_info"]:
+            if not entry["local"].startswith("127."):
+                return str(entry["local"])
+    pytest.skip("this machine has no IPv4 address but loopback, and no dummy could be made")
+
+
+@pytest.fixture
+async def host_listener(host_address: str) -> AsyncIterator[Listener]:
+    """A listener on an address of the host that is not loopback, as Baton's server on 0.0.0.0."""
+    async with listening(host_address) as recorder:
         yield recorder
 
 
@@ -290,11 +337,95 @@ async def test_with_network_the_command_has_its_own_interface_route_and_resolver
     assert "nameserver 10.0.2.3" in result.output
 
 
-def connect_command(port: int) -> str:
-    """Tries the host's loopback directly and through slirp4netns's gateway address."""
+async def test_with_network_the_hosts_other_addresses_are_unreachable(
+    sandbox: Sandbox, host_listener: Listener, host_address: str
+) -> None:
+    result = await sandbox.run(connect_command(host_listener.port, host_address), network=True)
+
+    assert not reached(result), result.output
+    assert "No route to host" in result.output, result.output
+    assert host_listener.connections == 0
+
+
+async def test_an_allowed_network_is_reachable(
+    worktree: Path, host_listener: Listener, host_address: str
+) -> None:
+    allowed = (IPv4Network(f"{host_address}/32"),)
+    limits = SandboxLimits(allowed_networks=allowed)
+    sandbox = Sandbox(worktree, limits=limits, extra_read_only=PYTHON_PATHS)
+
+    result = await sandbox.run(connect_command(host_listener.port, host_address), network=True)
+
+    assert reached(result), result.output
+    await asyncio.wait_for(host_listener.accepted.wait(), 10)
+    assert host_listener.connections == 1
+
+
+async def test_with_network_only_dns_and_public_addresses_are_routed(sandbox: Sandbox) -> None:
+    private = ["169.254.169.254", "10.1.2.3", "172.17.0.1", "192.168.1.1", "100.64.0.1"]
+    lookups = "; ".join(f"ip route get {address}" for address in private)
+    # The command tries to lift the block first: it holds no capability over its network.
+    command = (
+        f"ip route del 169.254.0.0/16; {lookups}; {connect_command(80, '169.254.169.254')}; "
+        "ip route get 10.0.2.3; ip route get 1.1.1.1; ip -6 route get 2001:4860:4860::8888"
+    )
+
+    result = await sandbox.run(command, network=True)
+
+    assert "Operation not permitted" in result.output, result.output
+    assert result.output.count("RTNETLINK answers: No route to host") == len(private)
+    assert "refused-or-unreachable 169.254.169.254 [Errno 113] No route to host" in result.output
+    assert "10.0.2.3 dev tap0 src 10.0.2.100" in result.output  # slirp4netns's DNS forwarder
+    assert "1.1.1.1 via 10.0.2.2 dev tap0" in result.output
+    assert "RTNETLINK answers: Network is unreachable" in result.output  # no IPv6 at all
+
+
+@pytest.mark.parametrize(
+    ("allowed", "open_addresses", "closed_addresses"),
+    [
+        ("10.20.0.0/16", ["10.20.0.5"], ["10.20.3.4", "10.21.0.1", "169.254.169.254"]),
+        ("10.20.3.4/32", ["10.20.3.4"], ["10.20.3.5", "192.168.0.1"]),
+    ],
+    ids=["a-network-around-the-host", "the-hosts-own-address"],
+)
+def test_an_allowed_network_opens_but_the_hosts_addresses_in_it_only_one_by_one(
+    allowed: str, open_addresses: list[str], closed_addresses: list[str]
+) -> None:
+    host = [IPv4Network("127.0.0.0/8"), IPv4Network("10.20.3.4/32")]
+
+    closed = sandbox_network.blocked_networks(host, [IPv4Network(allowed)])
+
+    def is_closed(address: str) -> bool:
+        return any(IPv4Address(address) in network for network in closed)
+
+    assert not any(map(is_closed, open_addresses)), closed
+    assert all(map(is_closed, closed_addresses)), closed
+
+
+@pytest.mark.parametrize(
+    ("program", "replacement"),
+    [("IP", "baton-no-such-program"), ("NSENTER", "false")],
+    ids=["ip-missing", "nsenter-fails"],
+)
+async def test_without_the_block_the_command_runs_offline(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, program: str, replacement: str
+) -> None:
+    monkeypatch.setattr(sandbox_network, program, replacement)
+
+    result = await sandbox.run("cat /proc/net/dev /proc/net/route", network=True)
+
+    assert result.exit_code == 0
+    assert "tap0" not in result.output.split("[sandbox:")[0]
+    assert "so the command ran without network]" in result.output
+    assert replacement in result.output
+
+
+def connect_command(port: int, *hosts: str) -> str:
+    """Tries each of `hosts`, by default the host's loopback directly and through slirp4netns's
+    gateway address."""
     code = f"""
 import socket
-for host in ("127.0.0.1", "10.0.2.2"):
+for host in {hosts or ("127.0.0.1", "10.0.2.2")!r}:
     try:
         socket.create_connection((host, {port}), timeout=5).close()
         print("connected", host)

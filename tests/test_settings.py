@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
 
+from bot.execution import sandbox_limits
 from bot.settings import (
     Settings,
     SettingsError,
@@ -81,6 +83,16 @@ def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pa
             "five",
             "BATON_DEFAULT_TASK_BUDGET_USD: Input should be a valid number",
         ),
+        (
+            "BATON_SANDBOX_ALLOWED_NETWORKS",
+            "10.20.0.0/16,10.30.0.1/16",
+            "BATON_SANDBOX_ALLOWED_NETWORKS: 10.30.0.1/16 has host bits set; expected IPv4 CIDRs",
+        ),
+        (
+            "BATON_SANDBOX_ALLOWED_NETWORKS",
+            "fd00::/8",
+            "BATON_SANDBOX_ALLOWED_NETWORKS: 'fd00::/8' is an IPv6 network",
+        ),
     ],
 )
 def test_invalid_value_names_the_variable_and_what_it_expects(
@@ -107,6 +119,16 @@ def test_budgets_default_to_20_per_run_and_5_per_task_with_no_daily_cap(
     monkeypatch.setenv("BATON_DEFAULT_RUN_BUDGET_USD", "8.5")
     changed = load_settings()
     assert (changed.daily_budget_usd, changed.default_run_budget_usd) == (150.0, 8.5)
+
+
+def test_allowed_networks_are_a_comma_separated_list_that_reaches_the_sandbox(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BATON_SANDBOX_ALLOWED_NETWORKS", "10.20.0.0/16, 192.0.2.7/32,")
+
+    limits = sandbox_limits(load_settings())
+
+    assert limits.allowed_networks == (IPv4Network("10.20.0.0/16"), IPv4Network("192.0.2.7/32"))
 
 
 def test_model_names_split_at_the_first_slash_only() -> None:

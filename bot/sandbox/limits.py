@@ -16,6 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from functools import cache
+from ipaddress import IPv4Network
 from pathlib import Path
 
 MIB = 1024 * 1024
@@ -44,6 +45,8 @@ class SandboxLimits:
     it); `processes` alive at once; `file_bytes` for any one file written; `tmp_bytes` for the
     private /tmp; `worktree_bytes` for everything in the worktree; and `min_free_disk_bytes` that
     must stay free on the worktree's disk, below which no command starts and a running one stops.
+    `allowed_networks` are the private networks a command given the network may reach besides
+    the internet (see `bot.sandbox.network`).
     """
 
     wall_seconds: float = 600.0
@@ -54,6 +57,7 @@ class SandboxLimits:
     tmp_bytes: int = 512 * MIB
     worktree_bytes: int = 2 * GIB
     min_free_disk_bytes: int = 1 * GIB
+    allowed_networks: tuple[IPv4Network, ...] = ()
 
     def __post_init__(self) -> None:
         if self.wall_seconds <= 0:

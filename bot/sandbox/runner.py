@@ -7,10 +7,11 @@ only).
 The data directory with its mirrors, the other worktrees and Baton's files are absent.
 
 It runs as an unprivileged user (`bot.sandbox.identity`), with no network unless a caller asks
-for one (then through `bot.sandbox.network`, never the host's), with `SANDBOX_ENVIRONMENT` as
-its whole environment, and within `SandboxLimits`. A command stopped at a limit has every
-process of its sandbox killed, and its result names the limit (`CommandResult.limit`) and says
-so in its output. Without a working bubblewrap nothing runs: `SandboxUnavailable` says why.
+for one (then through `bot.sandbox.network`: never the host's, and closed to the host's
+addresses and private networks), with `SANDBOX_ENVIRONMENT` as its whole environment, and
+within `SandboxLimits`. A command stopped at a limit has every process of its sandbox killed,
+and its result names the limit (`CommandResult.limit`) and says so in its output. Without a
+working bubblewrap nothing runs: `SandboxUnavailable` says why.
 
 Git inside the sandbox reads the repository only when the caller lists the worktree's mirror in
 `extra_read_only`; otherwise `git` there fails with "not a git repository".
@@ -163,7 +164,8 @@ class Sandbox:
         """Run `command` with `/bin/sh -c` in the worktree and wait for it, within the limits.
 
         Past a limit every process of the command is killed before this returns. `network`
-        gives the command a network of its own that cannot reach the host's loopback (for a
+        gives the command a network of its own that reaches the internet and the limits'
+        `allowed_networks`, never an address of the host or another private network (for a
         setup command); without the means for one it runs offline and its output says why.
         Raises SandboxUnavailable, having run nothing, when bubblewrap is missing or unusable.
         """
@@ -313,7 +315,7 @@ class _Run:
         return await self._after(sandboxed.exit_code)
 
     async def _connect(self, pid: int) -> None:
-        connected = await connect(pid)
+        connected = await connect(pid, self.limits.allowed_networks)
         if isinstance(connected, str):
             self.notes.append(connected)
         else:
