@@ -26,7 +26,12 @@ system-packages:
 	  $$sudo apt-get update && $$sudo apt-get install -y git bubblewrap slirp4netns; \
 	fi
 
+# A .venv made by a Python older than 3.11 is made again rather than left broken.
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "Baton needs Python 3.11 or newer: make $(MAKECMDGOALS) PYTHON=python3.11"; exit 1; }
+	@[ ! -x $(BIN)/python ] || $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "rebuilding $(VENV): it was made with an older Python"; rm -rf $(VENV); }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
