@@ -7,14 +7,12 @@ shows the same list to the signed-in operator.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import httpx
-import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from sqlalchemy import Engine
@@ -26,8 +24,6 @@ from bot.llm.types import split_model_name
 from bot.settings import Settings, SettingsError
 from bot.store.db import create_engine
 from bot.store.migrate import current_revision, head_revision
-
-_GITHUB_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -133,43 +129,25 @@ def _webhook_secret(settings: Settings) -> Finding:
 
 def _app_on_github(settings: Settings) -> Finding:
     """GitHub's `GET /app` answered with the App's JWT: the id and the key belong together."""
+    from bot.github.app_import import AppNotConfirmed, describe_app
+
     name = "App on GitHub"
-    where = settings.github_api_url
+    assert settings.github_app_id is not None  # has_app_credentials
     try:
-        response = httpx.get(
-            f"{where}/app",
-            headers={"Authorization": f"Bearer {_app_jwt(settings)}", **_JSON},
-            timeout=_GITHUB_SECONDS,
+        # Called outside any event loop: from the command line, or a server's worker thread.
+        app = asyncio.run(
+            describe_app(
+                settings.github_api_url, settings.github_app_id, settings.private_key_pem()
+            )
         )
-    except httpx.HTTPError as error:
-        return Finding(
-            name,
-            f"{where} could not be reached ({type(error).__name__})",
-            "Check BATON_GITHUB_API_URL and this machine's way out to GitHub.",
+    except AppNotConfirmed as refused:
+        fix = (
+            "Check BATON_GITHUB_API_URL and this machine's way out to GitHub."
+            if refused.unreachable
+            else "Check that BATON_GITHUB_APP_ID and the private key belong to the same App."
         )
-    if response.status_code == httpx.codes.OK:
-        slug = str(response.json().get("slug", "?")) if _is_json(response) else "?"
-        return Finding(name, detail=f"GitHub knows the App as {slug}")
-    return Finding(
-        name,
-        f"GitHub answered {response.status_code} to the App's id and key",
-        "Check that BATON_GITHUB_APP_ID and the private key belong to the same App.",
-    )
-
-
-_JSON = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
-
-
-def _app_jwt(settings: Settings) -> str:
-    now = int(time.time())
-    # A minute back for clock drift; GitHub accepts at most ten minutes ahead.
-    claims = {"iat": now - 60, "exp": now + 540, "iss": str(settings.github_app_id)}
-    return jwt.encode(claims, settings.private_key_pem(), algorithm="RS256")
-
-
-def _is_json(response: httpx.Response) -> bool:
-    kind: str = response.headers.get("content-type", "")
-    return kind.startswith("application/json")
+        return Finding(name, str(refused).split(";")[0], fix)
+    return Finding(name, detail=f"GitHub knows the App as {app.name}")
 
 
 def _model_keys(settings: Settings) -> list[Finding]:

@@ -50,7 +50,7 @@ class TypedApp:
     relay_url: str | None
 
 
-class _AppAnswer(BaseModel):
+class AppAnswer(BaseModel):
     """The fields of `GET /app` Baton reads."""
 
     model_config = ConfigDict(extra="ignore")
@@ -117,14 +117,21 @@ def _webhook_secret(typed: str) -> str:
 async def confirm_with_github(typed: TypedApp) -> CreatedApp:
     """The App as GitHub describes it to a token signed with the typed key (`GET /app`);
     `AppNotConfirmed` when GitHub refuses the key or cannot be asked."""
-    api_url = typed.site.api_url
+    answer = await describe_app(typed.site.api_url, typed.app_id, typed.private_key)
+    secrets = {"pem": typed.private_key, "webhook_secret": typed.webhook_secret}
+    return CreatedApp.model_validate(answer.model_dump() | secrets)
+
+
+async def describe_app(api_url: str, app_id: int, private_key: str) -> AppAnswer:
+    """`GET /app` with a token signed by `private_key` for `app_id`: proof that the id and the
+    key belong together. `AppNotConfirmed` when GitHub refuses them or cannot be asked."""
     github = GitHub(
-        AppAuthStrategy(typed.app_id, typed.private_key),
+        AppAuthStrategy(app_id, private_key),
         base_url=api_url + "/",
         user_agent=USER_AGENT,
         timeout=EXCHANGE_TIMEOUT_SECONDS,
         http_cache=False,
-        auto_retry=False,  # the operator is waiting on the page: one try, then say why
+        auto_retry=False,  # a person is waiting: one try, then say why
         # githubkit's default cache is process-wide: a token signed with a key typed earlier
         # for the same App id would be used again.
         cache_strategy=MemCacheStrategy(),
@@ -132,41 +139,40 @@ async def confirm_with_github(typed: TypedApp) -> CreatedApp:
     try:
         response = await github.rest(API_VERSION).apps.async_get_authenticated()
     except RequestFailed as failure:
-        raise _refused(typed, failure.response.status_code) from None
+        raise _refused(api_url, app_id, failure.response.status_code) from None
     except GitHubException as error:
         raise AppNotConfirmed(
             f"could not reach GitHub at {api_url} ({type(error).__name__}); check the address "
             "and this machine's network, then try again",
             unreachable=True,
         ) from None
-    return _confirmed(typed, response.content)
+    return _described(api_url, app_id, response.content)
 
 
-def _refused(typed: TypedApp, status: int) -> AppNotConfirmed:
+def _refused(api_url: str, app_id: int, status: int) -> AppNotConfirmed:
     if status in (401, 403, 404):
         return AppNotConfirmed(
-            f"GitHub at {typed.site.api_url} did not accept a token signed with this private key "
-            f"for App id {typed.app_id} (HTTP {status}): check the App id, and that the key is "
+            f"GitHub at {api_url} did not accept a token signed with this private key "
+            f"for App id {app_id} (HTTP {status}): check the App id, and that the key is "
             "one of that App's private keys",
             unreachable=False,
         )
     return AppNotConfirmed(
-        f"GitHub at {typed.site.api_url} answered HTTP {status} when asked about App id "
-        f"{typed.app_id}; wait a minute, then try again",
+        f"GitHub at {api_url} answered HTTP {status} when asked about App id "
+        f"{app_id}; wait a minute, then try again",
         unreachable=True,
     )
 
 
-def _confirmed(typed: TypedApp, body: bytes) -> CreatedApp:
+def _described(api_url: str, app_id: int, body: bytes) -> AppAnswer:
     try:
-        answer = _AppAnswer.model_validate_json(body)
-        if answer.id != typed.app_id:
+        answer = AppAnswer.model_validate_json(body)
+        if answer.id != app_id:
             raise ValueError("another App's id")
-        secrets = {"pem": typed.private_key, "webhook_secret": typed.webhook_secret}
-        return CreatedApp.model_validate(answer.model_dump() | secrets)
     except (ValidationError, ValueError):
         raise AppNotConfirmed(
-            f"GitHub at {typed.site.api_url} did not describe App id {typed.app_id} as expected; "
+            f"GitHub at {api_url} did not describe App id {app_id} as expected; "
             "check the GitHub address and the App id",
             unreachable=True,
         ) from None
+    return answer
