@@ -160,9 +160,9 @@ def _default_fields(settings: Settings, request: Request) -> dict[str, str]:
 def _register_body(fields: dict[str, str], error: str | None = None) -> str:
     personal = " checked" if fields["account"] != "organization" else ""
     organization = " checked" if fields["account"] == "organization" else ""
-    return f"""{alert(error)}<p>Baton has no GitHub App credentials yet, so it is in setup
-mode. This registers a GitHub App for it; GitHub then sends you back here and Baton saves the
-App's id, private key and webhook secret to its <code>.env</code> file.
+    return f"""{alert(error)}<p>Baton has no GitHub App credentials yet, so it is in
+setup mode. This registers a GitHub App for it; GitHub then sends you back here and Baton saves
+the App's id, private key and webhook secret to its <code>.env</code> file.
 <a href="{IMPORT_PATH}">I already have an App</a>.</p>
 <form action="/setup/manifest" method="post">
 <fieldset><legend>Owner of the App</legend>
