@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
-from collections.abc import Callable, Iterator, Mapping
+import threading
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -505,21 +505,34 @@ async def test_the_run_budget_counts_what_parallel_tasks_spent_meanwhile(
     assert len(models.calls) == 1
 
 
+async def held_until_one_is_refused(
+    models: ModelDouble, *turns: Coroutine[Any, Any, Turn]
+) -> list[Turn | BaseException]:
+    """Run `turns` at once, the model holding every call it gets until one turn has been
+    refused, so a call is surely in flight while the other is checked; their outcomes."""
+    release = threading.Event()
+
+    def held(call: RecordedCall) -> ModelReply:
+        release.wait(60)
+        return ModelReply("done")
+
+    models.policy = held
+    running = [asyncio.ensure_future(turn) for turn in turns]
+    try:
+        await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        release.set()
+    return list(await asyncio.gather(*running, return_exceptions=True))
+
+
 async def test_calls_in_flight_at_once_cannot_together_pass_the_run_budget(
     models: ModelDouble, store: Store
 ) -> None:
     in_flight = InFlight()  # one per run, shared by its tasks' budgets
     task_model = task_models_of_one_run(models, store, in_flight)
 
-    def slow(call: RecordedCall) -> ModelReply:
-        time.sleep(0.5)  # the first call is still under way when the second is checked
-        return ModelReply("done")
-
-    models.policy = slow
-    outcomes = await asyncio.gather(
-        task_model().turn(first_request()),
-        task_model().turn(first_request()),
-        return_exceptions=True,
+    outcomes = await held_until_one_is_refused(
+        models, task_model().turn(first_request()), task_model().turn(first_request())
     )
     assert isinstance(outcomes[0], Turn)
     assert isinstance(outcomes[1], BudgetExceeded)
@@ -572,15 +585,10 @@ async def test_calls_of_two_runs_in_flight_at_once_cannot_together_pass_the_dail
 ) -> None:
     in_flight = InFlight()  # one per process, shared by every run's budgets
 
-    def slow(call: RecordedCall) -> ModelReply:
-        time.sleep(0.5)  # the first call is still under way when the second is checked
-        return ModelReply("done")
-
-    models.policy = slow
-    outcomes = await asyncio.gather(
+    outcomes = await held_until_one_is_refused(
+        models,
         daily_capped(models, store, in_flight).turn(first_request()),
         daily_capped(models, store, in_flight).turn(first_request()),
-        return_exceptions=True,
     )
     # Whichever is checked second is refused.
     (made,) = [outcome for outcome in outcomes if isinstance(outcome, Turn)]
