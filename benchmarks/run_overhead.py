@@ -83,7 +83,6 @@ import hashlib
 import io
 import json
 import math
-import re
 import statistics
 import subprocess
 import sys
@@ -113,6 +112,7 @@ from tests.doubles.fixtures import REPOSITORY, commit_files
 from tests.doubles.github import RecordedRequest
 from tests.doubles.models import ModelReply, RecordedCall, ScriptedToolCall
 from tests.support import SECRET
+from tests.test_execution import who
 from tests.world import ISSUE, World, plan, submit, task, wait_explained, world_of
 
 DEFAULT_SIZES = (4, 12)
@@ -233,19 +233,6 @@ def prompt_blocks(request: Mapping[str, Any]) -> list[tuple[str, bool]]:
             content = [{"type": "text", "text": content}]
         blocks += [shown(f"{message.get('role')}:", block) for block in content]
     return blocks
-
-
-def who(call: RecordedCall) -> tuple[str, str | None]:
-    """Which part of Baton is asking (planner, reviewer or worker) and for which task."""
-    system = call.json["system"][0]["text"]
-    first = call.json["messages"][0]["content"][0]["text"]
-    found = re.search(r"Task (T\d+)", first)
-    key = found.group(1) if found else None
-    if system.startswith("You are the planner"):
-        return "planner", None
-    if system.startswith("You review"):
-        return "reviewer", key
-    return "worker", key
 
 
 class ScriptedModels:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,6 +26,7 @@ from bot.store.models import (
     TimelineEvent,
     ToolCall,
 )
+from tests.setup_browser import signed_in_browser
 from tests.support import FAST, serve
 from webhooks.access import OperatorAccess
 from webhooks.app import create_app
@@ -652,22 +652,13 @@ def test_without_credentials_a_configured_token_changes_nothing(
     assert "Add CSV export" not in response.text
 
 
-@contextmanager
-def signed_in(url: str, operator: OperatorAccess) -> Iterator[httpx.Client]:
-    """A browser that opened the sign-in link Baton printed."""
-    with httpx.Client(base_url=url, timeout=30) as browser:
-        signed_in = browser.get(operator.sign_in_link(url))
-        assert (signed_in.status_code, signed_in.headers["location"]) == (303, "/")
-        yield browser
-
-
 @pytest.mark.usefixtures("seeded")
 @pytest.mark.parametrize("headers", list(STRANGERS.values()), ids=list(STRANGERS))
 def test_the_token_or_the_operators_session_shows_run_data(
     guarded_url: str, operator: OperatorAccess, headers: dict[str, str]
 ) -> None:
     bearer = {"Authorization": f"Bearer {TOKEN}"}
-    with signed_in(guarded_url, operator) as browser:
+    with signed_in_browser(guarded_url, operator) as browser:
         by_session = browser.get("/runs/run-a", headers=headers)
     by_token = httpx.get(f"{guarded_url}/runs/run-a", headers=headers | bearer)
 
