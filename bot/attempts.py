@@ -10,7 +10,7 @@ from sqlmodel import Session, col
 
 from bot.llm.budget import BudgetExceeded
 from bot.store.db import Store
-from bot.store.models import AttemptStatus, ModelCall, Task, TaskAttempt, TaskState
+from bot.store.models import AttemptStatus, ModelCall, TaskAttempt
 from bot.store.types import utcnow
 
 T = TypeVar("T")
@@ -31,11 +31,6 @@ def end_attempt(
     attempt.status = status
     attempt.error = error
     attempt.ended_at = utcnow()
-    if status == AttemptStatus.escalated:
-        task = session.get(Task, attempt.task_id)
-        if task is not None:
-            task.state = TaskState.escalated
-            task.updated_at = utcnow()
 
 
 def _sum_usage(session: Session, attempt: TaskAttempt) -> None:

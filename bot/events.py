@@ -66,8 +66,15 @@ class CommentRef(_Tolerant):
     created_at: datetime | None = None
 
 
+class BranchRef(_Tolerant):
+    ref: str
+
+
 class PullRequestRef(_Tolerant):
     number: GitHubId
+    # The head branch names the run even before the run recorded the pull request's number.
+    head: BranchRef | None = None
+    merged: bool = False
 
 
 class ReviewRef(_Tolerant):
@@ -100,6 +107,14 @@ class PullRequestReviewSubmitted(_Tolerant):
     repository: RepositoryRef
     pull_request: PullRequestRef
     review: ReviewRef
+    sender: Account
+
+
+class PullRequestClosed(_Tolerant):
+    action: str
+    installation: InstallationRef
+    repository: RepositoryRef
+    pull_request: PullRequestRef
     sender: Account
 
 
@@ -181,6 +196,7 @@ _ROUTES: dict[str, tuple[str | None, str, type[_Tolerant]]] = {
     "issues": ("labeled", "start_run", IssueLabeled),
     "issue_comment": ("created", "handle_issue_comment", IssueCommentCreated),
     "pull_request_review": ("submitted", "handle_review", PullRequestReviewSubmitted),
+    "pull_request": ("closed", "handle_pull_request_closed", PullRequestClosed),
     "installation": (None, "sync_installation", InstallationEvent),
     "installation_repositories": (
         None,
@@ -188,6 +204,11 @@ _ROUTES: dict[str, tuple[str | None, str, type[_Tolerant]]] = {
         InstallationRepositoriesEvent,
     ),
 }
+
+
+# Events that report what happened rather than ask Baton for anything: acted on whoever caused
+# them (a merge queue's bot merging a pull request still ends its run).
+_FACTS = frozenset({"pull_request"})
 
 
 def decide(event: str, body: bytes) -> Decision:
@@ -219,7 +240,7 @@ def _decide(event: str, body: bytes) -> Decision:
         reason = f"Baton does not act on {_label(event, action)}"
         return Decision(action, None, reason, None, **_who_and_where(parsed))
     sender = getattr(parsed, "sender", None)
-    if isinstance(sender, Account) and sender.type == "Bot":
+    if isinstance(sender, Account) and sender.type == "Bot" and event not in _FACTS:
         # Baton's own comments and pushes come back as events; no bot may steer a run either.
         reason = f"{_label(event, action)} was caused by the bot {sender.login}"
         return Decision(action, None, reason, None, **_who_and_where(parsed))

@@ -9,8 +9,6 @@ from pydantic import BaseModel
 from sqlmodel import Session
 
 from bot import (
-    execution,
-    failures,
     installations,
     labels,
     planning,
@@ -24,10 +22,12 @@ from bot.events import (
     InstallationRepositoriesEvent,
     IssueCommentCreated,
     IssueLabeled,
+    PullRequestClosed,
     PullRequestReviewSubmitted,
 )
 from bot.executor import JobContext, JobFunction
 from bot.logs import log_context
+from bot.runs import advance, attempt, finish, integration, lifecycle, pull_requests, status
 from bot.store.models import Delivery
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ async def handle_review(context: JobContext, delivery_id: int) -> None:
 
     def step(session: Session) -> PullRequestReviewSubmitted:
         event = load_event(session, delivery_id, PullRequestReviewSubmitted)
-        run = runs.run_for_pull_request(session, event.repository.id, event.pull_request.number)
+        run = pull_requests.run_of_pull_request(session, event.repository.id, event.pull_request)
         if run is not None:
             runs.record_event(
                 session,
@@ -96,6 +96,14 @@ async def handle_review(context: JobContext, delivery_id: int) -> None:
 
     event = await context.store.run(step)
     await revisions.revise_from_review(context, event, delivery_id)
+
+
+async def handle_pull_request_closed(context: JobContext, delivery_id: int) -> None:
+    """`pull_request.closed`: a run's pull request was merged or closed, so the run ends."""
+    event = await context.store.run(
+        lambda session: load_event(session, delivery_id, PullRequestClosed)
+    )
+    await pull_requests.pull_request_closed(context, event, delivery_id)
 
 
 async def sync_installation(context: JobContext, delivery_id: int) -> None:
@@ -127,14 +135,19 @@ async def sync_installation_repositories(context: JobContext, delivery_id: int) 
 
 JOBS: dict[str, JobFunction] = {
     "start_run": start_run,
-    "plan_run": planning.plan_run,
-    "execute_run": execution.execute_run,
+    lifecycle.PLAN_JOB: planning.plan_run,
+    lifecycle.ADVANCE_JOB: advance.advance_run,
+    "execute_run": advance.resume_earlier_run,
+    lifecycle.ATTEMPT_JOB: attempt.attempt_task,
+    lifecycle.INTEGRATE_JOB: integration.integrate_task,
+    lifecycle.FINISH_JOB: finish.finish_run,
+    lifecycle.STATUS_JOB: status.show_status,
     "handle_issue_comment": handle_issue_comment,
     "handle_review": handle_review,
+    "handle_pull_request_closed": handle_pull_request_closed,
     "sync_installation": sync_installation,
     "sync_installation_repositories": sync_installation_repositories,
     labels.LABEL_JOB: labels.create_trigger_label,
-    failures.ANNOUNCE_JOB: failures.announce_failure,
     retention.PRUNE_JOB: retention.prune_records,
-    runs.CLEAR_RUN_JOB: retention.clear_run_files,
+    lifecycle.CLEAR_RUN_JOB: retention.clear_run_files,
 }

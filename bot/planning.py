@@ -17,7 +17,7 @@ from bot import runs
 from bot.codebase.context import planner_context, tracked_files
 from bot.codebase.tools import read_only_tools
 from bot.config import RepoConfig
-from bot.executor import JobContext, enqueue
+from bot.executor import JobContext
 from bot.git import Mirror
 from bot.github.repo import IssueThread, RepoClient
 from bot.github.scopes import PLAN, Permissions, TokenScope
@@ -39,6 +39,7 @@ from bot.plan.render import (
 )
 from bot.plan.schema import Plan
 from bot.plan.validate import PlanCheck, PlanRules, check_plan, writes_protected
+from bot.runs import lifecycle
 from bot.store.models import PlanRevision, Run, RunState, TimelineEvent
 from bot.store.types import utcnow
 
@@ -70,7 +71,6 @@ How to cut the work into tasks:
     + UNTRUSTED_RULE
     + "\n"
 )
-PLANNING_STATUS = "**Planning** — reading the issue and the code."
 PLAN_COMMANDS = ("/approve-plan", "/revise-plan <feedback>", "/edit-plan", "/cancel")
 UNTRUSTED_ISSUE_LIMIT = 30_000
 PLAN_REPAIR_ROUNDS = 2
@@ -123,39 +123,41 @@ async def load_run(context: JobContext, run_id: str) -> Run:
 async def plan_run(context: JobContext, run_id: str) -> None:
     """Job: a run in `planning` gets a new plan revision, or ends naming what was wrong."""
     run = await load_run(context, run_id)
-    if run.state == RunState.awaiting_approval:
-        # Planned already: this job ran before, and may have died before showing the plan.
-        await show_newest_revision(context, run)
-        return
     if run.state != RunState.planning:
-        return
+        return  # planned already, or ended: what it shows was queued with its state
     config = RepoConfig.model_validate(run.config)
     repo = repo_client(context, run)
     await repo.react("eyes", issue=run.issue_number)
-    await show_status(context, run, repo, PLANNING_STATUS)
     try:
         planned = await _plan(context, run, repo, config)
     except FinishRejected as rejected:
-        await end_run(context, run, repo, RunState.failed, "the plan stayed invalid")
         title = f"The plan stayed invalid after {PLAN_REPAIR_ROUNDS} rounds of repair"
         problems = render_problems(title, rejected.problems)
-        await show_status(context, run, repo, f"{problems}\n{start_again(config.label)}\n")
+        await _fail(context, run, "the plan stayed invalid", problems, config)
         return
     except (AgentFailed, ModelFailed) as failure:
         # The provider's own words may hold anything: they go to the log, not to the issue.
         log.warning("planning run %s failed: %s", run.id, failure)
         reason = planning_failure(failure)
-        await end_run(context, run, repo, RunState.failed, reason)
         failed = render_problems("Planning failed", [f"{reason}; Baton's log has the details"])
-        await show_status(context, run, repo, f"{failed}\n{start_again(config.label)}\n")
+        await _fail(context, run, reason, failed, config)
         return
     except BudgetExceeded as exceeded:
         # Baton's own words, numbers and setting names only: fit for the issue.
-        await end_run(context, run, repo, RunState.failed, f"budget: {exceeded}")
         stopped = render_problems("Planning stopped by a budget", [str(exceeded)])
-        await show_status(context, run, repo, f"{stopped}\n{start_again(config.label)}\n")
+        await _fail(context, run, f"budget: {exceeded}", stopped, config)
         return
-    await publish_revision(context, run, repo, config, planned, source="planner")
+    await publish_revision(context, run, config, planned, source="planner")
+
+
+async def _fail(context: JobContext, run: Run, reason: str, shown: str, config: RepoConfig) -> None:
+    """The run ends `failed`; its status comment shows `shown` and how to start again."""
+    text = f"{shown}\n{start_again(config.label)}\n"
+    await context.store.run(
+        lambda session: lifecycle.end_run(
+            session, run.id, RunState.failed, reason, data={lifecycle.STATUS_TEXT: text}
+        )
+    )
 
 
 def planning_failure(failure: AgentFailed | ModelFailed) -> str:
@@ -321,7 +323,6 @@ async def _record_base(context: JobContext, run_id: str, base: str) -> None:
 async def publish_revision(
     context: JobContext,
     run: Run,
-    repo: RepoClient,
     config: RepoConfig,
     planned: Planned,
     *,
@@ -361,20 +362,20 @@ async def publish_revision(
                 created_at=utcnow(),
             )
         )
+        session.flush()
         # A `/cancel` while the planner worked wins: the revision is kept, the run stays ended.
-        if current is not None and waiting:
-            current.state = RunState.awaiting_approval
-            current.updated_at = utcnow()
+        if current is not None and current.state == RunState.planning:
+            lifecycle.move_run(session, run.id, RunState.planning, RunState.awaiting_approval)
+        elif waiting:
+            lifecycle.show(session, run.id)  # an edit while it waits: the new plan is shown
         return number, waiting
 
-    number, waiting = await context.store.run(store)
-    if number is not None and waiting:
-        await show_status(context, run, repo, render_revision(context, config, planned, number))
+    number, _ = await context.store.run(store)
     return number
 
 
-async def show_newest_revision(context: JobContext, run: Run) -> None:
-    """Show the run's newest plan revision, as stored, in its status comment (an edit)."""
+async def newest_revision_text(context: JobContext, run: Run) -> str | None:
+    """The run's newest plan revision, as stored, rendered for its status comment."""
 
     def newest(session: Session) -> tuple[int, Plan, tuple[str, ...]] | None:
         revision = newest_revision(session, run.id)
@@ -384,7 +385,7 @@ async def show_newest_revision(context: JobContext, run: Run) -> None:
 
     found = await context.store.run(newest)
     if found is None:
-        return
+        return None
     number, plan, warnings = found
     config = RepoConfig.model_validate(run.config)
     # A stored revision passed its check: only its warnings were kept, and its gates follow
@@ -393,8 +394,7 @@ async def show_newest_revision(context: JobContext, run: Run) -> None:
         task.id for task in plan.tasks if writes_protected(task, config.protected_paths)
     )
     planned = Planned(plan, PlanCheck((), warnings, gated))
-    text = render_revision(context, config, planned, number)
-    await show_status(context, run, repo_client(context, run), text)
+    return render_revision(context, config, planned, number)
 
 
 def render_revision(context: JobContext, config: RepoConfig, planned: Planned, number: int) -> str:
@@ -412,40 +412,3 @@ def render_revision(context: JobContext, config: RepoConfig, planned: Planned, n
         unpriced_models=unpriced_models(prices, worker, orchestrator),
         budget=budget_limits(context, config),
     )
-
-
-async def show_status(context: JobContext, run: Run, repo: RepoClient, body: str) -> None:
-    """Create or edit the run's status comment, and remember its id."""
-    comment_id = await repo.upsert_status_comment(
-        run.issue_number, run.id, body, known_id=run.status_comment_id
-    )
-    if comment_id == run.status_comment_id:
-        return
-    run.status_comment_id = comment_id
-
-    def remember(session: Session) -> None:
-        current = session.get(Run, run.id)
-        if current is not None:
-            current.status_comment_id = comment_id
-
-    await context.store.run(remember)
-
-
-async def end_run(
-    context: JobContext,
-    run: Run,
-    repo: RepoClient,
-    state: RunState,
-    reason: str,
-    *,
-    delivery_id: int | None = None,
-) -> None:
-    """The run stops for good; the issue may be labelled again for a new one. The timeline
-    event names the delivery that ended it, if one did."""
-    await context.store.run(
-        lambda session: runs.end_run_in(session, run.id, state, reason, delivery_id=delivery_id)
-    )
-
-
-def enqueue_planning(session: Session, run_id: str) -> None:
-    enqueue(session, "plan_run", run_id=run_id)

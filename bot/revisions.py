@@ -15,8 +15,8 @@ from bot import runs
 from bot.codebase.context import planner_context
 from bot.codebase.tools import read_only_tools
 from bot.config import RepoConfig
-from bot.events import PullRequestReviewSubmitted
-from bot.executor import JobContext, enqueue
+from bot.events import PullRequestRef, PullRequestReviewSubmitted
+from bot.executor import JobContext
 from bot.github.repo import RepoClient, Review
 from bot.github.scopes import READ_REVIEW
 from bot.github.untrusted import UntrustedFence, prepare_untrusted
@@ -35,6 +35,8 @@ from bot.planning import (
     repo_client,
     updated_mirror,
 )
+from bot.runs import lifecycle
+from bot.runs.pull_requests import run_of_pull_request
 from bot.store.models import PlanRevision, Run, RunState, Task, TimelineEvent
 from bot.store.types import utcnow
 from bot.task_rows import add_task_rows
@@ -60,7 +62,7 @@ async def revise_from_review(
     """A submitted review on a run's pull request from someone with write access: new tasks."""
     state = (event.review.state or "").lower()
     run_id = await context.store.run(
-        lambda session: _run_for(session, event.repository.id, event.pull_request.number)
+        lambda session: _run_for(session, event.repository.id, event.pull_request)
     )
     if run_id is None or state not in ACTED_ON:
         return
@@ -83,8 +85,8 @@ async def revise_from_review(
     await _approve(context, run.id, plan, review)
 
 
-def _run_for(session: Session, repository_id: int, number: int) -> str | None:
-    run = runs.run_for_pull_request(session, repository_id, number)
+def _run_for(session: Session, repository_id: int, pull_request: PullRequestRef) -> str | None:
+    run = run_of_pull_request(session, repository_id, pull_request)
     return run.id if run is not None and run.active else None
 
 
@@ -223,24 +225,32 @@ async def _approve(context: JobContext, run_id: str, plan: Plan, review: Review)
             )
         )
         run = session.get(Run, run_id)
-        if run is None:
+        if run is None or not run.active:
             return
         message = f"r{number} from the review by @{review.author}"
         runs.record_event(session, run_id, "plan.from_review", message)
-        if run.state == RunState.executing:
-            # The run's job is at work: new task rows are enough for it to pick them up.
-            session.flush()
-            existing = {t.key: t for t in session.exec(select(Task).where(Task.run_id == run_id))}
-            revision = newest_revision(session, run_id)
-            assert revision is not None
-            add_task_rows(
-                session, run_id, revision, RepoConfig.model_validate(run.config), existing
-            )
-            return
-        run.state, run.updated_at = RunState.executing, utcnow()
-        enqueue(session, "execute_run", run_id=run_id)
+        session.flush()
+        existing = {t.key: t for t in session.exec(select(Task).where(Task.run_id == run_id))}
+        revision = newest_revision(session, run_id)
+        assert revision is not None
+        add_task_rows(session, run_id, revision, RepoConfig.model_validate(run.config), existing)
+        session.flush()
+        _carry_on(session, run)
 
     await context.store.run(approve)
+
+
+def _carry_on(session: Session, run: Run) -> None:
+    """The review's tasks run now, whatever step the run is at: a run at work picks them up,
+    one that waits for people starts revising."""
+    state = RunState(run.state)
+    if state in (RunState.executing, RunState.revising):
+        lifecycle.wake(session, run.id)
+    elif state == RunState.pr_open:
+        lifecycle.move_run(session, run.id, state, RunState.revising, "a review's tasks")
+    elif state == RunState.needs_human:
+        again = RunState.revising if run.pull_request_number else RunState.executing
+        lifecycle.move_run(session, run.id, state, again, "a review's tasks")
 
 
 async def answer_review_comments(

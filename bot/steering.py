@@ -21,7 +21,7 @@ from bot import runs
 from bot.commands import Command, CommandError, parse_command
 from bot.config import CONFIG_PATH, ConfigError, RepoConfig, parse_config
 from bot.events import IssueCommentCreated, IssueLabeled
-from bot.executor import JobContext, enqueue
+from bot.executor import JobContext
 from bot.github.repo import RepoClient
 from bot.github.scopes import PLAN, TokenScope
 from bot.plan.render import render_problems
@@ -31,15 +31,15 @@ from bot.planning import (
     REVISION_REQUESTED,
     Planned,
     check_shown_plan,
-    end_run,
     load_run,
     newest_revision,
+    newest_revision_text,
     plan_rules,
     publish_revision,
-    show_newest_revision,
-    show_status,
     updated_mirror,
 )
+from bot.runs import lifecycle
+from bot.runs.status import write_status
 from bot.store.models import PlanRevision, Run, RunState, Task, TaskState, TimelineEvent
 from bot.store.types import utcnow
 
@@ -85,9 +85,7 @@ async def admit(context: JobContext, event: IssueLabeled, delivery_id: int) -> s
         return None
 
     def start(session: Session) -> Run | None:
-        run = runs.start_run(session, event, delivery_id, config or RepoConfig(), problem)
-        if run is not None and problem is None:
-            enqueue(session, "plan_run", run_id=run.id)
+        run = lifecycle.admit_run(session, event, delivery_id, config or RepoConfig(), problem)
         if run is not None:
             session.expunge(run)
         return run
@@ -95,7 +93,7 @@ async def admit(context: JobContext, event: IssueLabeled, delivery_id: int) -> s
     run = await context.store.run(start)
     if run is not None and problem is not None:
         title = f"Baton cannot start: `{CONFIG_PATH}` has a problem"
-        await show_status(context, run, repo, render_problems(title, [problem]))
+        await write_status(context, run, repo, render_problems(title, [problem]))
     return run.id if run else None
 
 
@@ -232,16 +230,12 @@ def _obeyed_by(
 async def _show_obeyed(
     context: JobContext, run: Run, repo: RepoClient, command: Command, event: IssueCommentCreated
 ) -> None:
-    """Show again what the first job may have died before showing: the cancelled run, or the
-    edited plan while it waits. The other commands queue a job that shows their effect."""
-    if command.name == "cancel":
-        await show_status(context, run, repo, _cancelled(event.sender.login))
-    elif command.name == "edit-plan" and run.state == RunState.awaiting_approval:
-        await show_newest_revision(context, run)
-
-
-def _cancelled(sender: str) -> str:
-    return f"**Cancelled** by @{sender}."
+    """Show again what the first job may have died before showing: the edited plan while it
+    waits. The other commands queued the job that shows their effect with their effect."""
+    if command.name == "edit-plan" and run.state == RunState.awaiting_approval:
+        text = await newest_revision_text(context, run)
+        if text is not None:
+            await write_status(context, run, repo, text)
 
 
 async def _obey(
@@ -256,8 +250,11 @@ async def _obey(
     sender = event.sender.login
     if command.name == "cancel":
         reason = f"cancelled by @{sender}"
-        await end_run(context, run, repo, RunState.cancelled, reason, delivery_id=delivery_id)
-        await show_status(context, run, repo, _cancelled(sender))
+        await context.store.run(
+            lambda session: lifecycle.end_run(
+                session, run.id, RunState.cancelled, reason, delivery_id=delivery_id
+            )
+        )
         return None
     if command.name in TASK_COMMANDS:
         return await _steer_task(context, run, command, sender, delivery_id)
@@ -299,14 +296,13 @@ async def _approve(
         message = f"r{newest.number} approved by @{sender}"
         if runs.record_event(session, run.id, PLAN_APPROVED, message, delivery_id=delivery_id):
             newest.approved_by, newest.approved_at = sender, utcnow()
-            current.state, current.updated_at = RunState.executing, utcnow()
-            enqueue(session, "execute_run", run_id=run.id)
+            session.flush()
+            lifecycle.move_run(
+                session, run.id, RunState.awaiting_approval, RunState.executing, message
+            )
         return None
 
-    refusal = await context.store.run(approve)
-    if refusal is None:
-        await show_status(context, run, repo, f"**Plan approved** by @{sender}; executing.")
-    return refusal
+    return await context.store.run(approve)
 
 
 def _newest_before(session: Session, run_id: str, moment: datetime) -> int | None:
@@ -338,14 +334,10 @@ async def _revise(
             delivery_id=delivery_id,
             data={"feedback": command.text},
         ):
-            current.state, current.updated_at = RunState.planning, utcnow()
-            enqueue(session, "plan_run", run_id=run.id)
+            lifecycle.move_run(session, run.id, RunState.awaiting_approval, RunState.planning)
         return None
 
-    refusal = await context.store.run(request)
-    if refusal is None:
-        await show_status(context, run, repo, "**Revising the plan** with the feedback given.")
-    return refusal
+    return await context.store.run(request)
 
 
 async def _edit(
@@ -365,7 +357,6 @@ async def _edit(
     number = await publish_revision(
         context,
         run,
-        repo,
         config,
         planned,
         source="edit",
@@ -380,7 +371,7 @@ async def _steer_task(
     context: JobContext, run: Run, command: Command, sender: str, delivery_id: int
 ) -> str | None:
     """`/approve-task`, `/retry` and `/skip` on one task of an executing run."""
-    if run.state not in (RunState.executing, RunState.needs_human):
+    if run.state not in (RunState.executing, RunState.revising, RunState.needs_human):
         return f"`/{command.name}` applies while the plan's tasks run; the run is {run.state}."
 
     def steer(session: Session) -> str | None:
@@ -404,10 +395,12 @@ async def _steer_task(
             return None
         if command.name == "approve-task":
             task.approved_by = sender
+            new = TaskState.accepted
         else:
-            task.state = TaskState.pending if command.name == "retry" else TaskState.skipped
             task.approved_by = None  # a retried change is new work: it needs approving again
-        task.updated_at = utcnow()
+            new = TaskState.pending if command.name == "retry" else TaskState.skipped
+        session.flush()
+        lifecycle.move_task(session, run.id, task.key, TaskState(task.state), new, f"@{sender}")
         _resume(session, run.id)
         return None
 
@@ -415,8 +408,8 @@ async def _steer_task(
 
 
 def _resume(session: Session, run_id: str) -> None:
-    """A run parked for a person executes again."""
+    """A run parked for a person goes on: executing, or revising once its pull request is up."""
     current = session.get(Run, run_id)
     if current is not None and current.state == RunState.needs_human:
-        current.state, current.updated_at = RunState.executing, utcnow()
-        enqueue(session, "execute_run", run_id=run_id)
+        again = RunState.revising if current.pull_request_number else RunState.executing
+        lifecycle.move_run(session, run_id, RunState.needs_human, again, "a person answered")

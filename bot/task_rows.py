@@ -7,7 +7,7 @@ from sqlmodel import Session
 from bot.config import RepoConfig
 from bot.plan.schema import Plan, PlanTask
 from bot.plan.validate import writes_protected
-from bot.store.models import PlanRevision, Task, TaskState
+from bot.store.models import PlanRevision, Task
 
 
 def add_task_rows(
@@ -39,5 +39,4 @@ def _task_row(run_id: str, revision: PlanRevision, planned: PlanTask, config: Re
         context_files=planned.context_files,
         effort=planned.effort,
         needs_approval=writes_protected(planned, config.protected_paths),
-        state=TaskState.pending,
     )

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from bot.events import decide
 from bot.executor import JobContext
@@ -18,7 +18,8 @@ from bot.integrations import Integrations
 from bot.jobs import JOBS
 from bot.settings import Settings
 from bot.store.db import Store
-from bot.store.models import Delivery
+from bot.store.models import Delivery, Job, JobState
+from bot.store.types import utcnow
 from tests.doubles.fixtures import as_app
 from tests.doubles.github import GitHubDouble
 from tests.support import payload
@@ -60,3 +61,33 @@ async def deliver(context: JobContext, name: str, body: dict[str, Any] | None = 
     delivery_id = await context.store.run(add)
     await JOBS[decision.job](context, delivery_id=delivery_id)
     return delivery_id
+
+
+async def run_queued(context: JobContext, *names: str) -> list[str]:
+    """Run the queued jobs named `names`, oldest first, as an executor would, until none is
+    left (a job may queue more); each is marked succeeded. Returns the names run, in order."""
+    done: list[str] = []
+    while True:
+        job = await context.store.run(lambda session: _next_queued(session, names))
+        if job is None:
+            return done
+        job_id, name, args = job
+        await JOBS[name](context, **args)
+        await context.store.run(lambda session: _settle(session, job_id))
+        done.append(name)
+
+
+def _next_queued(session: Session, names: tuple[str, ...]) -> tuple[int, str, dict[str, Any]] | None:
+    query = (
+        select(Job)
+        .where(Job.state == JobState.queued, col(Job.name).in_(names))
+        .order_by(col(Job.id))
+    )
+    job = session.exec(query).first()
+    return None if job is None else (job.id or 0, job.name, dict(job.args))
+
+
+def _settle(session: Session, job_id: int) -> None:
+    job = session.get(Job, job_id)
+    assert job is not None
+    job.state, job.finished_at = JobState.succeeded, utcnow()

@@ -477,7 +477,6 @@ def test_tasks_carry_their_usage_and_attempts(viewer: httpx.Client) -> None:
         "role": "implementer",
         "state": "accepted",
         "revision": 1,
-        "parent_key": None,
         "depends_on": [],
         "files": ["app/export.py"],
         "effort": 4,

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from bot.executor.local import ExecutorTuning
 from bot.github.client import GitHubTuning
 from bot.integrations import Integrations
 from bot.settings import Settings
@@ -125,9 +126,10 @@ def world_of(
     settings: Settings,
     tuning: GitHubTuning = QUICK_GITHUB,
     configure: Callable[[Settings], Settings] = lambda settings: settings,
+    executor: ExecutorTuning = FAST,
 ) -> Iterator[World]:
-    """Baton served between fresh doubles, talking to GitHub with `tuning`, its settings
-    changed by `configure` last."""
+    """Baton served between fresh doubles, talking to GitHub with `tuning`, running jobs with
+    `executor`, its settings changed by `configure` last."""
     with GitHubDouble(tmp_path / "github") as github, ModelDouble() as models:
         github.add_installation(INSTALLATION_ID, "octo-org")
         github.add_repository(REPOSITORY, INSTALLATION_ID, WIDGETS_FILES, repository_id=712345678)
@@ -140,7 +142,7 @@ def world_of(
         configured = configured.model_copy(update={"sandbox_toolchains": toolchains})
         configured = configure(configured)
         integrations = Integrations.from_settings(configured, tuning)
-        with serve(create_app(configured, FAST, integrations=integrations)) as url:
+        with serve(create_app(configured, executor, integrations=integrations)) as url:
             yield World(github, models, url)
 
 

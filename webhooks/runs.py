@@ -131,7 +131,6 @@ class TaskView(BaseModel):
     role: str
     state: str
     revision: int
-    parent_key: str | None
     depends_on: list[str]
     files: list[str]
     effort: int | None  # the planner's 1..5 size, which orders the critical path
@@ -407,7 +406,6 @@ def _task_view(
         role=task.role,
         state=task.state,
         revision=revision,
-        parent_key=task.parent_key,
         depends_on=task.depends_on,
         files=task.files,
         effort=task.effort,

@@ -103,11 +103,14 @@ class RunState(StrEnum):
     revising = "revising"
     needs_human = "needs_human"
     done = "done"
+    closed = "closed"
     failed = "failed"
     cancelled = "cancelled"
 
 
-TERMINAL_RUN_STATES = frozenset({RunState.done, RunState.failed, RunState.cancelled})
+TERMINAL_RUN_STATES = frozenset(
+    {RunState.done, RunState.closed, RunState.failed, RunState.cancelled}
+)
 
 
 class Run(SQLModel, table=True):
@@ -144,6 +147,8 @@ class Run(SQLModel, table=True):
     status_comment_id: int | None = _github_id(default=None)
     pull_request_number: int | None = None
     check_run_id: int | None = _github_id(default=None)
+    tests_passed: bool | None = None  # the repository's tests on the final branch
+    status_digest: str | None = Field(default=None, max_length=64)  # of the body last shown
     config: dict[str, Any] = _json_dict()
     cost_usd: float = 0.0
     error: str | None = None
@@ -194,7 +199,6 @@ class Task(SQLModel, table=True):
     run_id: str = Field(foreign_key="runs.id", index=True)
     revision_id: int = Field(foreign_key="plan_revisions.id")
     key: str = Field(max_length=16)
-    parent_key: str | None = Field(default=None, max_length=16)
     title: str = Field(max_length=255)
     role: str = Field(max_length=32)
     description: str = ""
@@ -208,7 +212,9 @@ class Task(SQLModel, table=True):
     state: str = Field(default=TaskState.pending, sa_type=STATE)
     attempts: int = 0
     commit_sha: str | None = Field(default=None, max_length=64)
-    cost_usd: float = 0.0
+    cost_usd: float = 0.0  # what its attempts and reviews cost, summed as it ends
+    # What the task's next attempt is told: a review's or an integration's reason to redo it.
+    feedback: str | None = None
     created_at: datetime = _created()
     updated_at: datetime = _created()
 

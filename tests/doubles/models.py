@@ -13,6 +13,8 @@ tokens, as Anthropic reports them; OpenAI's `prompt_tokens` counts all input, so
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 import math
 import secrets
@@ -214,7 +216,8 @@ class ModelDouble:
         headers = {name.lower(): value for name, value in request.headers.items()}
         api = _api_for(request.url.path, headers)
         call = RecordedCall(api.name, request.url.path, headers, body, _parsed(body), 0)
-        response = self._respond(api, request.method, call)
+        # In a thread: a policy may hold one call (until a test lets it go) while others answer.
+        response = await asyncio.to_thread(self._respond, api, request.method, call)
         with self._lock:
             self.calls.append(call._replace(status=response.status_code))
         return response

@@ -1,0 +1,128 @@
+"""The `integrate_task` step: an accepted task's commit onto the run branch, pushed with a lease.
+One integration per run at a time (the job's lock), in the order tasks were accepted.
+
+A person's push to the branch is kept: the commit goes on top of it, and if it does not apply
+there the task goes back to its worker with the hunks. A commit pushed by a process that died
+before recording it is found on the branch by its trailer and adopted, never pushed twice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlmodel import Session, col, select
+
+from bot.executor import JobContext, check_fence
+from bot.git import ApplyConflict, GitError, PushRejected
+from bot.github.repo import GitHubError
+from bot.planning import load_run
+from bot.runs import lifecycle, record_event
+from bot.runs.advance import WORKING, adopt_pushed, record_integration
+from bot.runs.progress import task_row
+from bot.runs.workspace import Workspace, open_workspace
+from bot.store.models import Run, Task, TaskAttempt, TaskState
+
+log = logging.getLogger(__name__)
+
+
+async def integrate_task(context: JobContext, run_id: str, task_key: str) -> None:
+    """Job: put the task's accepted commit on the run branch."""
+    run = await load_run(context, run_id)
+    found = await context.store.run(lambda session: _accepted(session, run_id, task_key))
+    if run.state not in WORKING or found is None:
+        return
+    task, commit = found
+    if commit is None:  # nothing changed (a static analyst): nothing to commit
+        await context.store.run(
+            lambda session: lifecycle.move_task(
+                session, run_id, task.key, TaskState.accepted, TaskState.integrated, "no change"
+            )
+        )
+        return
+    workspace = await open_workspace(context, run_id, fetch=True)
+    try:
+        await _integrate(workspace, task, commit)
+    except ApplyConflict as conflict:
+        feedback = f"Your change conflicts with the run branch now:\n{conflict.hunks}"
+        await _move(context, task, TaskState.running, "conflicts with the branch", feedback)
+    except (GitError, GitHubError) as error:
+        log.warning("task %s could not be integrated: %s", task.key, error)
+        await _move(context, task, TaskState.failed, str(error))
+
+
+async def _integrate(workspace: Workspace, task: Task, commit: str) -> None:
+    context, mirror = workspace.context, workspace.mirror
+    if await adopt_pushed(workspace):
+        workspace.run = run = await load_run(context, workspace.run.id)
+        if await context.store.run(lambda s: task_row(s, run.id, task.key).state) != "accepted":
+            return  # this task's commit was among them
+    run = workspace.run
+    await _follow_pushes(workspace)
+    remote = await mirror.branch_head(workspace.branch)
+    worktree = await mirror.add_worktree(run.id, "integration", workspace.head)
+    try:
+        new_head = await worktree.apply_commit(commit)
+    finally:
+        await worktree.remove()
+    # Checked just before the push: a process that lost this job to another pushes nothing.
+    await context.store.run(check_fence)
+    try:
+        await mirror.push(workspace.branch, new_head, expected=remote)
+    except PushRejected:
+        await mirror.update()
+        raise
+    await context.store.run(
+        lambda session: record_integration(session, run.id, task.key, new_head, "pushed")
+    )
+    await workspace.let_go_of_pins(task.key)
+
+
+async def _follow_pushes(workspace: Workspace) -> None:
+    """Take the branch as GitHub has it when a person pushed on top of Baton's work."""
+    run, mirror = workspace.run, workspace.mirror
+    remote = await mirror.branch_head(workspace.branch)
+    ours = run.head_sha or run.base_sha
+    if remote is None or ours is None or remote == ours:
+        return
+    if not await mirror.descends(remote, ours):
+        raise PushRejected(
+            f"the run branch {run.branch} was rewritten; Baton does not overwrite it",
+            command="git push",
+            branch=workspace.branch,
+            expected=ours,
+            reason="the branch no longer contains Baton's work",
+        )
+
+    def record(session: Session) -> None:
+        check_fence(session)
+        current = session.get(Run, run.id)
+        if current is not None:
+            current.head_sha = remote
+        record_event(session, run.id, "branch.moved", f"a push moved it to {remote}")
+
+    await workspace.context.store.run(record)
+    run.head_sha = remote
+
+
+def _accepted(session: Session, run_id: str, key: str) -> tuple[Task, str | None] | None:
+    """The accepted task and the commit of its accepted attempt; None when it is not accepted."""
+    task = task_row(session, run_id, key)
+    if task.state != TaskState.accepted:
+        return None
+    last = session.exec(
+        select(TaskAttempt)
+        .where(TaskAttempt.task_id == task.id)
+        .order_by(col(TaskAttempt.number).desc())
+    ).first()
+    session.expunge(task)
+    return task, (last.commit_sha if last is not None else None)
+
+
+async def _move(
+    context: JobContext, task: Task, new: TaskState, why: str, feedback: str | None = None
+) -> None:
+    await context.store.run(
+        lambda session: lifecycle.move_task(
+            session, task.run_id, task.key, TaskState.accepted, new, why, feedback=feedback
+        )
+    )
