@@ -735,6 +735,30 @@ async def test_aborting_a_run_cancels_its_running_job_and_ends_its_queued_ones(
     assert (job.state, job.attempts, job.locked_by) == (JobState.queued, 0, None)
 
 
+async def test_a_job_that_aborts_its_own_run_is_spared(executors: Factory, store: Store) -> None:
+    steps = Steps()
+    asked = asyncio.Event()
+    go = asyncio.Event()
+
+    async def cancel_run(context: JobContext, run_id: str) -> None:
+        assert await context.store.run(lambda session: request_abort(session, run_id)) == 1
+        asked.set()
+        await go.wait()
+
+    tuning = dataclasses.replace(FAST, abort_poll_seconds=0.05)
+    executor = executors({"cancel_run": cancel_run} | steps.functions, tuning)
+    await executor.start()
+    other = await store.run(lambda session: _add_step(session, "other", run_id="r1"))
+    await steps.started("other")
+    cancelling = await executor.submit("cancel_run", run_id="r1")
+    await asyncio.wait_for(asked.wait(), 10)
+
+    await wait_for_state(store, other, JobState.aborted)  # the poll saw both jobs
+    go.set()
+    job = await wait_for_state(store, cancelling, JobState.succeeded)
+    assert not job.abort_requested
+
+
 async def test_a_job_whose_run_was_aborted_after_its_holder_died_ends_without_running(
     executors: Factory, store: Store
 ) -> None:

@@ -3,6 +3,10 @@
 A job is written to the `jobs` table in the same transaction as the state that calls for it (an
 outbox), which is why enqueueing takes a session. The local executor runs those rows itself; an
 executor for many machines relays them to its queue. Job code is the same either way.
+
+Jobs sharing a `lock` run one at a time, oldest first; a `queueing_lock` keeps one copy waiting.
+A job whose lease lapsed may be claimed again elsewhere: before writes that must not land late,
+a job calls `check_fence` in the same transaction. `request_abort` stops a run's jobs.
 """
 
 from __future__ import annotations
@@ -126,8 +130,12 @@ def check_fence(connection: Session | sa.Connection) -> None:
 
 def request_abort(connection: Session | sa.Connection, run_id: str) -> int:
     """Stop run `run_id`'s jobs: queued ones end `aborted` now, running ones are asked to stop
-    (their executor cancels them within its abort poll). Returns how many jobs were touched."""
+    (their executor cancels them within its abort poll). Returns how many jobs were touched.
+    Called inside a job, it spares that job: it is the one stopping the run."""
     of_run = JOBS.c.run_id == run_id
+    fence = JOB_FENCE.get()
+    if fence is not None:
+        of_run &= JOBS.c.id != fence.job_id
     asked = sa.update(JOBS).where(of_run, JOBS.c.state == JobState.running)
     ended = sa.update(JOBS).where(of_run, JOBS.c.state == JobState.queued)
     return _rowcount(connection, asked.values(abort_requested=True)) + _rowcount(
