@@ -38,7 +38,7 @@ from bot.store.types import utcnow
 log = logging.getLogger(__name__)
 
 PRUNE_JOB = "prune_records"
-FINISHED_JOBS = (JobState.succeeded, JobState.failed)
+FINISHED_JOBS = (JobState.succeeded, JobState.failed, JobState.aborted)
 
 
 def _table(model: type) -> sa.Table:

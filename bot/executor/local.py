@@ -1,9 +1,12 @@
 """The embedded executor: jobs from the database, run in this process with bounded concurrency.
 
 Claiming a job takes a lease that a heartbeat keeps renewing; a job whose lease ran out belongs to
-a process that died, and is claimed again. Jobs must therefore be idempotent. A failing job is
-retried with exponential backoff up to its `max_attempts`, then left `failed` with its last error;
-`on_gave_up` is told in the same transaction, so what depended on the job never waits for it.
+a process that died, and is claimed again. Jobs must therefore be idempotent. Every claim bumps
+the job's fence, so only the newest holder settles it (see `bot.executor.check_fence` for the
+job's own writes). A failing job is retried with exponential backoff up to its `max_attempts`,
+then left `failed` with its last error; `on_gave_up` is told in the same transaction, so what
+depended on the job never waits for it. Jobs sharing a lock run one at a time, oldest first; a
+job whose run was aborted is cancelled and ends `aborted`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -23,7 +27,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from bot.executor import JobArg, JobContext, JobFunction, enqueue
+from bot.executor import (
+    JOB_FENCE,
+    Fenced,
+    JobArg,
+    JobContext,
+    JobFence,
+    JobFunction,
+    enqueue,
+)
 from bot.integrations import Integrations
 from bot.logs import log_context
 from bot.metrics import Metrics
@@ -34,6 +46,10 @@ from bot.store.types import utcnow
 
 log = logging.getLogger(__name__)
 JOBS: sa.Table = Job.__table__  # type: ignore[attr-defined]
+SUPERSEDED = "superseded: a copy with the same queueing lock is queued and does this work"
+
+# A claimed job: its id and the fence its claim wrote.
+JobKey = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -43,6 +59,12 @@ class Claimed:
     args: dict[str, JobArg]
     attempts: int
     max_attempts: int
+    fence: int
+    abort_requested: bool
+
+    @property
+    def key(self) -> JobKey:
+        return (self.id, self.fence)
 
 
 @dataclass(frozen=True)
@@ -62,6 +84,8 @@ class ExecutorTuning:
     # Housekeeping jobs (retention) run this often, the first time a minute after start.
     housekeeping_seconds: float = 6 * 3600.0
     housekeeping_delay_seconds: float = 60.0
+    # How often running jobs are checked for an abort request.
+    abort_poll_seconds: float = 1.0
 
 
 # Told, inside the transaction that marks a job failed for good, which job gave up and why.
@@ -100,8 +124,11 @@ class LocalExecutor:
         self._on_gave_up = on_gave_up
         self._housekeeping = tuple(housekeeping)
         self._wake = asyncio.Event()
-        self._running: dict[int, asyncio.Task[None]] = {}
-        self._succeeded: list[int] = []
+        self._running: dict[JobKey, asyncio.Task[None]] = {}
+        # The job functions' own tasks, while they run: what an abort cancels.
+        self._calls: dict[JobKey, asyncio.Task[None]] = {}
+        self._aborting: set[JobKey] = set()
+        self._succeeded: list[JobKey] = []
         self._loops: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -110,6 +137,7 @@ class LocalExecutor:
         self._loops = [
             asyncio.create_task(self._dispatch_forever(), name="executor-dispatch"),
             asyncio.create_task(self._heartbeat_forever(), name="executor-heartbeat"),
+            asyncio.create_task(self._watch_aborts_forever(), name="executor-aborts"),
             *(
                 asyncio.create_task(self._housekeeping_forever(name), name=f"executor-{name}")
                 for name in self._housekeeping
@@ -141,10 +169,9 @@ class LocalExecutor:
 
     async def submit(self, job_name: str, **ids: JobArg) -> int:
         def write(session: Any) -> int:
-            job = enqueue(session, job_name, **ids)  # type: ignore[arg-type]
-            session.flush()
-            assert job.id is not None
-            return job.id
+            job_id = enqueue(session, job_name, **ids)  # type: ignore[arg-type]
+            assert job_id is not None  # only a queueing lock drops a job
+            return job_id
 
         job_id = await self._store.run(write)
         self.notify()
@@ -163,9 +190,17 @@ class LocalExecutor:
                 log.exception("could not claim jobs; trying again shortly")
                 claimed = []
             for job in claimed:
-                self._running[job.id] = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+                self._cancel_earlier_claims(job.id)
+                self._running[job.key] = asyncio.create_task(self._run(job), name=f"job-{job.id}")
             if not claimed or len(self._running) >= self._tuning.concurrency:
                 await self._sleep_until_woken()
+
+    def _cancel_earlier_claims(self, job_id: int) -> None:
+        # This process claimed its own job again after its lease lapsed: the older run is fenced
+        # out, and running both would only have them trip over each other.
+        for (running_id, _), task in self._running.items():
+            if running_id == job_id:
+                task.cancel()
 
     async def _yield_to_urgent_work(self) -> None:
         """Answering GitHub comes first: jobs are durable and can wait, a delivery left
@@ -195,9 +230,10 @@ class LocalExecutor:
         now = utcnow()
         # Two claims rather than one OR: each then walks ix_jobs_claim in order and stops at
         # `limit`, where an OR made the database gather and sort the whole backlog every time.
+        # Abandoned jobs go first: one holding a lock then keeps it, ahead of the lock's queue.
         abandoned = sa.and_(JOBS.c.state == JobState.running, JOBS.c.lease_expires_at < now)
         claimed = self._claim_where(connection, abandoned, limit, now)
-        due = sa.and_(JOBS.c.state == JobState.queued, JOBS.c.run_after <= now)
+        due = sa.and_(JOBS.c.state == JobState.queued, JOBS.c.run_after <= now, _lock_is_free(now))
         claimed += self._claim_where(connection, due, limit - len(claimed), now)
         return sorted(claimed, key=lambda job: job.id)
 
@@ -209,7 +245,7 @@ class LocalExecutor:
         order = (JOBS.c.run_after, JOBS.c.id)
         candidates = sa.select(JOBS.c.id).where(condition).order_by(*order).limit(limit)
         if connection.dialect.name == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True)
+            candidates = candidates.with_for_update(skip_locked=True, of=JOBS)
         claim = (
             sa.update(JOBS)
             .where(JOBS.c.id.in_(candidates.scalar_subquery()))
@@ -218,36 +254,77 @@ class LocalExecutor:
                 locked_by=self.worker_id,
                 lease_expires_at=now + timedelta(seconds=self._tuning.lease_seconds),
                 attempts=JOBS.c.attempts + 1,
+                fence=JOBS.c.fence + 1,
                 started_at=now,
             )
-            .returning(JOBS.c.id, JOBS.c.name, JOBS.c.args, JOBS.c.attempts, JOBS.c.max_attempts)
+            .returning(
+                JOBS.c.id,
+                JOBS.c.name,
+                JOBS.c.args,
+                JOBS.c.attempts,
+                JOBS.c.max_attempts,
+                JOBS.c.fence,
+                JOBS.c.abort_requested,
+            )
         )
-        return [Claimed(*row) for row in connection.execute(claim)]
+        # Another process may have started a job with the same lock since this one looked; the
+        # unique index refuses the second, and looking again sees the first.
+        for _ in range(3):
+            rows = _unless_conflict(connection, claim)
+            if rows is not None:
+                return [Claimed(*tuple(row)) for row in rows]
+            log.info("another process took a lock this claim wanted; claiming again")
+        return []
 
     async def _run(self, job: Claimed) -> None:
+        # This task's own context: the job's work, and Store.run threads, carry its claim.
+        JOB_FENCE.set(JobFence(job_id=job.id, token=job.fence))
         started = time.perf_counter()
-        outcome = "succeeded"
+        outcome = "cancelled"
         with log_context(job_id=job.id):
             try:
-                await self._call(job)
-            except asyncio.CancelledError:
-                outcome = "cancelled"
-                raise
-            except Exception as error:
-                outcome = "failed"
-                log.exception(
-                    "job %s failed (attempt %d of %d)", job.name, job.attempts, job.max_attempts
-                )
-                await self._store.run_connection(
-                    partial(self._record_failure, job=job, error=error)
-                )
-            else:
-                self._succeeded.append(job.id)
+                outcome = await self._outcome(job)
             finally:
                 elapsed = time.perf_counter() - started
                 self._metrics.job_duration.labels(job.name, outcome).observe(elapsed)
-                self._running.pop(job.id, None)
+                self._running.pop(job.key, None)
+                self._aborting.discard(job.key)
                 self._wake.set()
+
+    async def _outcome(self, job: Claimed) -> str:
+        """Run the job and settle it; what happened, for the metrics."""
+        if job.abort_requested:  # asked for while it waited to be tried again
+            return await self._abort(job)
+        call = asyncio.create_task(self._call(job), name=f"job-{job.id}-call")
+        self._calls[job.key] = call
+        try:
+            await call
+        except asyncio.CancelledError:
+            # An abort cancels the call alone; stop() cancels this task, and that goes on up.
+            if not call.cancelled() or job.key not in self._aborting:
+                raise
+            return await self._abort(job)
+        except Fenced:
+            log.warning("job %s was taken over by another process; this run of it ends", job.name)
+            return "fenced"
+        except Exception as error:
+            log.exception(
+                "job %s failed (attempt %d of %d)", job.name, job.attempts, job.max_attempts
+            )
+            await self._store.run_connection(partial(self._record_failure, job=job, error=error))
+            return "failed"
+        finally:
+            self._calls.pop(job.key, None)
+        self._succeeded.append(job.key)
+        return "succeeded"
+
+    async def _abort(self, job: Claimed) -> str:
+        log.info("job %s aborted: its run was stopped", job.name)
+        ended = self._mine(job).values(
+            state=JobState.aborted, finished_at=utcnow(), locked_by=None, lease_expires_at=None
+        )
+        await self._store.run_connection(lambda connection: connection.execute(ended))
+        return "aborted"
 
     async def _call(self, job: Claimed) -> None:
         if job.attempts > job.max_attempts:
@@ -261,33 +338,34 @@ class LocalExecutor:
         succeeded, self._succeeded = self._succeeded, []
         if not succeeded:
             return
-        # Only the holder of the lease settles a job; one reclaimed after expiry is not ours.
+        held = self._held(sa.bindparam("job_id"), sa.bindparam("token"))
+        settle = sa.update(JOBS).where(held)
         connection.execute(
-            sa.update(JOBS)
-            .where(JOBS.c.id.in_(succeeded), JOBS.c.locked_by == self.worker_id)
-            .values(
+            settle.values(
                 state=JobState.succeeded,
                 finished_at=utcnow(),
                 locked_by=None,
                 lease_expires_at=None,
                 last_error=None,
-            )
+            ),
+            [{"job_id": job_id, "token": token} for job_id, token in succeeded],
         )
 
     def _record_failure(self, connection: Connection, job: Claimed, error: Exception) -> None:
-        final = isinstance(error, _GiveUp) or job.attempts >= job.max_attempts
         now = utcnow()
-        values: dict[str, Any] = {
-            "locked_by": None,
-            "lease_expires_at": None,
-            "last_error": f"{type(error).__name__}: {error}"[:4000],
-        }
-        if final:
-            values |= {"state": JobState.failed, "finished_at": now}
-        else:
-            values |= {"state": JobState.queued, "run_after": now + self._backoff(job.attempts)}
-        settled = connection.execute(self._mine(job.id).values(**values)).rowcount
-        if final and settled:
+        last_error = f"{type(error).__name__}: {error}"[:4000]
+        if not isinstance(error, _GiveUp) and job.attempts < job.max_attempts:
+            retry = {"run_after": now + self._backoff(job.attempts), "last_error": last_error}
+            _back_to_queue(connection, self._held(job.id, job.fence), retry)
+            return
+        failed = self._mine(job).values(
+            state=JobState.failed,
+            finished_at=now,
+            locked_by=None,
+            lease_expires_at=None,
+            last_error=last_error,
+        )
+        if connection.execute(failed).rowcount:
             self._tell_gave_up(connection, job, error)
 
     def _tell_gave_up(self, connection: Connection, job: Claimed, error: Exception) -> None:
@@ -305,9 +383,19 @@ class LocalExecutor:
         delay = min(base, self._tuning.backoff_cap_seconds) * random.uniform(0.5, 1.0)
         return timedelta(seconds=delay)
 
-    def _mine(self, job_id: int) -> sa.Update:
-        # Only the holder of the lease may settle a job; a job reclaimed after expiry is not ours.
-        return sa.update(JOBS).where(JOBS.c.id == job_id, JOBS.c.locked_by == self.worker_id)
+    def _held(self, job_id: Any, fence: Any) -> sa.ColumnElement[bool]:
+        """Job `job_id` still runs on the claim that wrote `fence`, made by this executor."""
+        return sa.and_(
+            JOBS.c.id == job_id,
+            JOBS.c.fence == fence,
+            JOBS.c.locked_by == self.worker_id,
+            JOBS.c.state == JobState.running,
+        )
+
+    def _mine(self, job: Claimed) -> sa.Update:
+        # Only the holder of the claim settles a job; one claimed again after expiry is not ours,
+        # even when this process claimed it again (the fence moved on).
+        return sa.update(JOBS).where(self._held(job.id, job.fence))
 
     async def _housekeeping_forever(self, job_name: str) -> None:
         await asyncio.sleep(self._tuning.housekeeping_delay_seconds)
@@ -322,8 +410,14 @@ class LocalExecutor:
     async def _heartbeat_forever(self) -> None:
         while True:
             await asyncio.sleep(self._tuning.lease_seconds / 3)
-            if self._running:
+            if not self._running:
+                continue
+            try:
                 await self._store.run_connection(self._renew_leases)
+            except Exception:
+                # A lapsed lease costs a takeover, which fences make safe; a dead heartbeat
+                # would cost one for every job from now on.
+                log.exception("could not renew the leases of running jobs; trying again")
 
     def _renew_leases(self, connection: Connection) -> None:
         expires = utcnow() + timedelta(seconds=self._tuning.lease_seconds)
@@ -333,33 +427,109 @@ class LocalExecutor:
             .values(lease_expires_at=expires)
         )
 
+    async def _watch_aborts_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._tuning.abort_poll_seconds)
+            if not self._calls:
+                continue
+            try:
+                asked = await self._store.run_connection(
+                    partial(self._abort_requested, keys=list(self._calls))
+                )
+            except Exception:
+                log.exception("could not look for aborted jobs; looking again shortly")
+                continue
+            for key in asked:
+                call = self._calls.get(key)
+                if call is not None:
+                    self._aborting.add(key)
+                    call.cancel()
+
+    def _abort_requested(self, connection: Connection, keys: list[JobKey]) -> list[JobKey]:
+        """Which of these running jobs were asked to stop."""
+        asked = sa.select(JOBS.c.id, JOBS.c.fence).where(
+            JOBS.c.id.in_([job_id for job_id, _ in keys]),
+            JOBS.c.abort_requested,
+            JOBS.c.locked_by == self.worker_id,
+        )
+        return [
+            key for key in ((row.id, row.fence) for row in connection.execute(asked)) if key in keys
+        ]
+
     def _release_mine(self, connection: Connection) -> None:
         # A job interrupted by shutdown is not its fault: give it back without spending an attempt.
-        connection.execute(
-            sa.update(JOBS)
-            .where(JOBS.c.locked_by == self.worker_id, JOBS.c.state == JobState.running)
-            .values(
-                state=JobState.queued,
-                locked_by=None,
-                lease_expires_at=None,
-                attempts=JOBS.c.attempts - 1,
-                run_after=utcnow(),
-            )
-        )
+        held = sa.and_(JOBS.c.locked_by == self.worker_id, JOBS.c.state == JobState.running)
+        _back_to_queue(connection, held, {"attempts": JOBS.c.attempts - 1, "run_after": utcnow()})
+
+
+def _back_to_queue(
+    connection: Connection, held: sa.ColumnElement[bool], values: Mapping[str, Any]
+) -> None:
+    """Put the running jobs `held` back in the queue with `values`, except those that must not run
+    again: their run was aborted, or a copy with the same queueing lock waits already (it does
+    the same work, and the unique index allows one)."""
+    released = {"locked_by": None, "lease_expires_at": None}
+    ended = released | {"state": JobState.aborted, "finished_at": utcnow()}
+    connection.execute(sa.update(JOBS).where(held, JOBS.c.abort_requested).values(**ended))
+    copy = JOBS.alias("queued_copy")
+    copy_waits = sa.exists().where(
+        copy.c.queueing_lock == JOBS.c.queueing_lock, _state_is(copy, JobState.queued)
+    )
+    superseded = sa.update(JOBS).where(held, copy_waits).values(**ended, last_error=SUPERSEDED)
+    requeue = sa.update(JOBS).where(held).values(**released, **values, state=JobState.queued)
+    # A copy enqueued by another process between the two statements breaks the index: look again.
+    for _ in range(3):
+        connection.execute(superseded)
+        if _unless_conflict(connection, requeue) is not None:
+            return
+    raise RuntimeError("jobs could not go back to the queue: their queueing locks keep conflicting")
+
+
+def _lock_is_free(now: datetime) -> sa.ColumnElement[bool]:
+    """A queued job may start: it has no lock, or no job with its lock runs and no older one
+    with its lock is due."""
+    other = JOBS.alias("same_lock")
+    same_lock = other.c.lock == JOBS.c.lock
+    running = sa.exists().where(same_lock, _state_is(other, JobState.running))
+    older_due = sa.exists().where(
+        same_lock,
+        _state_is(other, JobState.queued),
+        other.c.id < JOBS.c.id,
+        other.c.run_after <= now,
+    )
+    return sa.or_(JOBS.c.lock.is_(None), sa.and_(~running, ~older_due))
+
+
+def _state_is(table: sa.FromClause, state: JobState) -> sa.ColumnElement[bool]:
+    # A literal, not a parameter: only then may the planner use the partial indexes on state.
+    return table.c.state == sa.literal_column(f"'{state}'")
+
+
+def _unless_conflict(connection: Connection, statement: sa.Update) -> list[sa.Row[Any]] | None:
+    """Execute `statement`; None if it broke a unique index, the transaction still usable."""
+    try:
+        with _savepoint(connection):
+            result = connection.execute(statement)
+            return list(result) if result.returns_rows else []
+    except sa.exc.IntegrityError:
+        return None
+
+
+def _savepoint(connection: Connection) -> AbstractContextManager[Any]:
+    # PostgreSQL aborts the whole transaction on an error; SQLite undoes the statement alone.
+    if connection.dialect.name == "postgresql":
+        return connection.begin_nested()
+    return contextlib.nullcontext()
 
 
 def _enqueue_unless_pending(connection: Connection, name: str) -> None:
-    """Queue job `name` unless a copy is queued or running already (several processes may ask)."""
+    """Queue job `name` unless a copy is queued or running already (several processes may ask);
+    its locks keep copies that race past the check from waiting twice or running together."""
     pending = sa.select(sa.func.count()).where(
         JOBS.c.name == name, JOBS.c.state.in_([JobState.queued, JobState.running])
     )
     if connection.execute(pending).scalar_one() == 0:
-        now = utcnow()
-        connection.execute(
-            sa.insert(JOBS).values(
-                name=name, args={}, state=JobState.queued, run_after=now, created_at=now
-            )
-        )
+        enqueue(connection, name, lock=name, queueing_lock=name)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -327,16 +327,36 @@ class JobState(StrEnum):
     running = "running"
     succeeded = "succeeded"
     failed = "failed"
+    # Ended without finishing and never retried: a person stopped its run, or a queued copy
+    # with the same queueing lock does its work.
+    aborted = "aborted"
+
+
+def _jobs_in(state: JobState) -> dict[str, Any]:
+    """The WHERE of a partial index over jobs in `state` (a literal, so the planner can use it)."""
+    condition = sa.text(f"state = '{state}'")
+    return {"sqlite_where": condition, "postgresql_where": condition}
 
 
 class Job(SQLModel, table=True):
     """A unit of work for the executor: a job name and the ids it works on, never whole objects.
 
-    A job in `running` whose lease has expired belongs to a dead process and is claimed again.
+    A job in `running` whose lease has expired belongs to a dead process and is claimed again;
+    every claim increments `fence`, so the earlier holder's late writes can be refused. Jobs
+    sharing a `lock` run one at a time in the order enqueued; at most one job per
+    `queueing_lock` waits in the queue. Both are enforced by partial unique indexes.
     """
 
     __tablename__ = "jobs"
-    __table_args__ = (sa.Index("ix_jobs_claim", "state", "run_after"),)
+    __table_args__ = (
+        sa.Index("ix_jobs_claim", "state", "run_after"),
+        sa.Index(
+            "uq_jobs_queueing_lock", "queueing_lock", unique=True, **_jobs_in(JobState.queued)
+        ),
+        sa.Index("uq_jobs_running_lock", "lock", unique=True, **_jobs_in(JobState.running)),
+        # The claim asks, per candidate, whether an older job with its lock waits before it.
+        sa.Index("ix_jobs_queued_lock", "lock", "id", **_jobs_in(JobState.queued)),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=64)
@@ -351,6 +371,11 @@ class Job(SQLModel, table=True):
     lease_expires_at: datetime | None = _when()
     last_error: str | None = None
     delivery_id: int | None = Field(default=None, foreign_key="deliveries.id", index=True)
+    lock: str | None = Field(default=None, max_length=128)
+    queueing_lock: str | None = Field(default=None, max_length=128)
+    run_id: str | None = Field(default=None, max_length=32, index=True)
+    fence: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    abort_requested: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     created_at: datetime = _created()
     started_at: datetime | None = _when()
     finished_at: datetime | None = _when()
