@@ -17,7 +17,7 @@ from bot import runs
 from bot.codebase.context import planner_context, tracked_files
 from bot.codebase.tools import read_only_tools
 from bot.config import RepoConfig
-from bot.executor import JobContext, enqueue
+from bot.executor import JobContext
 from bot.git import Mirror
 from bot.github.repo import IssueThread, RepoClient
 from bot.github.scopes import PLAN, Permissions, TokenScope
@@ -445,7 +445,3 @@ async def end_run(
     await context.store.run(
         lambda session: runs.end_run_in(session, run.id, state, reason, delivery_id=delivery_id)
     )
-
-
-def enqueue_planning(session: Session, run_id: str) -> None:
-    enqueue(session, "plan_run", run_id=run_id)
