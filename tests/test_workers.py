@@ -190,6 +190,10 @@ async def test_an_implementer_reads_patches_tests_and_finishes_with_everything_r
     assert attempt.cache_read_tokens == 800 + 900
     assert attempt.cost_usd is not None
     assert attempt.cost_usd > 0
+    assert attempt.ended_at is not None
+    assert attempt.wall_seconds is not None
+    assert attempt.wall_seconds > 0
+    assert attempt.wall_seconds == (attempt.ended_at - attempt.started_at).total_seconds()
 
 
 def two_writers(call: RecordedCall) -> ModelReply:
@@ -303,6 +307,8 @@ async def test_the_attempts_time_limit_holds_inside_a_turn(store: Store, mirror:
     assert (result.error or "").startswith("no finishing call within ")
     (row,) = rows(store, TaskAttempt)
     assert (row.status, row.error) == ("failed", result.error)
+    assert row.wall_seconds is not None
+    assert row.wall_seconds >= 2  # a failed attempt has its wall time too
     assert len(models.calls) == 1  # the command was stopped in the first turn
 
 
