@@ -30,7 +30,16 @@ def end_attempt(
     _sum_usage(session, attempt)
     attempt.status = status
     attempt.error = error
-    attempt.ended_at = utcnow()
+    stamp_end(attempt)
+
+
+def stamp_end(attempt: TaskAttempt) -> None:
+    """The attempt ends now: `ended_at`, and its wall time in seconds since `started_at`
+    (CONTRACT §7)."""
+    ended = utcnow()
+    attempt.ended_at = ended
+    # Never negative, should the system clock have been set back meanwhile.
+    attempt.wall_seconds = max((ended - attempt.started_at).total_seconds(), 0.0)
 
 
 def _sum_usage(session: Session, attempt: TaskAttempt) -> None:

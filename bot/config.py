@@ -29,8 +29,6 @@ CONFIG_PATH = ".github/baton.yml"
 MAX_CONFIG_BYTES = 64 * 1024
 # An issue comment holds 65,536 characters; a handful of problems is enough to start fixing.
 MAX_REPORTED_PROBLEMS = 20
-# Roles that have no key of their own in `models:` are the orchestrator's work.
-ORCHESTRATOR_ROLES = ("planner", "reviewer")
 BRANCH_PREFIX_FORBIDDEN = "~^:?*[\\"
 
 
@@ -156,17 +154,6 @@ class RepoConfig(_Section):
             task_tokens=budget.task_tokens, task_usd=budget.task_usd, run_usd=budget.run_usd
         )
         return own if defaults is None else own.with_defaults(defaults)
-
-    def model_for(self, role: str) -> str | None:
-        """The repository's `provider/model` for `role`, or None to use the process settings.
-
-        `planner` and `reviewer` are the orchestrator's; any other unknown role is a ValueError.
-        """
-        key = "orchestrator" if role in ORCHESTRATOR_ROLES else role
-        if key not in ModelChoices.model_fields:
-            raise ValueError(f"unknown role {role!r}")
-        chosen: str | None = getattr(self.models, key)
-        return chosen
 
     def price_overrides(self) -> dict[str, Price]:
         """The `prices:` section, ready for `PriceTable.with_overrides`."""

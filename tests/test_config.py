@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.config import CONFIG_PATH, ConfigError, RepoConfig, parse_config
+from bot.config import CONFIG_PATH, ConfigError, ModelChoices, RepoConfig, parse_config
 from bot.llm.budget import BudgetLimits
 from bot.llm.pricing import Price
 
@@ -84,7 +84,7 @@ def test_no_settings_means_the_defaults(text: str | bytes | None) -> None:
     assert (config.branch_prefix, config.review_rounds, config.protected_paths) == ("baton/", 3, [])
     assert (config.setup_command, config.test_command, config.lint_command) == (None, None, None)
     assert config.budget_limits() == BudgetLimits()
-    assert config.model_for("implementer") is None
+    assert config.models == ModelChoices()
     assert config.price_overrides() == {}
 
 
@@ -107,21 +107,14 @@ def test_a_full_file_is_read_key_by_key() -> None:
     }
 
 
-@pytest.mark.parametrize(
-    ("role", "model"),
-    [
-        ("orchestrator", "anthropic/claude-opus-4-6"),
-        ("planner", "anthropic/claude-opus-4-6"),
-        ("reviewer", "anthropic/claude-opus-4-6"),
-        ("implementer", "openai/gpt-5.3-codex"),
-        ("test_writer", "openai/meta-llama/Llama-3.3-70B"),
-        ("refactorer", "anthropic/claude-sonnet-4-6"),
-        ("static_analyst", "openai/gpt-5-mini"),
-    ],
-    ids=lambda value: str(value),
-)
-def test_model_for_each_role(role: str, model: str) -> None:
-    assert parse_config(FULL_FILE).model_for(role) == model
+def test_a_model_is_read_for_each_role() -> None:
+    assert parse_config(FULL_FILE).models == ModelChoices(
+        orchestrator="anthropic/claude-opus-4-6",
+        implementer="openai/gpt-5.3-codex",
+        test_writer="openai/meta-llama/Llama-3.3-70B",
+        refactorer="anthropic/claude-sonnet-4-6",
+        static_analyst="openai/gpt-5-mini",
+    )
 
 
 def test_a_limit_the_repository_leaves_unset_is_the_instances_default() -> None:
@@ -136,13 +129,7 @@ def test_a_limit_the_repository_leaves_unset_is_the_instances_default() -> None:
 def test_a_role_left_out_is_left_to_the_settings() -> None:
     config = parse_config("models:\n  implementer: openai/gpt-5\n")
 
-    assert config.model_for("implementer") == "openai/gpt-5"
-    assert config.model_for("orchestrator") is None
-
-
-def test_an_unknown_role_is_a_programming_error() -> None:
-    with pytest.raises(ValueError, match="^unknown role 'poet'$"):
-        RepoConfig().model_for("poet")
+    assert config.models == ModelChoices(implementer="openai/gpt-5")
 
 
 def test_a_stored_config_reads_back_the_same() -> None:

@@ -4,11 +4,9 @@ Read-only. Every row kind is read with one query (the page of runs, their model-
 one run's revisions, tasks, attempts, tool calls, model-call totals and timeline), inside one
 transaction on a database thread, so a large run costs no more round trips than a small one.
 
-Money and tokens come from the `model_calls` rows, so a run, its tasks and their attempts always
-add up, and a running attempt already shows what it has spent. `cost_usd` is the sum of the calls
-whose price was known; it is null only when there were calls and none of them had a known price.
-`unpriced_calls` counts the calls left out of the sum, so a non-zero value marks the cost as a
-lower bound. A run with no model calls yet costs 0.0.
+Money, tokens and wall times are `bot.report`'s figures, which say how they are summed:
+`cost_usd` is null only when there were model calls and none had a known price, and a non-zero
+`unpriced_calls` marks it as a lower bound.
 
 Access: these routes show issue titles, plans and test output of private repositories, so every
 request needs credentials: the operator's session (from the sign-in link Baton prints at start)
@@ -20,7 +18,7 @@ enough, since a reverse proxy on this machine makes a stranger's request look lo
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -31,8 +29,20 @@ from pydantic import BaseModel
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
+from bot.report import (
+    NO_USAGE,
+    CallKind,
+    TokenCounts,
+    Usage,
+    attempt_model,
+    attempt_usage,
+    task_usage,
+    total,
+    usage_by_call_kind,
+    usage_by_run,
+    wall_seconds,
+)
 from bot.store.models import (
-    ModelCall,
     PlanRevision,
     Run,
     RunState,
@@ -57,6 +67,15 @@ class Tokens(BaseModel):
     output: int = 0
     cache_read: int = 0
     cache_write: int = 0
+
+
+def _tokens(counts: TokenCounts) -> Tokens:
+    return Tokens(
+        input=counts.input,
+        output=counts.output,
+        cache_read=counts.cache_read,
+        cache_write=counts.cache_write,
+    )
 
 
 class RunSummary(BaseModel):
@@ -160,44 +179,6 @@ class RunDetail(RunSummary):
     timeline: list[TimelineEntry]
 
 
-@dataclass(frozen=True)
-class Usage:
-    """Summed model calls: tokens, the dollars of the priced ones, and how many were unpriced."""
-
-    tokens: Tokens
-    priced_usd: float = 0.0
-    priced_calls: int = 0
-    unpriced_calls: int = 0
-
-    @property
-    def cost_usd(self) -> float | None:
-        if self.unpriced_calls and not self.priced_calls:
-            return None
-        return self.priced_usd
-
-    def __add__(self, other: Usage) -> Usage:
-        mine, theirs = self.tokens, other.tokens
-        tokens = Tokens(
-            input=mine.input + theirs.input,
-            output=mine.output + theirs.output,
-            cache_read=mine.cache_read + theirs.cache_read,
-            cache_write=mine.cache_write + theirs.cache_write,
-        )
-        return Usage(
-            tokens,
-            self.priced_usd + other.priced_usd,
-            self.priced_calls + other.priced_calls,
-            self.unpriced_calls + other.unpriced_calls,
-        )
-
-
-NO_USAGE = Usage(Tokens())
-
-
-def total(usages: Iterable[Usage]) -> Usage:
-    return sum(usages, NO_USAGE)
-
-
 @router.get("/runs", response_model=list[RunSummary])
 async def list_runs(
     baton: BatonDep,
@@ -248,7 +229,7 @@ class RunPage:
         newest_first = (col(Run.created_at).desc(), col(Run.id).desc())
         query = query.order_by(*newest_first).offset(self.offset).limit(self.limit)
         runs = session.exec(query).all()
-        usage = _usage_by_run(session, [run.id for run in runs])
+        usage = usage_by_run(session, [run.id for run in runs])
         return [_summary(run, usage.get(run.id, NO_USAGE)) for run in runs]
 
     def _filtered(self, query: SelectOfScalar[Run]) -> SelectOfScalar[Run]:
@@ -275,7 +256,7 @@ def read_run(session: Session, run_id: str) -> RunDetail | None:
     tasks = _rows(session, Task, run_id, col(Task.id))
     attempts = _rows(session, TaskAttempt, run_id, col(TaskAttempt.task_id), TaskAttempt.number)
     calls = _tool_calls(session, run_id)
-    usage = _usage_by_call_kind(session, run_id)
+    usage = usage_by_call_kind(session, run_id)
     numbers = {revision.id: revision.number for revision in revisions}
     views = _task_views(tasks, numbers, attempts, calls, usage)
     return RunDetail(
@@ -320,65 +301,6 @@ def _timeline(session: Session, run_id: str) -> list[TimelineEntry]:
     ]
 
 
-def _usage_columns() -> list[sa.ColumnElement[Any]]:
-    return [
-        sa.func.coalesce(sa.func.sum(ModelCall.input_tokens), 0),
-        sa.func.coalesce(sa.func.sum(ModelCall.output_tokens), 0),
-        sa.func.coalesce(sa.func.sum(ModelCall.cache_read_tokens), 0),
-        sa.func.coalesce(sa.func.sum(ModelCall.cache_write_tokens), 0),
-        sa.func.coalesce(sa.func.sum(ModelCall.cost_usd), 0.0),
-        # COUNT of a column skips nulls: this counts the calls whose price was known.
-        sa.func.count(col(ModelCall.cost_usd)),
-        sa.func.count(),
-    ]
-
-
-def _usage(row: Sequence[Any]) -> Usage:
-    """A `Usage` from the last seven columns of a row selected with `_usage_columns`."""
-    inputs, outputs, reads, writes, dollars, priced, calls = row[-7:]
-    tokens = Tokens(input=inputs, output=outputs, cache_read=reads, cache_write=writes)
-    return Usage(tokens, float(dollars), int(priced), int(calls) - int(priced))
-
-
-def _usage_by_run(session: Session, run_ids: list[str]) -> dict[str, Usage]:
-    if not run_ids:
-        return {}
-    query = (
-        sa.select(col(ModelCall.run_id), *_usage_columns())
-        .where(col(ModelCall.run_id).in_(run_ids))
-        .group_by(ModelCall.run_id)
-    )
-    return {row[0]: _usage(row) for row in session.connection().execute(query)}
-
-
-@dataclass(frozen=True)
-class CallKind:
-    """Model calls of one task attempt (or none: planning), one role and one model."""
-
-    task_id: int | None
-    attempt_id: int | None
-    role: str
-    model: str
-
-
-def _usage_by_call_kind(session: Session, run_id: str) -> dict[CallKind, Usage]:
-    keys = (
-        col(ModelCall.task_id),
-        col(ModelCall.attempt_id),
-        col(ModelCall.role),
-        col(ModelCall.provider),
-        col(ModelCall.model),
-    )
-    query = (
-        sa.select(*keys, *_usage_columns()).where(col(ModelCall.run_id) == run_id).group_by(*keys)
-    )
-    usage: dict[CallKind, Usage] = {}
-    for row in session.connection().execute(query):
-        task_id, attempt_id, role, provider, model = row[:5]
-        usage[CallKind(task_id, attempt_id, role, f"{provider}/{model}")] = _usage(row)
-    return usage
-
-
 def _task_views(
     tasks: Sequence[Task],
     revision_numbers: dict[int | None, int],
@@ -399,7 +321,7 @@ def _task_views(
 def _task_view(
     task: Task, revision: int, attempts: list[AttemptView], usage: dict[CallKind, Usage]
 ) -> TaskView:
-    spent = total(used for kind, used in usage.items() if kind.task_id == task.id)
+    spent = task_usage(usage, task.id)
     return TaskView(
         key=task.key,
         title=task.title,
@@ -412,7 +334,7 @@ def _task_view(
         commit_sha=task.commit_sha,
         cost_usd=spent.cost_usd,
         unpriced_calls=spent.unpriced_calls,
-        tokens=spent.tokens,
+        tokens=_tokens(spent.tokens),
         attempts=attempts,
     )
 
@@ -420,21 +342,19 @@ def _task_view(
 def _attempt_view(
     attempt: TaskAttempt, calls: list[ToolCallView], usage: dict[CallKind, Usage]
 ) -> AttemptView:
-    mine = {kind: used for kind, used in usage.items() if kind.attempt_id == attempt.id}
-    spent = total(mine.values())
-    wall = (attempt.ended_at - attempt.started_at).total_seconds() if attempt.ended_at else None
+    spent = attempt_usage(usage, attempt.id)
     return AttemptView(
         number=attempt.number,
         role=attempt.role,
-        model=attempt.model or _worker_models(attempt.role, mine),
+        model=attempt_model(attempt, usage),
         status=attempt.status,
         input_summary=attempt.input_summary,
         cost_usd=spent.cost_usd,
         unpriced_calls=spent.unpriced_calls,
-        tokens=spent.tokens,
+        tokens=_tokens(spent.tokens),
         started_at=attempt.started_at,
         ended_at=attempt.ended_at,
-        wall_seconds=wall,
+        wall_seconds=wall_seconds(attempt),
         confidence=attempt.confidence,
         summary=attempt.summary,
         commit_sha=attempt.commit_sha,
@@ -445,11 +365,6 @@ def _attempt_view(
         error=attempt.error,
         tool_calls=calls,
     )
-
-
-def _worker_models(role: str, usage: dict[CallKind, Usage]) -> str:
-    # Attempts do not record their model; the worker's own calls (not the reviewer's) name it.
-    return ", ".join(sorted({kind.model for kind in usage if kind.role == role}))
 
 
 def _summary(run: Run, usage: Usage) -> RunSummary:
@@ -466,7 +381,7 @@ def _summary(run: Run, usage: Usage) -> RunSummary:
         updated_at=run.updated_at,
         cost_usd=usage.cost_usd,
         unpriced_calls=usage.unpriced_calls,
-        tokens=usage.tokens,
+        tokens=_tokens(usage.tokens),
     )
 
 

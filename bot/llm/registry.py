@@ -12,7 +12,6 @@ from bot.llm.openai_adapter import OpenAIModel
 from bot.llm.types import Model, split_model_name
 from bot.settings import Settings, SettingsError
 
-WORKER_ROLES = ("implementer", "test_writer", "refactorer", "static_analyst")
 # Long enough for a large plan; the SDKs retry 408, 409, 429, 5xx and overload themselves.
 DEFAULT_TIMEOUT_SECONDS = 600.0
 DEFAULT_MAX_RETRIES = 3

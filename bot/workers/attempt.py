@@ -23,6 +23,7 @@ from bot.codebase.tools import read_only_tools
 from bot.git import Commit
 from bot.git.mirror import Mirror
 from bot.git.worktree import Worktree
+from bot.github.repo import GitHubError, PullRequest
 from bot.github.untrusted import UntrustedFence, prepare_untrusted
 from bot.llm.agent import Agent, AgentFailed, Finished, Finisher, Limits, Tool, ToolError
 from bot.llm.types import Model, ModelFailed, ToolSpec, Turn, TurnRequest
@@ -37,6 +38,7 @@ from bot.workers.roles import ROLES, FinishInput, Role, system_prompt, task_prom
 CONTEXT_FILE_CHARS = 20_000
 OUTCOME_CHARS = 2_000
 CONVENTION_FILES = ("AGENTS.md", "CONTRIBUTING.md", "CONTRIBUTING.rst", "docs/CONTRIBUTING.md")
+OPEN_PRS_SHOWN = 100  # enough to see what else is under way; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,11 @@ def describe_task(task: Task) -> PlanTask:
 
 
 class WorkerAttempt:
-    """Runs one attempt; `await model_for(attempt_id)` gives the metered model recording it."""
+    """Runs one attempt; `await model_for(attempt_id)` gives the metered model recording it.
+
+    `open_prs` gives the repository's open pull requests for the `list_open_prs` tool (such as
+    `RepoClient.open_pull_requests`); without it the tool answers that there are none.
+    """
 
     def __init__(
         self,
@@ -106,7 +112,7 @@ class WorkerAttempt:
         model_for: Callable[[int], Awaitable[Model]],
         *,
         ticket: str = "",
-        open_prs: Callable[[], Awaitable[str]] | None = None,
+        open_prs: Callable[[], Awaitable[Sequence[PullRequest]]] | None = None,
         limits: Limits | None = None,
         sandbox_limits: SandboxLimits | None = None,
         toolchains: Sequence[Path] = (),
@@ -279,10 +285,35 @@ class WorkerAttempt:
 
         async def list_open_prs(arguments: Mapping[str, Any]) -> str:
             if open_prs is None:
-                return json.dumps({"pull_requests": []})
-            return await open_prs()
+                return shown_pull_requests([])
+            try:
+                return shown_pull_requests(await open_prs())
+            except GitHubError as error:
+                raise ToolError(f"the open pull requests could not be read: {error}") from None
 
         return [Tool(GET_TICKET, get_ticket), Tool(LIST_OPEN_PRS, list_open_prs)]
+
+
+def shown_pull_requests(pulls: Sequence[PullRequest]) -> str:
+    """`list_open_prs`'s answer: number, head branch, head commit and draft flag of each pull
+    request, newest first. A branch is named by whoever opened the pull request, so it is fenced
+    (CONTRACT §9); titles and bodies are not shown at all."""
+    fence = UntrustedFence()
+    shown = [
+        {
+            "number": pull.number,
+            "head_branch": fence.wrap(
+                "branch", prepare_untrusted(pull.head_branch, markdown=False)
+            ),
+            "head_sha": pull.head_sha,
+            "draft": pull.draft,
+        }
+        for pull in sorted(pulls, key=lambda pull: pull.number, reverse=True)[:OPEN_PRS_SHOWN]
+    ]
+    answer: dict[str, Any] = {"pull_requests": shown}
+    if len(pulls) > len(shown):
+        answer["not_shown"] = len(pulls) - len(shown)
+    return json.dumps(answer)
 
 
 def _schema(properties: Mapping[str, str], required: Sequence[str] = ()) -> dict[str, Any]:
