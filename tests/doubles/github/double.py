@@ -11,10 +11,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import httpx
+
 from tests.doubles.git_http import GitHttpBackend, init_bare_repository
 from tests.doubles.github.git_data import _branch_sha
 from tests.doubles.github.issues import _new_comment
-from tests.doubles.github.pulls import _new_reply
+from tests.doubles.github.pulls import _close_pull, _new_reply
 from tests.doubles.github.server import _RestApi, _Server, _Views
 from tests.doubles.github.state import (
     API_PREFIX,
@@ -259,6 +261,31 @@ class GitHubDouble(_Server, _Deliveries):
                 raise KeyError(f"{full_name} has no review comment {comment_id}")
             reply = _new_reply(self._state, repo, parent, body, user)
             return self._views.review_comment(repo, reply)
+
+    def close_pull_request(
+        self,
+        target_url: str,
+        full_name: str,
+        number: int,
+        *,
+        merged: bool = False,
+        by: str = "alice",
+        delivery_id: str | None = None,
+    ) -> httpx.Response:
+        """`by` closes the open pull request, or merges it with `merged` (a merge commit on its
+        base branch, as GitHub's merge button makes; a draft is marked ready first, as a person
+        must), and GitHub delivers `pull_request` (action `closed`) to `target_url`.
+
+        Raises ValueError for a pull request that is not open, or one whose head conflicts
+        with its base (GitHub would not merge it either)."""
+        with self._lock:
+            repo = self._state.repository(full_name)
+            pull = self._pull(repo, number)
+            if pull.state != "open":
+                raise ValueError(f"{full_name}#{number} is already closed")
+            _close_pull(self._views, repo, pull, merged_by=by if merged else None)
+            body = self.pull_request_payload(full_name, number, "closed", by)
+        return self.send_webhook(target_url, "pull_request", body, delivery_id)
 
     def fail_next(
         self,

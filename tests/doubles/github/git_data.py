@@ -108,3 +108,28 @@ def _diff_stats(repository: Path, base: str, head: str) -> tuple[int, int, int]:
         deletions += int(deleted) if deleted.isdigit() else 0
         files += 1
     return additions, deletions, files
+
+
+def _merge(repository: Path, base: str, head_sha: str, message: str, author: str) -> str | None:
+    """Merge `head_sha` into branch `base` as GitHub's merge button does: a merge commit by
+    `author`, committed by GitHub, that `base` then points at. Returns its sha, or None when
+    the two conflict (`base` is left as it was). Needs git 2.38 or newer (merge-tree)."""
+    base_sha = _branch_sha(repository, base)
+    if base_sha is None:
+        return None
+    merged = _git(repository, "merge-tree", "--write-tree", base_sha, head_sha)
+    if merged.returncode != 0:
+        return None
+    tree = merged.stdout.decode().split()[0]
+    identity = [
+        *("-c", f"author.name={author}", "-c", f"author.email={author}@users.noreply.github.com"),
+        *("-c", "committer.name=GitHub", "-c", "committer.email=noreply@github.com"),
+    ]
+    made = _git(
+        repository, *identity, "commit-tree", tree, "-p", base_sha, "-p", head_sha, "-m", message
+    )
+    if made.returncode != 0:
+        return None
+    commit = made.stdout.decode().strip()
+    moved = _git(repository, "update-ref", f"refs/heads/{base}", commit, base_sha)
+    return commit if moved.returncode == 0 else None

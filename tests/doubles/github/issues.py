@@ -127,7 +127,7 @@ class _IssueViews(_RepositoryViews):
                 "html_url": html,
                 "diff_url": f"{html}.diff",
                 "patch_url": f"{html}.patch",
-                "merged_at": None,
+                "merged_at": pull.merged_at,
             }
         return body
 

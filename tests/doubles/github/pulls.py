@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tests.doubles.github.git_data import _branch_sha, _commit_count, _diff_stats, _is_ancestor
+from tests.doubles.github.git_data import (
+    _branch_sha,
+    _commit_count,
+    _diff_stats,
+    _is_ancestor,
+    _merge,
+)
 from tests.doubles.github.issues import _IssueViews
 from tests.doubles.github.rest import (
     _Answer,
@@ -84,8 +90,8 @@ class _PullViews(_IssueViews):
             "created_at": pull.created_at,
             "updated_at": pull.updated_at,
             "closed_at": pull.closed_at,
-            "merged_at": None,
-            "merge_commit_sha": None,
+            "merged_at": pull.merged_at,
+            "merge_commit_sha": pull.merge_commit_sha,
             "assignee": None,
             "assignees": [],
             "requested_reviewers": [],
@@ -122,11 +128,11 @@ class _PullViews(_IssueViews):
     def _pull_details(self, repo: _Repository, pull: _Pull) -> dict[str, Any]:
         additions, deletions, files = _diff_stats(repo.path, pull.base_sha, pull.head_sha)
         return {
-            "merged": False,
+            "merged": pull.merged_at is not None,
             "mergeable": None,
             "rebaseable": None,
             "mergeable_state": "draft" if pull.draft else "unknown",
-            "merged_by": None,
+            "merged_by": self.user(pull.merged_by) if pull.merged_by else None,
             "comments": sum(comment.number == pull.number for comment in repo.comments.values()),
             "review_comments": sum(
                 comment.pull_number == pull.number for comment in repo.review_comments.values()
@@ -378,3 +384,17 @@ def _new_reply(
     )
     repo.review_comments[reply.id] = reply
     return reply
+
+
+def _close_pull(views: _PullViews, repo: _Repository, pull: _Pull, merged_by: str | None) -> None:
+    """Close `pull` at the head it has now; with `merged_by`, that person merged it first."""
+    head = views.head_sha(repo, pull)  # remember the head it closes at
+    now = _iso(_utc_now())
+    if merged_by is not None:
+        message = f"Merge pull request #{pull.number} from {repo.owner}/{pull.head}\n\n{pull.title}"
+        merge = _merge(repo.path, pull.base, head, message, merged_by)
+        if merge is None:
+            raise ValueError(f"{repo.full_name}#{pull.number} conflicts with {pull.base}")
+        pull.draft = False
+        pull.merged_at, pull.merged_by, pull.merge_commit_sha = now, merged_by, merge
+    pull.state, pull.closed_at, pull.updated_at = "closed", now, now

@@ -172,6 +172,10 @@ class _Pull:
     state: str = "open"
     closed_at: str | None = None
     maintainer_can_modify: bool = False
+    # Set when a person merges it (GitHubDouble.close_pull_request with merged=True).
+    merged_at: str | None = None
+    merged_by: str | None = None
+    merge_commit_sha: str | None = None
 
 
 @dataclass
