@@ -112,8 +112,7 @@ from tests.doubles.fixtures import REPOSITORY, commit_files
 from tests.doubles.github import RecordedRequest
 from tests.doubles.models import ModelReply, RecordedCall, ScriptedToolCall
 from tests.support import SECRET
-from tests.test_execution import who
-from tests.world import ISSUE, World, plan, submit, task, wait_explained, world_of
+from tests.world import ISSUE, World, plan, submit, task, wait_explained, who, world_of
 
 DEFAULT_SIZES = (4, 12)
 GOAL_SECONDS_PER_TASK = 1.0

@@ -24,6 +24,7 @@ pytest_plugins = [
     "tests.jobs_by_hand",
     "tests.sandboxes",
     "tests.setup_browser",
+    "tests.workers_by_hand",
 ]
 
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -77,7 +77,9 @@ async def run_queued(context: JobContext, *names: str) -> list[str]:
         done.append(name)
 
 
-def _next_queued(session: Session, names: tuple[str, ...]) -> tuple[int, str, dict[str, Any]] | None:
+def _next_queued(
+    session: Session, names: tuple[str, ...]
+) -> tuple[int, str, dict[str, Any]] | None:
     query = (
         select(Job)
         .where(Job.state == JobState.queued, col(Job.name).in_(names))

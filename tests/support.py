@@ -1,4 +1,6 @@
-"""Helpers the tests share: signing deliveries, serving an app on loopback, counting rows."""
+"""Helpers the tests share: signing deliveries, serving an app on loopback, counting rows,
+repositories and worktrees made by hand, calling a model's tools, running the `baton` command,
+and a loopback listener that records who connects."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,11 +19,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 import uvicorn
 from starlette.types import ASGIApp
 
 from bot.executor.local import ExecutorTuning
+from bot.llm.agent import Tool, ToolError
 
 PAYLOADS = Path(__file__).parent / "payloads"
 SECRET = "test-webhook-secret"
@@ -109,3 +114,93 @@ def git(*args: str, cwd: Path) -> str:
         ["git", *args], cwd=cwd, env=environment, capture_output=True, text=True, check=True
     )
     return completed.stdout.strip()
+
+
+def write(base: Path, files: dict[str, str | bytes]) -> None:
+    """Write `files` (text or bytes, by path) under `base`, making their folders."""
+    for name, content in files.items():
+        path = base / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+
+
+def committed_repository(origin: Path, files: dict[str, str | bytes]) -> Path:
+    """A repository at `origin` with `files`, and whatever is already there, in one commit."""
+    origin.mkdir(parents=True, exist_ok=True)
+    write(origin, files)
+    git("init", "-q", "-b", "main", cwd=origin)
+    git("add", "-A", cwd=origin)
+    git("commit", "-q", "-m", "files", cwd=origin)
+    return origin
+
+
+def worktree(origin: Path, checkout: Path) -> Path:
+    """A detached worktree of `origin`'s head at `checkout`: its `.git` is a file."""
+    git("worktree", "add", "-q", "--detach", str(checkout), "HEAD", cwd=origin)
+    assert (checkout / ".git").is_file()
+    return checkout
+
+
+async def call(tools: list[Tool], name: str, **arguments: Any) -> dict[str, Any]:
+    """Run the tool `name` of `tools` as a model would; its answer, parsed."""
+    tool = next(tool for tool in tools if tool.spec.name == name)
+    answer: dict[str, Any] = json.loads(await tool.run(arguments))
+    return answer
+
+
+async def refused(tools: list[Tool], name: str, **arguments: Any) -> str:
+    """Run the tool `name`, which must refuse; what it said."""
+    with pytest.raises(ToolError) as error:
+        await call(tools, name, **arguments)
+    return str(error.value)
+
+
+BATON = Path(sys.executable).parent / "baton"
+
+
+def run_baton(
+    *args: str, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`baton` with only `env` and PATH, in `cwd` (default: the data directory, so no `.env`
+    of the checkout is read)."""
+    full_env = {"PATH": os.environ["PATH"], **env}
+    where = cwd or Path(env.get("BATON_DATA_DIR", "/"))
+    where.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        [str(BATON), *args], env=full_env, cwd=where, capture_output=True, text=True, check=False
+    )
+
+
+class Listener:
+    """A TCP server on loopback that records every connection it accepts."""
+
+    def __init__(self) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.socket.getsockname()[1]
+        self.accepted: list[Any] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, peer = self.socket.accept()
+            except OSError:
+                return  # closed
+            self.accepted.append(peer)
+            connection.close()
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def hostile_setup(port: int) -> str:
+    """A setup script that tries to reach Baton's host and says how it went."""
+    return (
+        "echo setup ran > setup.log\n"
+        f"if (echo hello > /dev/tcp/127.0.0.1/{port}) 2>/dev/null; "
+        "then echo CONNECTED >> setup.log; else echo REFUSED >> setup.log; fi\n"
+    )

@@ -11,16 +11,19 @@ import sqlalchemy as sa
 from tests.doubles.fixtures import commit_files
 from tests.doubles.models import ModelReply, RecordedCall
 from tests.support import wait_for
-from tests.test_execution import (
+from tests.world import (
     BRANCH,
     FILES,
+    World,
     approved,
     attempts,
     branch_log,
     models_for,
+    plan,
+    task,
+    wait_for_run,
     who,
 )
-from tests.world import World, plan, task, wait_for_run
 
 ONE_GATED_TASK = plan(task("T1", [], [FILES["T1"]]))
 

@@ -16,8 +16,21 @@ from bot.settings import Settings
 from tests.doubles.fixtures import REPOSITORY, commit_files
 from tests.doubles.models import ModelReply, RecordedCall
 from tests.support import wait_for
-from tests.test_execution import FILES, TEST_COMMAND, models_for, tool, who
-from tests.world import ISSUE, World, plan, submit, task, wait_explained, wait_for_run, world_of
+from tests.world import (
+    FILES,
+    ISSUE,
+    TEST_COMMAND,
+    World,
+    models_for,
+    plan,
+    submit,
+    task,
+    tool,
+    wait_explained,
+    wait_for_run,
+    who,
+    world_of,
+)
 
 OTHER_ISSUE = 8
 ONE_TASK = plan(task("T1", [], [FILES["T1"]]))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,22 +14,7 @@ import sqlalchemy as sa
 
 from bot.store.db import create_engine
 from bot.store.migrate import is_current
-from tests.support import free_port
-
-BATON = Path(sys.executable).parent / "baton"
-
-
-def run_baton(
-    *args: str, env: dict[str, str], cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    """`baton` with only `env` and PATH, in `cwd` (default: the data directory, so no `.env`
-    of the checkout is read)."""
-    full_env = {"PATH": os.environ["PATH"], **env}
-    where = cwd or Path(env.get("BATON_DATA_DIR", "/"))
-    where.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(
-        [str(BATON), *args], env=full_env, cwd=where, capture_output=True, text=True, check=False
-    )
+from tests.support import BATON, free_port, run_baton
 
 
 def test_db_upgrade_creates_the_default_sqlite_database_and_is_repeatable(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ Every test works on real git repositories built in `tmp_path`, read through a wo
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,7 @@ from bot.codebase import (
     resolve_inside,
     symbols,
 )
-from bot.llm.agent import Tool, ToolError
-from tests.support import git
+from tests.support import call, committed_repository, refused, worktree, write
 
 SECRET = "TOP SECRET outside the repository"
 
@@ -65,33 +63,6 @@ async def run() -> None:
 
 T = TypeVar("T")
 '''
-
-
-def write(base: Path, files: dict[str, str | bytes]) -> None:
-    for name, content in files.items():
-        path = base / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content, encoding="utf-8")
-
-
-def committed_repository(origin: Path, files: dict[str, str | bytes]) -> Path:
-    """A repository at `origin` with `files`, and whatever is already there, in one commit."""
-    origin.mkdir(parents=True, exist_ok=True)
-    write(origin, files)
-    git("init", "-q", "-b", "main", cwd=origin)
-    git("add", "-A", cwd=origin)
-    git("commit", "-q", "-m", "files", cwd=origin)
-    return origin
-
-
-def worktree(origin: Path, checkout: Path) -> Path:
-    """A detached worktree of `origin`'s head at `checkout`: its `.git` is a file."""
-    git("worktree", "add", "-q", "--detach", str(checkout), "HEAD", cwd=origin)
-    assert (checkout / ".git").is_file()
-    return checkout
 
 
 @pytest.fixture
@@ -493,18 +464,6 @@ def test_a_small_project_is_shown_whole(checkout: Path) -> None:
 
 
 # Read-only tools.
-
-
-async def call(tools: list[Tool], name: str, **arguments: Any) -> dict[str, Any]:
-    tool = next(tool for tool in tools if tool.spec.name == name)
-    answer: dict[str, Any] = json.loads(await tool.run(arguments))
-    return answer
-
-
-async def refused(tools: list[Tool], name: str, **arguments: Any) -> str:
-    with pytest.raises(ToolError) as error:
-        await call(tools, name, **arguments)
-    return str(error.value)
 
 
 def test_the_tools_are_those_of_the_contract(checkout: Path) -> None:

@@ -3,12 +3,8 @@ branch of the GitHub double, and become a draft pull request."""
 
 from __future__ import annotations
 
-import copy
 import re
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,102 +13,27 @@ from bot.plan.schema import Plan
 from bot.plan.validate import parse_plan_yaml
 from bot.settings import Settings
 from tests.doubles.fixtures import REPOSITORY, commit_files
-from tests.doubles.github import GitHubDouble
 from tests.doubles.models import ModelReply, RecordedCall, ScriptedToolCall
-from tests.support import git, payload, wait_for
-from tests.world import ISSUE, World, plan, submit, task, wait_for_run
-
-BRANCH = f"baton/issue-{ISSUE}"
-FILES = {
-    "T1": "src/widgets/base.py",
-    "T2": "src/widgets/dial.py",
-    "T3": "src/widgets/knob.py",
-    "T4": "src/widgets/panel.py",
-}
-FOUR_TASKS = plan(
-    task("T1", [], [FILES["T1"]]),
-    task("T2", ["T1"], [FILES["T2"]]),
-    task("T3", ["T1"], [FILES["T3"]]),
-    task("T4", ["T2", "T3"], [FILES["T4"]]),
+from tests.support import git, wait_for
+from tests.world import (
+    ACCEPT,
+    BRANCH,
+    FILES,
+    FOUR_TASKS,
+    ISSUE,
+    World,
+    approved,
+    attempts,
+    branch_log,
+    models_for,
+    plan,
+    review_tasks,
+    submit_review,
+    task,
+    tool,
+    wait_for_run,
+    who,
 )
-ACCEPT = ModelReply(
-    tool_calls=[ScriptedToolCall("submit_review", {"verdict": "accept", "feedback": "Good."})]
-)
-TEST_COMMAND = f"{sys.executable} -m pytest -q -p no:cacheprovider"
-
-
-def tool(name: str, **arguments: Any) -> ModelReply:
-    return ModelReply(f"- {name}", [ScriptedToolCall(name, arguments)])
-
-
-def who(call: RecordedCall) -> tuple[str, str | None]:
-    """Which part of Baton is asking: the planner, a reviewer or a worker, and for which task."""
-    system = call.json["system"][0]["text"]
-    first = call.json["messages"][0]["content"][0]["text"]
-    found = re.search(r"Task (T\d+)", first)
-    key = found.group(1) if found else None
-    if system.startswith("You are the planner"):
-        return "planner", None
-    if system.startswith("You review"):
-        return "reviewer", key
-    return "worker", key
-
-
-def models_for(
-    the_plan: dict[str, Any], review: Callable[[str], ModelReply] = lambda key: ACCEPT
-) -> Callable[[RecordedCall], ModelReply]:
-    """The planner submits `the_plan`; each worker writes its file and finishes."""
-
-    def answer(call: RecordedCall) -> ModelReply:
-        role, key = who(call)
-        if role == "planner":
-            return submit(the_plan)
-        if role == "reviewer":
-            return review(str(key))
-        if len(call.json["messages"]) == 1:
-            return tool("write_file", path=FILES[str(key)], content=f"NAME = {key!r}\n")
-        return tool("finish", summary=f"Wrote {FILES[str(key)]}.", confidence=0.9)
-
-    return answer
-
-
-def approved(
-    world: World,
-    engine: sa.Engine,
-    policy: Callable[[RecordedCall], ModelReply],
-    more_config: str = "",
-) -> None:
-    """The issue labelled with `policy` answering for the models, and its plan approved; the
-    repository's config sets the test command, then `more_config` (YAML lines)."""
-    config = f"test_command: {TEST_COMMAND}\n{more_config}"
-    commit_files(world.github, {".github/baton.yml": config})
-    world.models.policy = policy
-    world.label()
-    wait_for_run(world, engine, "awaiting_approval")
-    world.comment("/approve-plan")
-
-
-def branch_log(github: GitHubDouble) -> list[str]:
-    """The subjects of the run branch's commits, oldest first; none without the branch."""
-    if github.branch_sha(REPOSITORY, BRANCH) is None:
-        return []
-    git_dir = github.root / f"{REPOSITORY}.git"
-    done = subprocess.run(
-        ["git", "--git-dir", str(git_dir), "log", "--reverse", "--format=%s", f"main..{BRANCH}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.splitlines()
-
-
-def attempts(engine: sa.Engine) -> list[Any]:
-    query = (
-        "SELECT t.key, a.number, a.status, a.started_at, a.ended_at, a.review_verdict "
-        "FROM task_attempts a JOIN tasks t ON t.id = a.task_id ORDER BY a.id"
-    )
-    with engine.connect() as connection:
-        return list(connection.execute(sa.text(query)))
 
 
 def spent(engine: sa.Engine) -> str:
@@ -300,45 +221,6 @@ def test_tasks_that_write_one_file_never_run_at_the_same_time(
     first, second = sorted((by_key["T2"], by_key["T3"]), key=lambda row: row.started_at)
     assert first.ended_at <= second.started_at
     assert len(branch_log(world.github)) == 4
-
-
-def review_tasks(comment_ids: list[int]) -> Callable[[RecordedCall], ModelReply]:
-    """T1 first; then a review planner that answers the first review comment with T2 and the
-    rest with T3. `comment_ids` is filled in once the review exists."""
-    first_run = models_for(plan(task("T1", [], [FILES["T1"]])))
-
-    def answer(call: RecordedCall) -> ModelReply:
-        if "This time a person reviewed" in call.json["system"][0]["text"]:
-            return submit(
-                plan(
-                    task("T2", [], [FILES["T2"]], addresses=comment_ids[:1]),
-                    task("T3", [], [FILES["T3"]], addresses=comment_ids[1:]),
-                )
-            )
-        return first_run(call)
-
-    return answer
-
-
-def submit_review(
-    world: World, pull_number: int, comments: list[str], comment_ids: list[int]
-) -> None:
-    """Alice requests changes with one review comment per text on T1's file, whose ids go into
-    `comment_ids` before GitHub delivers the review (the review planner reads them)."""
-    review = world.github.add_review(
-        REPOSITORY,
-        pull_number,
-        user="alice",
-        state="CHANGES_REQUESTED",
-        body="More widgets, please.",
-        comments=[{"path": FILES["T1"], "line": 1, "body": text} for text in comments],
-    )
-    body = copy.deepcopy(payload("pull_request_review.submitted"))
-    body["pull_request"]["number"] = pull_number
-    body["review"] = {**body["review"], "id": review["id"], "state": "changes_requested"}
-    body["sender"]["login"] = "alice"
-    comment_ids.extend(comment["id"] for comment in review["comments"])
-    assert world.github.send_webhook(world.url, "pull_request_review", body).status_code == 202
 
 
 def test_a_review_with_two_comments_becomes_tasks_commits_and_replies(

@@ -25,8 +25,17 @@ from tests.doubles.fixtures import (
 from tests.doubles.github import GitHubDouble
 from tests.doubles.models import ModelDouble, ModelReply, RecordedCall
 from tests.support import SECRET, free_port, payload, wait_for
-from tests.test_execution import FILES, FOUR_TASKS, TEST_COMMAND, branch_log, models_for, who
-from tests.world import ISSUE, plan, task
+from tests.world import (
+    FILES,
+    FOUR_TASKS,
+    ISSUE,
+    TEST_COMMAND,
+    branch_log,
+    models_for,
+    plan,
+    task,
+    who,
+)
 
 
 class Server:

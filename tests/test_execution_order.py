@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from tests.test_execution import FILES, approved, attempts, models_for
-from tests.world import World, plan, task, wait_for_run
+from tests.world import FILES, World, approved, attempts, models_for, plan, task, wait_for_run
 
 SMALL_CHAIN_AND_A_LARGE_TASK = plan(
     task("T1", [], [FILES["T1"]], effort=1),

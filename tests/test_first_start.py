@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import VERSION
-from tests.support import free_port
-from tests.test_cli import run_baton
+from tests.support import free_port, run_baton
 
 UNMIGRATED = "is at migration none, not"
 

@@ -33,6 +33,7 @@ from githubkit.exception import (
 from githubkit.retry import RetryOption
 from githubkit.typing import RetryDecisionFunc
 from githubkit.utils import UNSET
+from githubkit.webhooks import parse_obj as parse_webhook
 from githubkit.webhooks import verify
 from starlette.types import Receive, Scope, Send
 
@@ -850,6 +851,196 @@ def test_a_review_its_comments_and_replies(
         ("Fixed in abc1234", "Bot", listed[0].id),
         ("Thanks!", "User", listed[0].id),
     ]
+
+
+def test_a_review_delivery_carries_the_pull_requests_head(
+    github: GitHubDouble,
+    client: GitHub[AppInstallationAuthStrategy],
+    checkout: Path,
+    receiver: tuple[DeliveryRecorder, str],
+) -> None:
+    recorder, url = receiver
+    push_commit(github, checkout, "baton/issue-42", {"src/widgets/cache.py": "CACHE = {}\n"})
+    client.rest.pulls.create(OWNER, NAME, head="baton/issue-42", base="main", title="Cache")
+    newer = push_commit(github, checkout, "baton/issue-42", {"src/widgets/cache.py": "C = {}\n"})
+    comments = [{"path": "src/widgets/cache.py", "line": 1, "body": "Bound it."}]
+    review = github.add_review(REPOSITORY, 43, "alice", "CHANGES_REQUESTED", "Fix", comments)
+    answer = github.send_review(url, REPOSITORY, review["id"], delivery_id="r-1")
+    headers, body = recorder.deliveries[0]
+    sent = json.loads(body)
+    assert answer.status_code == 202
+    assert (headers["x-github-event"], headers["x-github-delivery"]) == (
+        "pull_request_review",
+        "r-1",
+    )
+    assert verify(github.webhook_secret, body, headers["x-hub-signature-256"])
+    assert sent == github.review_payload(REPOSITORY, review["id"])
+    assert sent["action"] == "submitted"
+    assert (sent["review"]["id"], sent["review"]["state"]) == (review["id"], "changes_requested")
+    assert sent["review"]["commit_id"] == newer
+    pull = sent["pull_request"]
+    assert (pull["number"], pull["state"]) == (43, "open")
+    assert (pull["head"]["ref"], pull["head"]["sha"], pull["base"]["ref"]) == (
+        "baton/issue-42",
+        newer,
+        "main",
+    )
+    assert sent["repository"]["full_name"] == REPOSITORY
+    assert sent["repository"]["id"] == REPOSITORY_ID
+    assert sent["organization"]["login"] == OWNER
+    assert sent["installation"]["id"] == INSTALLATION_ID
+    assert sent["sender"]["login"] == "alice"
+    # The same shape as GitHub's: githubkit's webhook models take it.
+    parsed = parse_webhook("pull_request_review", sent)
+    assert type(parsed).__name__ == "WebhookPullRequestReviewSubmitted"
+
+
+def test_a_merged_pull_request_is_delivered_closed_and_lands_on_its_base(
+    github: GitHubDouble,
+    client: GitHub[AppInstallationAuthStrategy],
+    checkout: Path,
+    receiver: tuple[DeliveryRecorder, str],
+    version: ApiVersion,
+) -> None:
+    recorder, url = receiver
+    rest = client.rest(version)
+    head = push_commit(github, checkout, "baton/issue-42", {"src/widgets/cache.py": "CACHE = {}\n"})
+    rest.pulls.create(OWNER, NAME, head="baton/issue-42", base="main", title="Cache", draft=True)
+    before = github.branch_sha(REPOSITORY, "main")
+    answer = github.close_pull_request(url, REPOSITORY, 43, merged=True, by="alice")
+    headers, body = recorder.deliveries[0]
+    sent = json.loads(body)
+    assert answer.status_code == 202
+    assert headers["x-github-event"] == "pull_request"
+    assert verify(github.webhook_secret, body, headers["x-hub-signature-256"])
+    assert (sent["action"], sent["number"]) == ("closed", 43)
+    pull = sent["pull_request"]
+    assert (pull["number"], pull["state"], pull["merged"], pull["draft"]) == (
+        43,
+        "closed",
+        True,
+        False,
+    )
+    assert (pull["head"]["ref"], pull["head"]["sha"], pull["base"]["ref"]) == (
+        "baton/issue-42",
+        head,
+        "main",
+    )
+    assert pull["merged_by"]["login"] == "alice"
+    assert pull["merged_at"] == pull["closed_at"] is not None
+    assert (sent["repository"]["full_name"], sent["installation"]["id"]) == (
+        REPOSITORY,
+        INSTALLATION_ID,
+    )
+    assert sent["sender"]["login"] == "alice"
+    parsed = parse_webhook("pull_request", sent)
+    assert type(parsed).__name__ == "WebhookPullRequestClosed"
+
+    # The base branch now holds a merge commit of the head, and REST agrees with the delivery.
+    main = github.branch_sha(REPOSITORY, "main")
+    assert main == pull["merge_commit_sha"]
+    branch = rest.repos.get_branch(OWNER, NAME, "main").parsed_data
+    assert [parent.sha for parent in branch.commit.parents] == [before, head]
+    assert branch.commit.commit.message.startswith("Merge pull request #43 from octo-org/")
+    read = rest.pulls.get(OWNER, NAME, 43).parsed_data
+    assert (read.state, read.merged) == ("closed", True)
+    assert github.pulls(REPOSITORY)[0]["merge_commit_sha"] == main
+    assert getattr(read.merged_by, "login", None) == "alice"
+    as_issue = rest.issues.get(OWNER, NAME, 43).parsed_data
+    assert as_issue.state == "closed"
+    assert as_issue.pull_request is not None
+    assert as_issue.pull_request.merged_at is not None
+    assert rest.pulls.list(OWNER, NAME, state="open").parsed_data == []
+    assert [found.number for found in rest.pulls.list(OWNER, NAME, state="closed").parsed_data] == [
+        43
+    ]
+
+
+def test_a_closed_pull_request_is_delivered_unmerged_and_leaves_its_base(
+    github: GitHubDouble,
+    client: GitHub[AppInstallationAuthStrategy],
+    checkout: Path,
+    receiver: tuple[DeliveryRecorder, str],
+) -> None:
+    recorder, url = receiver
+    head = push_commit(github, checkout, "feature", {"a.txt": "1\n"})
+    client.rest.pulls.create(OWNER, NAME, head="feature", base="main", title="A", draft=True)
+    before = github.branch_sha(REPOSITORY, "main")
+    github.close_pull_request(url, REPOSITORY, 43, by="rita", delivery_id="c-1")
+    headers, body = recorder.deliveries[0]
+    sent = json.loads(body)
+    pull = sent["pull_request"]
+    assert (headers["x-github-delivery"], sent["action"], sent["sender"]["login"]) == (
+        "c-1",
+        "closed",
+        "rita",
+    )
+    assert (pull["state"], pull["merged"], pull["merged_at"], pull["merged_by"]) == (
+        "closed",
+        False,
+        None,
+        None,
+    )
+    assert (pull["head"]["sha"], pull["merge_commit_sha"], pull["draft"]) == (head, None, True)
+    assert type(parse_webhook("pull_request", sent)).__name__ == "WebhookPullRequestClosed"
+    assert github.branch_sha(REPOSITORY, "main") == before
+    with pytest.raises(ValueError, match="already closed"):
+        github.close_pull_request(url, REPOSITORY, 43, merged=True)
+    assert len(recorder.deliveries) == 1
+
+
+def test_a_pull_request_that_conflicts_with_its_base_is_not_merged(
+    github: GitHubDouble,
+    client: GitHub[AppInstallationAuthStrategy],
+    checkout: Path,
+    receiver: tuple[DeliveryRecorder, str],
+) -> None:
+    recorder, url = receiver
+    push_commit(github, checkout, "feature", {"README.md": "# Feature\n"})
+    client.rest.pulls.create(OWNER, NAME, head="feature", base="main", title="A")
+    git("checkout", "--quiet", "HEAD~1", cwd=checkout)
+    main = push_commit(github, checkout, "main", {"README.md": "# Main\n"})
+    with pytest.raises(ValueError, match="conflicts with main"):
+        github.close_pull_request(url, REPOSITORY, 43, merged=True)
+    assert github.branch_sha(REPOSITORY, "main") == main
+    assert [pull["state"] for pull in github.pulls(REPOSITORY)] == ["open"]
+    assert recorder.deliveries == []
+
+
+def test_open_pull_requests_are_listed_by_head_as_github_lists_them(
+    github: GitHubDouble,
+    client: GitHub[AppInstallationAuthStrategy],
+    checkout: Path,
+    receiver: tuple[DeliveryRecorder, str],
+) -> None:
+    _, url = receiver
+    for branch in ("baton/issue-1", "baton/issue-2", "baton/issue-3"):
+        push_commit(github, checkout, branch, {f"{branch[-1]}.txt": branch})
+        client.rest.pulls.create(OWNER, NAME, head=branch, base="main", title=branch)
+    github.close_pull_request(url, REPOSITORY, 43, merged=True)
+    answer = raw(
+        github,
+        "GET",
+        f"/repos/{REPOSITORY}/pulls",
+        params={"state": "open", "head": f"{OWNER}:baton/issue-2"},
+        headers={"Authorization": f"token {new_token(github)}"},
+    )
+    (listed,) = answer.json()
+    assert answer.status_code == 200
+    assert (listed["number"], listed["state"], listed["head"]["ref"]) == (
+        44,
+        "open",
+        "baton/issue-2",
+    )
+    assert listed["head"]["sha"] == github.branch_sha(REPOSITORY, "baton/issue-2")
+    assert "merged" not in listed  # the list gives each pull request without its details
+
+    def numbers(**filters: Any) -> list[int]:
+        return [pull.number for pull in client.rest.pulls.list(OWNER, NAME, **filters).parsed_data]
+
+    assert numbers(state="open") == [45, 44]
+    assert numbers(state="open", head=f"{OWNER}:baton/issue-1") == []  # merged
+    assert numbers(state="closed", head=f"{OWNER}:baton/issue-1") == [43]
 
 
 # --- failures, rate limits, recording ------------------------------------------------------

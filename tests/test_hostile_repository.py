@@ -20,10 +20,8 @@ from bot.settings import Settings
 from tests.doubles.fixtures import REPOSITORY, commit_files
 from tests.doubles.github import GitHubDouble
 from tests.doubles.models import ModelReply, RecordedCall
-from tests.support import SECRET
-from tests.test_execution import ACCEPT, tool, who
-from tests.test_setup_network import Listener, hostile_setup
-from tests.world import ISSUE, World, plan, submit, task, wait_for_run, world_of
+from tests.support import SECRET, Listener, hostile_setup
+from tests.world import ACCEPT, ISSUE, World, plan, submit, task, tool, wait_for_run, who, world_of
 
 MARKER_VARIABLE = "BATON_TEST_ENVIRONMENT_SECRET"
 

@@ -61,7 +61,14 @@ def a_task(session: Session, run_id: str, state: TaskState) -> str:
     session.add(revision)
     session.flush()
     session.add(
-        Task(run_id=run_id, revision_id=revision.id or 0, key="T1", title="t", role="implementer", state=state)
+        Task(
+            run_id=run_id,
+            revision_id=revision.id or 0,
+            key="T1",
+            title="t",
+            role="implementer",
+            state=state,
+        )
     )
     session.flush()
     return "T1"
@@ -76,7 +83,9 @@ def events(session: Session) -> list[str]:
 
 
 @pytest.mark.parametrize(("old", "new"), RUN_PAIRS, ids=[f"{a}->{b}" for a, b in RUN_PAIRS])
-def test_every_run_change_is_made_or_refused(session: Session, old: RunState, new: RunState) -> None:
+def test_every_run_change_is_made_or_refused(
+    session: Session, old: RunState, new: RunState
+) -> None:
     run_id = a_run(session, old)
     if new not in lifecycle.RUN_MOVES[old]:
         with pytest.raises(lifecycle.IllegalMove):
@@ -152,7 +161,14 @@ def test_ending_a_run_closes_its_tasks_and_stops_its_jobs(session: Session) -> N
     a_task(session, run_id, TaskState.running)
     now = utcnow()
     session.add(
-        Job(name=lifecycle.ATTEMPT_JOB, args={"run_id": run_id}, run_id=run_id, state=JobState.running, run_after=now, created_at=now)
+        Job(
+            name=lifecycle.ATTEMPT_JOB,
+            args={"run_id": run_id},
+            run_id=run_id,
+            state=JobState.running,
+            run_after=now,
+            created_at=now,
+        )
     )
     session.flush()
     assert lifecycle.end_run(session, run_id, RunState.cancelled, "cancelled by @alice")

@@ -32,14 +32,12 @@ from bot.git import Mirror
 from bot.plan.schema import PlanTask
 from bot.store.db import Store
 from bot.workers.attempt import AttemptPlan, RepoCommands
-from tests import test_workers
 from tests.doubles.fixtures import WIDGETS_FILES, commit_files
 from tests.doubles.github import GitHubDouble
 from tests.doubles.models import ModelDouble, ModelReply
-from tests.support import git
-from tests.test_codebase import call, committed_repository, refused, worktree
-from tests.test_workers import RUN_ID, TESTS, add_task, worker
-from tests.test_workers import call as scripted
+from tests.support import call, committed_repository, git, refused, worktree
+from tests.workers_by_hand import RUN_ID, TESTS, add_task, worker
+from tests.workers_by_hand import call as scripted
 
 FAKE_SECRET = "BATON_WEBHOOK_SECRET=fake-webhook-secret-7c1e9d"
 PROMPT_ANSWERED = 60.0  # generous: a tool that hangs fails the test instead of the session
@@ -104,11 +102,6 @@ async def promptly(answer: Awaitable[T]) -> T:
 
 
 # The worker's prompt: conventions and context files at the attempt's base commit.
-
-
-# The worker tests' fixtures: a store on each database, a mirror of the double's repository.
-store = test_workers.store
-mirror = test_workers.mirror
 
 
 def reading_task(context_files: list[str]) -> PlanTask:

@@ -13,8 +13,7 @@ from sqlmodel import Session
 from bot import revisions
 from tests.doubles.fixtures import REPOSITORY
 from tests.support import count_rows
-from tests.test_execution import approved, review_tasks, submit_review
-from tests.world import World, wait_explained, wait_for_run
+from tests.world import World, approved, review_tasks, submit_review, wait_explained, wait_for_run
 
 
 def test_a_reply_posted_just_before_baton_stopped_is_not_posted_again(

@@ -103,7 +103,9 @@ def busy_world(tmp_path: Path, settings: Settings) -> Iterator[World]:
     two = dataclasses.replace(FAST, concurrency=2)
     with world_of(tmp_path, settings, executor=two) as world:
         for number in (8, 9):
-            world.github.add_issue(REPOSITORY, number, TITLES[number], "Please.", "alice", ["baton"])
+            world.github.add_issue(
+                REPOSITORY, number, TITLES[number], "Please.", "alice", ["baton"]
+            )
         commit_files(world.github, {".github/baton.yml": f"test_command: {TEST_COMMAND}\n"})
         yield world
 
@@ -177,7 +179,9 @@ def test_a_task_waiting_for_approval_holds_no_job(world: World, engine: sa.Engin
     assert task_state(engine, "T1") == "integrated"
 
 
-def finished_run(world: World, engine: sa.Engine, policy: Callable[[RecordedCall], ModelReply]) -> None:
+def finished_run(
+    world: World, engine: sa.Engine, policy: Callable[[RecordedCall], ModelReply]
+) -> None:
     approved(world, engine, policy)
     wait_for_run(world, engine, "pr_open")
 
@@ -189,7 +193,9 @@ def test_closing_the_pull_request_ends_the_run_and_a_new_label_starts_on_a_new_b
     first_branch = f"baton/issue-{ISSUE}"
     kept = world.github.branch_sha(REPOSITORY, first_branch)
     (pull,) = world.github.pull_requests(REPOSITORY)
-    world.github.close_pull_request(REPOSITORY, pull["number"], merged=False, by="alice", hooks=world.url)
+    world.github.close_pull_request(
+        REPOSITORY, pull["number"], merged=False, by="alice", hooks=world.url
+    )
     wait_for(lambda: states(engine) == {ISSUE: "closed"}, 30)
     wait_for(lambda: "**Closed**" in world.status(), 30)
     check = world.github.check_runs(REPOSITORY)[-1]

@@ -4,8 +4,6 @@ it cannot reach Baton's host (a loopback listener records no connection)."""
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,33 +12,10 @@ import sqlalchemy as sa
 
 from tests.doubles.fixtures import REPOSITORY, commit_files
 from tests.doubles.models import ModelReply, RecordedCall
-from tests.test_execution import ACCEPT, tool, who
-from tests.world import World, plan, submit, task, wait_for_run
+from tests.support import Listener, hostile_setup
+from tests.world import ACCEPT, World, plan, submit, task, tool, wait_for_run, who
 
 BENIGN_SETUP = "echo base setup > setup.log\n"
-
-
-class Listener:
-    """A TCP server on loopback that records every connection it accepts."""
-
-    def __init__(self) -> None:
-        self.socket = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.socket.getsockname()[1]
-        self.accepted: list[Any] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, peer = self.socket.accept()
-            except OSError:
-                return  # closed
-            self.accepted.append(peer)
-            connection.close()
-
-    def close(self) -> None:
-        self.socket.close()
 
 
 @pytest.fixture
@@ -48,15 +23,6 @@ def listener() -> Iterator[Listener]:
     served = Listener()
     yield served
     served.close()
-
-
-def hostile_setup(port: int) -> str:
-    """A setup script that tries to reach Baton's host and says how it went."""
-    return (
-        "echo setup ran > setup.log\n"
-        f"if (echo hello > /dev/tcp/127.0.0.1/{port}) 2>/dev/null; "
-        "then echo CONNECTED >> setup.log; else echo REFUSED >> setup.log; fi\n"
-    )
 
 
 def run_to_pull_request(

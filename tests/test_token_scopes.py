@@ -23,8 +23,7 @@ from bot.store.models import Run
 from tests.doubles.fixtures import INSTALLATION_ID, REPOSITORY, REPOSITORY_ID, commit_files
 from tests.doubles.github import GitHubDouble, RecordedRequest
 from tests.support import wait_for
-from tests.test_execution import TEST_COMMAND, review_tasks, submit_review
-from tests.world import World, wait_for_run
+from tests.world import TEST_COMMAND, World, review_tasks, submit_review, wait_for_run
 
 GADGETS = "octo-org/gadgets"
 GADGETS_FILES = {"PLANS.md": "The gadget roadmap, for the gadgets team only.\n"}

@@ -7,42 +7,24 @@ import asyncio
 import json
 import re
 import subprocess
-import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
-import anthropic
-import pytest
 import sqlalchemy as sa
 
-from bot.git import Mirror, Mirrors
-from bot.github.client import API_VERSION, GitHubApp, GitHubTuning
-from bot.github.repo import PullRequest, RepoClient
-from bot.github.scopes import EXECUTE, PLAN, TokenScope
+from bot.git import Mirror
+from bot.github.client import API_VERSION
+from bot.github.repo import RepoClient
+from bot.github.scopes import EXECUTE, TokenScope
 from bot.llm.agent import Limits
-from bot.llm.anthropic_adapter import AnthropicModel
-from bot.llm.budget import Budget, BudgetLimits
-from bot.llm.metered import MeteredModel
-from bot.llm.pricing import PriceTable
-from bot.llm.recording import StoreRecorder
-from bot.llm.types import Model
 from bot.plan.schema import PlanTask
-from bot.settings import Settings
 from bot.store.db import Store
-from bot.store.models import ModelCall, PlanRevision, Run, Task, TaskAttempt, ToolCall
-from bot.workers.attempt import AttemptPlan, RepoCommands, WorkerAttempt
-from tests.doubles.fixtures import (
-    INSTALLATION_ID,
-    REPOSITORY,
-    WIDGETS_FILES,
-    as_app,
-    commit_files,
-)
+from bot.store.models import ModelCall, TaskAttempt, ToolCall
+from bot.workers.attempt import AttemptPlan
+from tests.doubles.fixtures import INSTALLATION_ID, REPOSITORY, WIDGETS_FILES, commit_files
 from tests.doubles.github import GitHubDouble
 from tests.doubles.models import ModelDouble, ModelReply, RecordedCall, ScriptedToolCall
+from tests.workers_by_hand import RUN_ID, add_task, call, github_app, worker
 
-RUN_ID = "run0123456789abc"
 # A blank context line is a lone space, kept explicit here.
 PATCH = "\n".join(
     [
@@ -59,78 +41,6 @@ PATCH = "\n".join(
         "",
     ]
 )
-TESTS = RepoCommands(test=f"{sys.executable} -m pytest -q -p no:cacheprovider")
-
-
-def call(name: str, **arguments: Any) -> ScriptedToolCall:
-    return ScriptedToolCall(name, arguments)
-
-
-@pytest.fixture
-def store(engine: sa.Engine, database_url: str) -> Iterator[Store]:
-    store = Store(database_url)
-    yield store
-    store.close()
-
-
-def github_app(github: GitHubDouble) -> GitHubApp:
-    return GitHubApp(as_app(Settings(_env_file=None), github), GitHubTuning(write_interval=0.0))  # type: ignore[call-arg]
-
-
-@pytest.fixture
-async def mirror(github: GitHubDouble, tmp_path: Path) -> Mirror:
-    app = github_app(github)
-    mirror = Mirrors(tmp_path / "data", github.url).mirror(
-        REPOSITORY, lambda: app.token(TokenScope(INSTALLATION_ID, REPOSITORY, PLAN))
-    )
-    await mirror.update()
-    return mirror
-
-
-def add_task(store: Store, task: PlanTask) -> int:
-    with store.session() as session:
-        if session.get(Run, RUN_ID) is None:
-            session.add(
-                Run(id=RUN_ID, repository_id=712345678, repository=REPOSITORY, issue_number=42)
-            )
-            session.flush()
-            session.add(PlanRevision(run_id=RUN_ID, number=1, plan={}))
-            session.flush()
-        row = Task(
-            run_id=RUN_ID,
-            revision_id=1,
-            key=task.id,
-            title=task.title,
-            role=task.role,
-            files=task.files,
-            context_files=task.context_files,
-        )
-        session.add(row)
-        session.commit()
-        assert row.id is not None
-        return row.id
-
-
-def worker(
-    store: Store,
-    mirror: Mirror,
-    models: ModelDouble,
-    task_row: int,
-    commands: RepoCommands = TESTS,
-    ticket: str = "",
-    open_prs: Callable[[], Awaitable[Sequence[PullRequest]]] | None = None,
-) -> WorkerAttempt:
-    async def model_for(attempt_id: int) -> Model:
-        client = anthropic.AsyncAnthropic(base_url=models.url, api_key="test", max_retries=0)
-        recorder = StoreRecorder(store, "implementer", RUN_ID, task_row, attempt_id)
-        model = AnthropicModel("claude-sonnet-4-6", client)
-        return MeteredModel(model, PriceTable(), Budget(BudgetLimits()), recorder)
-
-    # The test suite's own Python (and its pytest) stands in for the repository's toolchain.
-    toolchains = sorted({Path(sys.prefix), Path(sys.base_prefix)})
-    return WorkerAttempt(
-        store, mirror, commands, model_for, ticket=ticket, open_prs=open_prs, toolchains=toolchains
-    )
 
 
 def git(mirror: Mirror, *args: str) -> str:

@@ -1,9 +1,11 @@
-"""Baton served over HTTP between the GitHub double and the model double, and the plans the
-scripted planner submits."""
+"""Baton served over HTTP between the GitHub double and the model double, the plans the
+scripted planner submits, and the scripted models, approvals and reviews of a run end to end."""
 
 from __future__ import annotations
 
 import copy
+import re
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,9 +19,9 @@ from bot.executor.local import ExecutorTuning
 from bot.github.client import GitHubTuning
 from bot.integrations import Integrations
 from bot.settings import Settings
-from tests.doubles.fixtures import INSTALLATION_ID, REPOSITORY, WIDGETS_FILES, as_app
+from tests.doubles.fixtures import INSTALLATION_ID, REPOSITORY, WIDGETS_FILES, as_app, commit_files
 from tests.doubles.github import GitHubDouble
-from tests.doubles.models import ModelDouble, ModelReply, ScriptedToolCall
+from tests.doubles.models import ModelDouble, ModelReply, RecordedCall, ScriptedToolCall
 from tests.support import FAST, payload, serve, wait_for
 from webhooks.app import create_app
 
@@ -172,3 +174,137 @@ def _whereabouts(engine: sa.Engine) -> str:
             sa.text("SELECT name, state, attempts, last_error FROM jobs ORDER BY id")
         ).all()
     return f"run {run}; tasks {tasks}; last events {events}; jobs {jobs}"
+
+
+# --- a run end to end: the scripted models, the approved plan, what lands on the branch -----
+
+BRANCH = f"baton/issue-{ISSUE}"
+FILES = {
+    "T1": "src/widgets/base.py",
+    "T2": "src/widgets/dial.py",
+    "T3": "src/widgets/knob.py",
+    "T4": "src/widgets/panel.py",
+}
+FOUR_TASKS = plan(
+    task("T1", [], [FILES["T1"]]),
+    task("T2", ["T1"], [FILES["T2"]]),
+    task("T3", ["T1"], [FILES["T3"]]),
+    task("T4", ["T2", "T3"], [FILES["T4"]]),
+)
+ACCEPT = ModelReply(
+    tool_calls=[ScriptedToolCall("submit_review", {"verdict": "accept", "feedback": "Good."})]
+)
+TEST_COMMAND = f"{sys.executable} -m pytest -q -p no:cacheprovider"
+
+
+def tool(name: str, **arguments: Any) -> ModelReply:
+    return ModelReply(f"- {name}", [ScriptedToolCall(name, arguments)])
+
+
+def who(call: RecordedCall) -> tuple[str, str | None]:
+    """Which part of Baton is asking: the planner, a reviewer or a worker, and for which task."""
+    system = call.json["system"][0]["text"]
+    first = call.json["messages"][0]["content"][0]["text"]
+    found = re.search(r"Task (T\d+)", first)
+    key = found.group(1) if found else None
+    if system.startswith("You are the planner"):
+        return "planner", None
+    if system.startswith("You review"):
+        return "reviewer", key
+    return "worker", key
+
+
+def models_for(
+    the_plan: dict[str, Any], review: Callable[[str], ModelReply] = lambda key: ACCEPT
+) -> Callable[[RecordedCall], ModelReply]:
+    """The planner submits `the_plan`; each worker writes its file and finishes."""
+
+    def answer(call: RecordedCall) -> ModelReply:
+        role, key = who(call)
+        if role == "planner":
+            return submit(the_plan)
+        if role == "reviewer":
+            return review(str(key))
+        if len(call.json["messages"]) == 1:
+            return tool("write_file", path=FILES[str(key)], content=f"NAME = {key!r}\n")
+        return tool("finish", summary=f"Wrote {FILES[str(key)]}.", confidence=0.9)
+
+    return answer
+
+
+def approved(
+    world: World,
+    engine: sa.Engine,
+    policy: Callable[[RecordedCall], ModelReply],
+    more_config: str = "",
+) -> None:
+    """The issue labelled with `policy` answering for the models, and its plan approved; the
+    repository's config sets the test command, then `more_config` (YAML lines)."""
+    config = f"test_command: {TEST_COMMAND}\n{more_config}"
+    commit_files(world.github, {".github/baton.yml": config})
+    world.models.policy = policy
+    world.label()
+    wait_for_run(world, engine, "awaiting_approval")
+    world.comment("/approve-plan")
+
+
+def branch_log(github: GitHubDouble) -> list[str]:
+    """The subjects of the run branch's commits, oldest first; none without the branch."""
+    if github.branch_sha(REPOSITORY, BRANCH) is None:
+        return []
+    git_dir = github.root / f"{REPOSITORY}.git"
+    done = subprocess.run(
+        ["git", "--git-dir", str(git_dir), "log", "--reverse", "--format=%s", f"main..{BRANCH}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.splitlines()
+
+
+def attempts(engine: sa.Engine) -> list[Any]:
+    query = (
+        "SELECT t.key, a.number, a.status, a.started_at, a.ended_at, a.review_verdict "
+        "FROM task_attempts a JOIN tasks t ON t.id = a.task_id ORDER BY a.id"
+    )
+    with engine.connect() as connection:
+        return list(connection.execute(sa.text(query)))
+
+
+def review_tasks(comment_ids: list[int]) -> Callable[[RecordedCall], ModelReply]:
+    """T1 first; then a review planner that answers the first review comment with T2 and the
+    rest with T3. `comment_ids` is filled in once the review exists."""
+    first_run = models_for(plan(task("T1", [], [FILES["T1"]])))
+
+    def answer(call: RecordedCall) -> ModelReply:
+        if "This time a person reviewed" in call.json["system"][0]["text"]:
+            return submit(
+                plan(
+                    task("T2", [], [FILES["T2"]], addresses=comment_ids[:1]),
+                    task("T3", [], [FILES["T3"]], addresses=comment_ids[1:]),
+                )
+            )
+        return first_run(call)
+
+    return answer
+
+
+def submit_review(
+    world: World, pull_number: int, comments: list[str], comment_ids: list[int]
+) -> None:
+    """Alice requests changes with one review comment per text on T1's file, whose ids go into
+    `comment_ids` before GitHub delivers the review (the review planner reads them)."""
+    review = world.github.add_review(
+        REPOSITORY,
+        pull_number,
+        user="alice",
+        state="CHANGES_REQUESTED",
+        body="More widgets, please.",
+        comments=[{"path": FILES["T1"], "line": 1, "body": text} for text in comments],
+    )
+    body = copy.deepcopy(payload("pull_request_review.submitted"))
+    body["pull_request"]["number"] = pull_number
+    body["review"] = {**body["review"], "id": review["id"], "state": "changes_requested"}
+    body["sender"]["login"] = "alice"
+    comment_ids.extend(comment["id"] for comment in review["comments"])
+    assert world.github.send_webhook(world.url, "pull_request_review", body).status_code == 202

@@ -1,0 +1,108 @@
+"""A worker attempt run by hand, as the executor would start one: a store on each database, a
+mirror of the GitHub double's repository, a task row, and the attempt talking to the model
+double through the real Anthropic SDK. A pytest plugin (see conftest.py) for the `store` and
+`mirror` fixtures."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import pytest
+import sqlalchemy as sa
+
+from bot.git import Mirror, Mirrors
+from bot.github.client import GitHubApp, GitHubTuning
+from bot.github.repo import PullRequest
+from bot.github.scopes import PLAN, TokenScope
+from bot.llm.anthropic_adapter import AnthropicModel
+from bot.llm.budget import Budget, BudgetLimits
+from bot.llm.metered import MeteredModel
+from bot.llm.pricing import PriceTable
+from bot.llm.recording import StoreRecorder
+from bot.llm.types import Model
+from bot.plan.schema import PlanTask
+from bot.settings import Settings
+from bot.store.db import Store
+from bot.store.models import PlanRevision, Run, Task
+from bot.workers.attempt import RepoCommands, WorkerAttempt
+from tests.doubles.fixtures import INSTALLATION_ID, REPOSITORY, as_app
+from tests.doubles.github import GitHubDouble
+from tests.doubles.models import ModelDouble, ScriptedToolCall
+
+RUN_ID = "run0123456789abc"
+TESTS = RepoCommands(test=f"{sys.executable} -m pytest -q -p no:cacheprovider")
+
+
+def call(name: str, **arguments: Any) -> ScriptedToolCall:
+    return ScriptedToolCall(name, arguments)
+
+
+@pytest.fixture
+def store(engine: sa.Engine, database_url: str) -> Iterator[Store]:
+    store = Store(database_url)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+async def mirror(github: GitHubDouble, tmp_path: Path) -> Mirror:
+    app = github_app(github)
+    mirror = Mirrors(tmp_path / "data", github.url).mirror(
+        REPOSITORY, lambda: app.token(TokenScope(INSTALLATION_ID, REPOSITORY, PLAN))
+    )
+    await mirror.update()
+    return mirror
+
+
+def add_task(store: Store, task: PlanTask) -> int:
+    with store.session() as session:
+        if session.get(Run, RUN_ID) is None:
+            session.add(
+                Run(id=RUN_ID, repository_id=712345678, repository=REPOSITORY, issue_number=42)
+            )
+            session.flush()
+            session.add(PlanRevision(run_id=RUN_ID, number=1, plan={}))
+            session.flush()
+        row = Task(
+            run_id=RUN_ID,
+            revision_id=1,
+            key=task.id,
+            title=task.title,
+            role=task.role,
+            files=task.files,
+            context_files=task.context_files,
+        )
+        session.add(row)
+        session.commit()
+        assert row.id is not None
+        return row.id
+
+
+def worker(
+    store: Store,
+    mirror: Mirror,
+    models: ModelDouble,
+    task_row: int,
+    commands: RepoCommands = TESTS,
+    ticket: str = "",
+    open_prs: Callable[[], Awaitable[Sequence[PullRequest]]] | None = None,
+) -> WorkerAttempt:
+    async def model_for(attempt_id: int) -> Model:
+        client = anthropic.AsyncAnthropic(base_url=models.url, api_key="test", max_retries=0)
+        recorder = StoreRecorder(store, "implementer", RUN_ID, task_row, attempt_id)
+        model = AnthropicModel("claude-sonnet-4-6", client)
+        return MeteredModel(model, PriceTable(), Budget(BudgetLimits()), recorder)
+
+    # The test suite's own Python (and its pytest) stands in for the repository's toolchain.
+    toolchains = sorted({Path(sys.prefix), Path(sys.base_prefix)})
+    return WorkerAttempt(
+        store, mirror, commands, model_for, ticket=ticket, open_prs=open_prs, toolchains=toolchains
+    )
+
+
+def github_app(github: GitHubDouble) -> GitHubApp:
+    return GitHubApp(as_app(Settings(_env_file=None), github), GitHubTuning(write_interval=0.0))  # type: ignore[call-arg]
