@@ -131,6 +131,11 @@ def blocked_for_good(tasks: Sequence[TaskView]) -> list[str]:
     return sorted(blocked, key=key_order)
 
 
+def all_in(tasks: Sequence[TaskView]) -> bool:
+    """Whether every task is on the branch or dropped: the run can propose its change."""
+    return all(task.state in DONE_STATES for task in tasks)
+
+
 def finished(tasks: Sequence[TaskView]) -> bool:
     """Whether no task is pending or in flight (`IN_FLIGHT_STATES`): every task is done or
     stopped. A run whose pending tasks are all `blocked_for_good` is not finished; it waits

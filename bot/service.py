@@ -14,6 +14,7 @@ from bot.integrations import Integrations
 from bot.jobs import JOBS
 from bot.metrics import Metrics
 from bot.retention import PRUNE_JOB
+from bot.runs.lifecycle import ATTEMPT_JOB
 from bot.settings import Settings, SettingsError
 from bot.store.db import Store
 from bot.store.models import Job
@@ -57,6 +58,7 @@ class Baton:
             self.integrations,
             on_gave_up=on_job_gave_up,
             housekeeping=[PRUNE_JOB],
+            long_jobs=[ATTEMPT_JOB],
         )
 
     def _notify_executor(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -73,7 +74,7 @@ async def run_queued(context: JobContext, *names: str) -> list[str]:
             return done
         job_id, name, args = job
         await JOBS[name](context, **args)
-        await context.store.run(lambda session: _settle(session, job_id))
+        await context.store.run(partial(_settle, job_id=job_id))
         done.append(name)
 
 
@@ -89,7 +90,7 @@ def _next_queued(
     return None if job is None else (job.id or 0, job.name, dict(job.args))
 
 
-def _settle(session: Session, job_id: int) -> None:
+def _settle(session: Session, *, job_id: int) -> None:
     job = session.get(Job, job_id)
     assert job is not None
     job.state, job.finished_at = JobState.succeeded, utcnow()

@@ -99,8 +99,7 @@ def test_an_approved_plan_becomes_a_draft_pull_request(
     assert "## Findings" not in body  # no static analyst in this plan
     (check,) = world.github.check_runs(REPOSITORY)
     assert (check["name"], check["conclusion"]) == ("baton", "success")
-    status = world.status()
-    assert "Draft pull request" in status
+    status = wait_for(lambda: "Draft pull request" in world.status() and world.status())
     assert "### Plan (r1)\n\nAdd a dial widget.\n\n" in status
     for key in FILES:
         assert f"- [x] **{key}** Step {key} — integrated\n" in status
@@ -148,7 +147,7 @@ def test_a_static_analysts_findings_go_into_the_pull_request_inert_and_add_no_co
     assert "@octocat" not in outside
     assert "<img" not in outside
     assert f"| T2 | static\\_analyst | {recorded_model(engine, 'T2')} | " in pull["body"]
-    assert "- [x] **T2** Look for bare excepts — integrated" in world.status()
+    wait_for(lambda: "- [x] **T2** Look for bare excepts — integrated" in world.status())
 
 
 def test_a_revise_then_accept_makes_two_attempts_and_one_commit(
@@ -171,6 +170,16 @@ def test_a_revise_then_accept_makes_two_attempts_and_one_commit(
     assert branch_log(world.github) == ["T1: Step T1"]
 
 
+def unsettled_jobs(engine: sa.Engine) -> int:
+    """The run's jobs still queued or running, bar those that clean up after it."""
+    query = (
+        "SELECT count(*) FROM jobs WHERE run_id IS NOT NULL AND state IN ('queued', 'running') "
+        "AND name NOT IN ('clear_run_files', 'show_status')"
+    )
+    with engine.connect() as connection:
+        return int(connection.execute(sa.text(query)).scalar_one())
+
+
 def test_cancel_during_execution_stops_the_work_and_pushes_nothing(
     world: World, engine: sa.Engine
 ) -> None:
@@ -185,7 +194,8 @@ def test_cancel_during_execution_stops_the_work_and_pushes_nothing(
     wait_for_run(world, engine, "executing")
     world.comment("/cancel")
     wait_for_run(world, engine, "cancelled")
-    time.sleep(3)  # long enough for a worker that was not stopped to finish and push
+    # Every job of the run has ended (its attempts were stopped, not left to finish).
+    wait_for(lambda: unsettled_jobs(engine) == 0, timeout=30)
     assert world.github.branch_sha(REPOSITORY, BRANCH) is None
     assert world.github.pulls(REPOSITORY) == []
     with engine.connect() as connection:

@@ -29,6 +29,7 @@ from tests.world import (
     submit,
     task,
     tool,
+    wait_explained,
     wait_for_run,
     who,
     world_of,
@@ -61,6 +62,14 @@ def states(engine: sa.Engine) -> dict[int, str]:
     return {int(number): str(state) for number, state in rows}
 
 
+def every_state(engine: sa.Engine) -> list[str]:
+    """The states of all runs, sorted: an issue labelled again has more than one."""
+    with engine.connect() as connection:
+        return sorted(
+            str(s) for s in connection.execute(sa.text("SELECT state FROM runs")).scalars()
+        )
+
+
 def run_id_of(engine: sa.Engine, issue: int) -> str:
     with engine.connect() as connection:
         query = sa.text("SELECT id FROM runs WHERE issue_number = :n ORDER BY created_at DESC")
@@ -83,8 +92,9 @@ class Held:
 
     def policy(self, call: RecordedCall) -> ModelReply:
         role, key = who(call)
-        if role == "planner":
-            return submit(ONE_TASK)
+        if role == "planner":  # the task names its issue, so its worker can be told apart
+            title = TITLES[issue_of(call) or ISSUE]
+            return submit(plan(task("T1", [], [FILES["T1"]], description=f"Do T1: {title}.")))
         if role == "reviewer":
             return ACCEPT
         issue = issue_of(call)
@@ -121,7 +131,8 @@ def test_runs_at_work_hold_no_slot_a_new_label_or_a_cancel_needs(
     wait_for(lambda: all(states(engine).get(n) == "awaiting_approval" for n in (7, 8)), 60)
     for issue in (7, 8):
         comment_on(world, issue, "/approve-plan")
-    wait_for(lambda: held.holding == {7, 8}, 120)  # both runs' workers are at work
+    # Both runs' workers are at work.
+    wait_explained(engine, lambda: held.holding == {7, 8}, "hold two workers", 120)
 
     label(world, 9)
     wait_for(lambda: "waiting for approval" in world.status(9), timeout=10)
@@ -192,10 +203,8 @@ def test_closing_the_pull_request_ends_the_run_and_a_new_label_starts_on_a_new_b
     finished_run(world, engine, models_for(ONE_TASK))
     first_branch = f"baton/issue-{ISSUE}"
     kept = world.github.branch_sha(REPOSITORY, first_branch)
-    (pull,) = world.github.pull_requests(REPOSITORY)
-    world.github.close_pull_request(
-        REPOSITORY, pull["number"], merged=False, by="alice", hooks=world.url
-    )
+    (pull,) = world.github.pulls(REPOSITORY)
+    world.github.close_pull_request(world.url, REPOSITORY, pull["number"], merged=False)
     wait_for(lambda: states(engine) == {ISSUE: "closed"}, 30)
     wait_for(lambda: "**Closed**" in world.status(), 30)
     check = world.github.check_runs(REPOSITORY)[-1]
@@ -203,13 +212,18 @@ def test_closing_the_pull_request_ends_the_run_and_a_new_label_starts_on_a_new_b
     assert check["conclusion"] in ("success", "failure", "neutral")
 
     world.label()
-    wait_for(lambda: sorted(states(engine).values()) == ["awaiting_approval", "closed"], 60)
+    wait_explained(
+        engine,
+        lambda: every_state(engine) == ["awaiting_approval", "closed"],
+        "start again",
+        60,
+    )
     world.comment("/approve-plan")
     second_branch = f"baton/issue-{ISSUE}-2"
-    wait_for(lambda: sorted(states(engine).values()) == ["closed", "pr_open"], 120)
+    wait_for(lambda: every_state(engine) == ["closed", "pr_open"], 120)
     assert world.github.branch_sha(REPOSITORY, second_branch) is not None
     assert world.github.branch_sha(REPOSITORY, first_branch) == kept  # the old branch untouched
 
-    newest = max(p["number"] for p in world.github.pull_requests(REPOSITORY))
-    world.github.close_pull_request(REPOSITORY, newest, merged=True, by="alice", hooks=world.url)
-    wait_for(lambda: sorted(states(engine).values()) == ["closed", "done"], 30)
+    newest = max(p["number"] for p in world.github.pulls(REPOSITORY))
+    world.github.close_pull_request(world.url, REPOSITORY, newest, merged=True)
+    wait_for(lambda: every_state(engine) == ["closed", "done"], 30)

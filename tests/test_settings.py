@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.execution import sandbox_limits
+from bot.runs.workspace import sandbox_limits
 from bot.settings import (
     Settings,
     SettingsError,

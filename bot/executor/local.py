@@ -106,6 +106,7 @@ class LocalExecutor:
         integrations: Integrations | None = None,
         on_gave_up: GaveUp | None = None,
         housekeeping: Sequence[str] = (),
+        long_jobs: Sequence[str] = (),
     ) -> None:
         self.worker_id = f"local-{uuid.uuid4().hex[:12]}"
         self._store = store
@@ -123,8 +124,13 @@ class LocalExecutor:
         self._busy_elsewhere = busy_elsewhere
         self._on_gave_up = on_gave_up
         self._housekeeping = tuple(housekeeping)
+        # Long jobs (worker attempts) run in a lane of their own, as many as the global cap on
+        # worker tasks allows: however many are under way, the short steps always have slots.
+        self._long_jobs = frozenset(long_jobs)
+        self._long_concurrency = settings.max_parallel
         self._wake = asyncio.Event()
         self._running: dict[JobKey, asyncio.Task[None]] = {}
+        self._long_running: set[int] = set()  # ids of the long jobs among them
         # The job functions' own tasks, while they run: what an abort cancels.
         self._calls: dict[JobKey, asyncio.Task[None]] = {}
         self._aborting: set[JobKey] = set()
@@ -181,10 +187,10 @@ class LocalExecutor:
         while True:
             await self._yield_to_urgent_work()
             self._wake.clear()
-            free = self._tuning.concurrency - len(self._running)
+            free = self._free_slots()
             try:
                 claimed = await self._store.run_connection(
-                    partial(self._settle_and_claim, limit=free)
+                    partial(self._settle_and_claim, free=free)
                 )
             except Exception:
                 log.exception("could not claim jobs; trying again shortly")
@@ -192,8 +198,14 @@ class LocalExecutor:
             for job in claimed:
                 self._cancel_earlier_claims(job.id)
                 self._running[job.key] = asyncio.create_task(self._run(job), name=f"job-{job.id}")
-            if not claimed or len(self._running) >= self._tuning.concurrency:
+            if not claimed or not any(self._free_slots()):
                 await self._sleep_until_woken()
+
+    def _free_slots(self) -> tuple[int, int]:
+        """Free slots for short steps and for long jobs."""
+        long = sum(key[0] in self._long_running for key in self._running)
+        short = len(self._running) - long
+        return self._tuning.concurrency - short, self._long_concurrency - long
 
     def _cancel_earlier_claims(self, job_id: int) -> None:
         # This process claimed its own job again after its lease lapsed: the older run is fenced
@@ -220,20 +232,31 @@ class LocalExecutor:
             async with asyncio.timeout(self._tuning.poll_seconds):
                 await self._wake.wait()
 
-    def _settle_and_claim(self, connection: Connection, limit: int) -> list[Claimed]:
+    def _settle_and_claim(self, connection: Connection, free: tuple[int, int]) -> list[Claimed]:
         # Successes are recorded with the next claim, one commit for many jobs; a crash before
         # that runs those jobs again, which jobs are written to allow.
         self._record_successes(connection)
-        return self._claim(connection, limit)
+        short, long = free
+        if not self._long_jobs:
+            return self._claim(connection, short, sa.true())
+        named = JOBS.c.name.in_(sorted(self._long_jobs))
+        claimed = self._claim(connection, short, sa.not_(named))
+        claimed += self._claim(connection, long, named)
+        self._long_running.update(job.id for job in claimed if job.name in self._long_jobs)
+        return sorted(claimed, key=lambda job: job.id)
 
-    def _claim(self, connection: Connection, limit: int) -> list[Claimed]:
+    def _claim(
+        self, connection: Connection, limit: int, lane: sa.ColumnElement[bool]
+    ) -> list[Claimed]:
         now = utcnow()
         # Two claims rather than one OR: each then walks ix_jobs_claim in order and stops at
         # `limit`, where an OR made the database gather and sort the whole backlog every time.
         # Abandoned jobs go first: one holding a lock then keeps it, ahead of the lock's queue.
-        abandoned = sa.and_(JOBS.c.state == JobState.running, JOBS.c.lease_expires_at < now)
+        abandoned = sa.and_(JOBS.c.state == JobState.running, JOBS.c.lease_expires_at < now, lane)
         claimed = self._claim_where(connection, abandoned, limit, now)
-        due = sa.and_(JOBS.c.state == JobState.queued, JOBS.c.run_after <= now, _lock_is_free(now))
+        due = sa.and_(
+            JOBS.c.state == JobState.queued, JOBS.c.run_after <= now, _lock_is_free(now), lane
+        )
         claimed += self._claim_where(connection, due, limit - len(claimed), now)
         return sorted(claimed, key=lambda job: job.id)
 
@@ -288,6 +311,8 @@ class LocalExecutor:
                 elapsed = time.perf_counter() - started
                 self._metrics.job_duration.labels(job.name, outcome).observe(elapsed)
                 self._running.pop(job.key, None)
+                if not any(key[0] == job.id for key in self._running):
+                    self._long_running.discard(job.id)
                 self._aborting.discard(job.key)
                 self._wake.set()
 

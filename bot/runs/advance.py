@@ -17,7 +17,15 @@ from bot.planning import load_run
 from bot.runs import lifecycle, record_event
 from bot.runs.progress import approved_revisions, task_views
 from bot.runs.workspace import Workspace, open_workspace
-from bot.scheduler import RUNNING_STATES, TaskView, blocked_for_good, finished, ready_to_start
+from bot.scheduler import (
+    DONE_STATES,
+    RUNNING_STATES,
+    TaskView,
+    all_in,
+    blocked_for_good,
+    finished,
+    ready_to_start,
+)
 from bot.store.models import Run, RunState, Task, TaskState
 from bot.task_rows import add_task_rows
 
@@ -70,7 +78,8 @@ async def _prepare(workspace: Workspace) -> None:
 
 def _add_rows(session: Session, run_id: str, base: str) -> None:
     run = session.get(Run, run_id)
-    assert run is not None
+    if run is None or run.state not in WORKING:
+        return  # cancelled meanwhile: no task is made for it
     if run.base_sha is None:
         run.base_sha = base
     existing = {t.key: t for t in session.exec(select(Task).where(Task.run_id == run_id))}
@@ -127,23 +136,24 @@ def _advance(session: Session, run_id: str, context: JobContext) -> None:
     for key in ready_to_start(views, run_cap=config.max_parallel, global_free=free):
         lifecycle.move_task(session, run_id, key, TaskState.pending, TaskState.running)
     views = task_views(session, run_id)
-    if finished(views):
+    if all_in(views):
         lifecycle.finish(session, run_id)
     elif _nothing_can_move(views):
-        lifecycle.move_run(session, run_id, RunState(run.state), RunState.needs_human)
+        stuck = ", ".join(v.key for v in views if v.state not in DONE_STATES)
+        lifecycle.move_run(session, run_id, RunState(run.state), RunState.needs_human, stuck)
 
 
 def _nothing_can_move(views: list[TaskView]) -> bool:
-    """No task is under way and every pending one waits on a stopped one: a person must act."""
-    if any(v.state in lifecycle_moving() for v in views):
+    """Nothing is under way, and every pending task waits on a stopped one: a person must act.
+    A task waiting for `/approve-task` keeps the run executing: the person it waits for knows."""
+    if any(v.state in MOVING for v in views):
         return False
     waiting = {v.key for v in views if v.state == TaskState.pending}
-    return waiting <= set(blocked_for_good(views))
+    return finished(views) or waiting <= set(blocked_for_good(views))
 
 
-def lifecycle_moving() -> frozenset[str]:
-    """States from which a task moves on without a person."""
-    return RUNNING_STATES | {TaskState.accepted, TaskState.awaiting_approval}
+# States of a task still on its way to the branch.
+MOVING = RUNNING_STATES | {TaskState.accepted, TaskState.awaiting_approval}
 
 
 def _hold_slots(session: Session, run_id: str) -> None:

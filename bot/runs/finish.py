@@ -7,8 +7,8 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from bot.executor import JobContext, check_fence
-from bot.plan.render import render_pull_request
 from bot.github.repo import CheckConclusion
+from bot.plan.render import render_pull_request
 from bot.planning import load_run
 from bot.revisions import answer_review_comments
 from bot.runs import lifecycle
@@ -16,7 +16,7 @@ from bot.runs.advance import WORKING
 from bot.runs.progress import findings, run_progress, task_views
 from bot.runs.workspace import Workspace, open_workspace
 from bot.sandbox import CommandResult
-from bot.scheduler import finished
+from bot.scheduler import all_in
 from bot.store.models import Run, RunState
 
 NOTHING_CHANGED = "no task changed a file, so there is nothing to propose"
@@ -26,7 +26,7 @@ async def finish_run(context: JobContext, run_id: str) -> None:
     """Job: the draft pull request for a run whose tasks are all in."""
     run = await load_run(context, run_id)
     views = await context.store.run(lambda session: task_views(session, run_id))
-    if run.state not in WORKING or not finished(views):
+    if run.state not in WORKING or not all_in(views):
         return
     if run.head_sha is None:
         await context.store.run(
@@ -110,5 +110,5 @@ def _proposed(session: Session, run_id: str, check_id: int, passed: bool) -> Non
         )
     elif state == RunState.revising:
         lifecycle.move_run(session, run_id, state, RunState.pr_open, "revised")
-    if not finished(task_views(session, run_id)):
+    if not all_in(task_views(session, run_id)):
         lifecycle.move_run(session, run_id, RunState.pr_open, RunState.revising, "a review came in")

@@ -152,11 +152,9 @@ def _after_run_move(session: Session, run_id: str, new: RunState) -> None:
         enqueue(session, PLAN_JOB, run_id=run_id, lock=f"run:{run_id}")
     elif new in (R.executing, R.revising):
         wake(session, run_id)
-    if new in ENDED:
-        # Its last word is shown at once, and tried for over an hour (30 s doubling, 10 min cap).
-        show(session, run_id, max_attempts=12, delay_seconds=0.0)
-    else:
-        show(session, run_id)
+    # A run's own step is shown at once; an ended run's last word is tried for over an hour
+    # (30 s doubling, 10 min cap).
+    show(session, run_id, max_attempts=12 if new in ENDED else 5, delay_seconds=0.0)
 
 
 def end_run(

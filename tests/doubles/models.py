@@ -14,7 +14,6 @@ tokens, as Anthropic reports them; OpenAI's `prompt_tokens` counts all input, so
 from __future__ import annotations
 
 import asyncio
-
 import json
 import math
 import secrets
