@@ -26,7 +26,9 @@ from tests.world import (
     approved,
     models_for,
     plan,
+    review_tasks,
     submit,
+    submit_review,
     task,
     tool,
     wait_explained,
@@ -227,3 +229,37 @@ def test_closing_the_pull_request_ends_the_run_and_a_new_label_starts_on_a_new_b
     newest = max(p["number"] for p in world.github.pulls(REPOSITORY))
     world.github.close_pull_request(world.url, REPOSITORY, newest, merged=True)
     wait_for(lambda: every_state(engine) == ["closed", "done"], 30)
+
+
+def test_a_review_right_after_the_pull_request_is_opened_becomes_revision_tasks(
+    world: World, engine: sa.Engine
+) -> None:
+    """GitHub delivers a review before its answer to the pull request's creation reaches
+    Baton: the run has not recorded the number yet and is found by its branch."""
+    comment_ids: list[int] = []
+    reviewed: list[int] = []
+
+    def review_at_once(method: str, path: str, status: int) -> None:
+        if method == "POST" and path == f"/repos/{REPOSITORY}/pulls" and status == 201:
+            (pull,) = world.github.pulls(REPOSITORY)
+            assert run_pull_number(engine) is None  # nothing else written yet
+            submit_review(world, pull["number"], ["Add a knob too."], comment_ids)
+            reviewed.append(pull["number"])
+
+    world.github.before_replying.append(review_at_once)
+    approved(world, engine, review_tasks(comment_ids))
+    wait_for(lambda: reviewed, 120)
+    world.github.before_replying.clear()
+    wait_explained(engine, lambda: task_state(engine, "T2") == "integrated", "do the review", 120)
+    wait_for_run(world, engine, "pr_open")
+    assert run_pull_number(engine) == reviewed[0]
+    assert len(world.github.pulls(REPOSITORY)) == 1
+    with engine.connect() as connection:
+        kinds = connection.execute(sa.text("SELECT kind FROM timeline_events")).scalars().all()
+    assert "review.received" in kinds
+    assert "run.revising" in kinds
+
+
+def run_pull_number(engine: sa.Engine) -> int | None:
+    with engine.connect() as connection:
+        return connection.execute(sa.text("SELECT pull_request_number FROM runs")).scalar_one()

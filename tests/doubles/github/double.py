@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
@@ -56,6 +56,9 @@ class GitHubDouble(_Server, _Deliveries):
         self.requests = self._state.requests
         self.tokens_issued = self._state.tokens_issued
         self.registered_manifests = self._state.registered_manifests
+        # Called with (method, path, status) once a REST request is answered, before the
+        # answer leaves: a test makes something happen "at the same moment" as a request.
+        self.before_replying: list[Callable[[str, str, int], None]] = []
 
     # serving
 

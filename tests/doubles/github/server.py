@@ -8,7 +8,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from urllib.parse import parse_qsl
 
@@ -87,6 +87,7 @@ class _Server(_ManifestPages):
     _lock: threading.RLock
     _git: GitHttpBackend
     requests: list[RecordedRequest]
+    before_replying: list[Callable[[str, str, int], None]]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The double as an ASGI app: REST, web pages and git on one server."""
@@ -109,6 +110,9 @@ class _Server(_ManifestPages):
         )
         # Handlers run git; a worker thread keeps the loop free for git traffic meanwhile.
         answer = await anyio.to_thread.run_sync(self._answer, incoming)
+        for hook in list(self.before_replying):
+            path = incoming.path.removeprefix(API_PREFIX)
+            await anyio.to_thread.run_sync(hook, incoming.method, path, answer.status)
         headers = [(name.encode(), value.encode()) for name, value in answer.headers]
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         await send({"type": "http.response.body", "body": answer.body})
