@@ -34,7 +34,11 @@ _STEPS = {
     lifecycle.ATTEMPT_JOB: "task attempt",
     lifecycle.INTEGRATE_JOB: "integration",
     lifecycle.FINISH_JOB: "pull request",
+    lifecycle.STATUS_JOB: "planning",  # it ends a run only while showing the plan
 }
+# A status comment that cannot be written ends the run only while it is what the run waits on:
+# a plan nobody can see is a plan nobody can approve.
+_STATUS_MATTERS = frozenset({RunState.planning, RunState.awaiting_approval})
 _CAUSES: tuple[tuple[type[BaseException], str], ...] = (
     (GitHubError, "GitHub could not be reached or kept answering with errors"),
     (ModelFailed, "the model provider could not be reached or refused the requests"),
@@ -56,6 +60,14 @@ def on_job_gave_up(
         run_id = _run_of(session, args)
         if run_id is None:
             log.warning("job %s gave up; no run depended on it", job_name)
+            return
+        run = session.get(Run, run_id)
+        if (
+            job_name == lifecycle.STATUS_JOB
+            and run is not None
+            and run.state not in _STATUS_MATTERS
+        ):
+            log.warning("the status of run %s could not be shown; the run goes on", run_id)
             return
         reason = (
             f"Baton gave up on this run's {_STEPS.get(job_name, job_name)} step after "

@@ -33,7 +33,6 @@ from bot.planning import (
     check_shown_plan,
     load_run,
     newest_revision,
-    newest_revision_text,
     plan_rules,
     publish_revision,
     updated_mirror,
@@ -109,8 +108,8 @@ async def steer(context: JobContext, event: IssueCommentCreated, delivery_id: in
             lambda session: _obeyed_by(session, event, delivery_id, command)
         )
         if obeyed is not None:
-            # Obeyed before its job was cut short: the job runs again, the command does not.
-            await _show_obeyed(context, await load_run(context, obeyed), repo, command, event)
+            # Obeyed before its job was cut short: the job runs again, the command does not;
+            # what shows its effect was queued with the effect.
             await repo.react("+1", comment=event.comment.id)
             return
     key = f"delivery-{delivery_id}"
@@ -225,17 +224,6 @@ def _obeyed_by(
         )
     )
     return session.exec(query).first()
-
-
-async def _show_obeyed(
-    context: JobContext, run: Run, repo: RepoClient, command: Command, event: IssueCommentCreated
-) -> None:
-    """Show again what the first job may have died before showing: the edited plan while it
-    waits. The other commands queued the job that shows their effect with their effect."""
-    if command.name == "edit-plan" and run.state == RunState.awaiting_approval:
-        text = await newest_revision_text(context, run)
-        if text is not None:
-            await write_status(context, run, repo, text)
 
 
 async def _obey(

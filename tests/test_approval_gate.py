@@ -21,6 +21,7 @@ from tests.world import (
     models_for,
     plan,
     task,
+    unsettled_jobs,
     wait_for_run,
     who,
 )
@@ -64,7 +65,9 @@ def test_work_redone_after_a_conflict_needs_approving_again(
     # The approved change no longer applies: the worker redoes it, and the new change waits
     # for a person again instead of going in on the first approval.
     wait_for(lambda: gate(engine) == ("awaiting_approval", 2), timeout=120)
-    time.sleep(2)  # the first approval, were it kept, would have let the new change in by now
+    # Every step the run could take without a person is taken: the first approval, were it
+    # kept, would have let the new change in.
+    wait_for(lambda: unsettled_jobs(engine) == 0, timeout=30)
     assert gate(engine) == ("awaiting_approval", 2)
     assert branch_log(world.github) == ["Maintainer's change"]
     world.comment("/approve-task T1")
@@ -99,7 +102,7 @@ def test_an_approval_before_the_work_waits_for_it_is_refused_and_not_kept(
         reply,
     )
     wait_for(lambda: gate(engine) == ("awaiting_approval", 1), timeout=120)
-    time.sleep(2)  # an approval kept from before would have let it in by now
+    wait_for(lambda: unsettled_jobs(engine) == 0, timeout=30)  # a kept approval acts by now
     assert gate(engine) == ("awaiting_approval", 1)
     assert branch_log(world.github) == []
     world.comment("/approve-task T1")

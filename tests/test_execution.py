@@ -31,6 +31,7 @@ from tests.world import (
     submit_review,
     task,
     tool,
+    unsettled_jobs,
     wait_for_run,
     who,
 )
@@ -168,16 +169,6 @@ def test_a_revise_then_accept_makes_two_attempts_and_one_commit(
         (2, "succeeded", "accept"),
     ]
     assert branch_log(world.github) == ["T1: Step T1"]
-
-
-def unsettled_jobs(engine: sa.Engine) -> int:
-    """The run's jobs still queued or running, bar those that clean up after it."""
-    query = (
-        "SELECT count(*) FROM jobs WHERE run_id IS NOT NULL AND state IN ('queued', 'running') "
-        "AND name NOT IN ('clear_run_files', 'show_status')"
-    )
-    with engine.connect() as connection:
-        return int(connection.execute(sa.text(query)).scalar_one())
 
 
 def test_cancel_during_execution_stops_the_work_and_pushes_nothing(

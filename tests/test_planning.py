@@ -325,14 +325,14 @@ def test_cancel_ends_the_run(world: World, engine: sa.Engine) -> None:
 def test_a_plan_stored_before_the_status_comment_showed_it_is_shown_when_the_job_runs_again(
     world: World, engine: sa.Engine
 ) -> None:
-    # The edit that shows r1 is refused once: the job ends as if the process had died between
-    # storing the plan and showing it, and the executor runs it again.
-    world.github.fail_next("PATCH", rf"/repos/{REPOSITORY}/issues/comments/\d+", 403)
+    # The comment that shows r1 is refused once: the job ends as if the process had died
+    # between storing the plan and showing it, and the executor runs it again.
+    world.github.fail_next("POST", rf"/repos/{REPOSITORY}/issues/{ISSUE}/comments", 403)
     world.models.add(submit(DIAMOND))
     world.label()
     status = wait_for(lambda: "Plan r1" in world.status() and world.status(), timeout=30)
     assert "/approve-plan" in status
-    refused = [r for r in world.github.requests if r.method == "PATCH" and r.status == 403]
+    refused = [r for r in world.github.requests if r.method == "POST" and r.status == 403]
     assert len(refused) == 1
     assert count_rows(engine, "plan_revisions") == 1
     assert len(world.models.calls) == 1  # shown again, not planned again

@@ -12,12 +12,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from bot import retention, runs
+from bot import retention
 from bot.executor import JobContext
 from bot.executor.local import ExecutorTuning, LocalExecutor
 from bot.git import Mirror
 from bot.github.scopes import PLAN, TokenScope
 from bot.metrics import Metrics
+from bot.runs import lifecycle
 from bot.settings import Settings
 from bot.store.db import Store
 from bot.store.models import (
@@ -64,10 +65,10 @@ async def test_an_ended_runs_worktrees_and_pins_go_at_once(job_context: JobConte
     half_made.mkdir()  # a copy a crash cut short
 
     ended = await job_context.store.run(
-        lambda session: runs.end_run_in(session, run.id, RunState.cancelled, "cancelled")
+        lambda session: lifecycle.end_run(session, run.id, RunState.cancelled, "cancelled")
     )
     queued = await job_context.store.run(
-        lambda session: session.exec(select(Job).where(Job.name == runs.CLEAR_RUN_JOB)).all()
+        lambda session: session.exec(select(Job).where(Job.name == lifecycle.CLEAR_RUN_JOB)).all()
     )
     assert ended
     assert [job.args for job in queued] == [{"run_id": run.id}]

@@ -308,3 +308,14 @@ def submit_review(
     body["sender"]["login"] = "alice"
     comment_ids.extend(comment["id"] for comment in review["comments"])
     assert world.github.send_webhook(world.url, "pull_request_review", body).status_code == 202
+
+
+def unsettled_jobs(engine: sa.Engine) -> int:
+    """Jobs of runs still queued or running, bar those that only show or clean up: zero once
+    every step a run had to take is taken (a dead process's jobs count until taken over)."""
+    query = (
+        "SELECT count(*) FROM jobs WHERE run_id IS NOT NULL AND state IN ('queued', 'running') "
+        "AND name NOT IN ('clear_run_files', 'show_status')"
+    )
+    with engine.connect() as connection:
+        return int(connection.execute(sa.text(query)).scalar_one())

@@ -396,12 +396,16 @@ class LocalExecutor:
     def _tell_gave_up(self, connection: Connection, job: Claimed, error: Exception) -> None:
         if self._on_gave_up is None:
             return
+        # The job is no longer running: what is told is written as the executor's, unfenced.
+        unfenced = JOB_FENCE.set(None)
         try:
             # A savepoint: if telling fails, the job is still recorded as failed for good.
             with connection.begin_nested():
                 self._on_gave_up(connection, job.name, job.args, error)
         except Exception:
             log.exception("job %s gave up, and what depended on it could not be told", job.name)
+        finally:
+            JOB_FENCE.reset(unfenced)
 
     def _backoff(self, attempts: int) -> timedelta:
         base = self._tuning.backoff_base_seconds * 2 ** (attempts - 1)

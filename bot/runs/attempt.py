@@ -11,6 +11,7 @@ import logging
 
 from sqlmodel import Session, col, select
 
+from bot.attempts import stamp_end
 from bot.codebase.tools import read_only_tools
 from bot.executor import JobContext, check_fence
 from bot.git import GitError
@@ -26,7 +27,6 @@ from bot.runs.progress import task_row
 from bot.runs.workspace import Workspace, open_workspace, sandbox_limits
 from bot.sandbox import SandboxUnavailable
 from bot.store.models import AttemptStatus, Task, TaskAttempt, TaskState
-from bot.store.types import utcnow
 from bot.workers.attempt import AttemptPlan, AttemptResult, WorkerAttempt, describe_task
 from bot.workers.roles import FinishInput
 
@@ -183,6 +183,7 @@ def _worker(workspace: Workspace, task: Task) -> WorkerAttempt:
         sandbox_limits=sandbox_limits(settings),
         toolchains=settings.sandbox_toolchains,
         setup_outputs=workspace.setup_outputs,
+        open_prs=workspace.repo.open_pull_requests,
     )
 
 
@@ -204,7 +205,7 @@ def _count_attempt(session: Session, task: Task) -> int:
     )
     for attempt in session.exec(left_open):
         attempt.status, attempt.error = AttemptStatus.failed, "interrupted: the process stopped"
-        attempt.ended_at = utcnow()
+        stamp_end(attempt)
     row.attempts += 1
     row.approved_by = None  # new work: an approval was for the change a person saw
     return row.attempts

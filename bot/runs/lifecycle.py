@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from bot.attempts import stamp_end
 from bot.config import RepoConfig
 from bot.events import IssueLabeled
 from bot.executor import check_fence, enqueue, request_abort
@@ -188,8 +189,8 @@ def _close_unfinished(session: Session, run_id: str, ended: RunState) -> None:
         TaskAttempt.run_id == run_id, TaskAttempt.status == AttemptStatus.running
     )
     for attempt in session.exec(open_attempts):
-        attempt.status, attempt.ended_at = AttemptStatus.cancelled, utcnow()
-        attempt.error = f"the run {ended}"
+        attempt.status, attempt.error = AttemptStatus.cancelled, f"the run {ended}"
+        stamp_end(attempt)
 
 
 def move_task(

@@ -81,7 +81,12 @@ def _heading(session: Session, run: Run) -> str:
         return f"**Cancelled**: {reason}." if reason else "**Cancelled**."
     if run.state in (RunState.done, RunState.closed):
         return f"**{str(run.state).capitalize()}**: {reason}."
-    return "**Executing**"
+    approved = approved_revisions(session, run.id)
+    if not approved:
+        return "**Executing**"
+    first = approved[0]
+    by = markdown_text(first.approved_by or "")
+    return f"**Executing** plan r{first.number}, approved by @{by}."
 
 
 def _needs_person(session: Session, run_id: str) -> str:
