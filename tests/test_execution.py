@@ -183,6 +183,7 @@ def test_cancel_during_execution_stops_the_work_and_pushes_nothing(
 
     approved(world, engine, stalling)
     wait_for_run(world, engine, "executing")
+    wait_for(lambda: attempts(engine), timeout=60)  # a worker is at work
     world.comment("/cancel")
     wait_for_run(world, engine, "cancelled")
     # Every job of the run has ended (its attempts were stopped, not left to finish).
