@@ -336,7 +336,9 @@ async def test_a_task_whose_next_call_would_pass_its_budget_stops_before_it(
         assert attempt.status == AttemptStatus.escalated
         assert "task has used 120 of its 750" in (attempt.error or "")
         assert (attempt.input_tokens, attempt.output_tokens) == (100, 20)
-        assert task.state == "escalated"
+        # The attempt says why it stopped; moving the task is the attempt step's, through the
+        # lifecycle (tests/test_budgets.py shows the task escalated end to end).
+        assert task.state == "pending"
         assert task_spend(session, task_id).tokens == 120
 
 
