@@ -8,6 +8,7 @@ from sqlmodel import Session
 
 from bot.executor import JobContext, check_fence
 from bot.github.repo import CheckConclusion
+from bot.llm.recording import run_spend
 from bot.plan.render import render_pull_request
 from bot.planning import load_run
 from bot.revisions import answer_review_comments
@@ -97,8 +98,6 @@ def _record(session: Session, run_id: str, **values: object) -> None:
 def _proposed(session: Session, run_id: str, check_id: int, passed: bool) -> None:
     """The pull request is up: the run waits for people. Tasks a review added meanwhile run
     at once, so the run goes on revising."""
-    from bot.llm.recording import run_spend
-
     _record(session, run_id, check_run_id=check_id, tests_passed=passed)
     run = session.get(Run, run_id)
     assert run is not None

@@ -3,6 +3,7 @@ configuration and commands, and the models its tasks use under their budgets."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ from bot.settings import Settings
 from bot.setups import SetupOutputs
 from bot.store.models import Run, Task
 from bot.workers.attempt import RepoCommands
+
+log = logging.getLogger(__name__)
 
 TEST_COMMANDS = (
     ("pyproject.toml", "python3 -m pytest -q"),
@@ -102,8 +105,8 @@ class Workspace:
         costs a little disk and the work it kept is on the branch or no longer wanted."""
         try:
             await self.mirror.unpin(self.run.id, key)
-        except GitError:
-            pass
+        except GitError as error:
+            log.warning("pins of run %s (%s) stay: %s", self.run.id, key or "all tasks", error)
 
     async def model(self, task: Task, attempt_id: int, *, reviewer: bool = False) -> Model:
         """The worker's (or the reviewer's) model, metered against what the task and run spent."""
