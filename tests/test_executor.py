@@ -570,7 +570,8 @@ async def test_a_job_taken_over_after_its_lease_lapsed_can_neither_write_nor_set
     slow = ExecutorTuning(concurrency=1, lease_seconds=60, poll_seconds=0.1)
     first_metrics, rounds = Metrics(), ClaimRounds()
     first = executors({"write": write} | rounds.functions, slow, metrics=first_metrics)
-    second = executors({"write": write})
+    # One slot, held by the job it took over: the marker below can only be the first's.
+    second = executors({"write": write}, dataclasses.replace(FAST, concurrency=1))
     if taker == "same-process":
         second.worker_id = first.worker_id  # only the fence tells the two claims apart
     await first.start()
