@@ -31,6 +31,11 @@ PAYLOADS = Path(__file__).parent / "payloads"
 SECRET = "test-webhook-secret"
 # Jobs picked up and retried quickly, so tests wait little.
 FAST = ExecutorTuning(concurrency=4, lease_seconds=2.0, poll_seconds=0.1, backoff_base_seconds=0.05)
+# The test repository's own tests, in the sandbox. Plugins are not loaded: the widgets need none,
+# and loading the ones Baton's own tests installed beside pytest takes a second a run.
+REPOSITORY_TESTS = (
+    f"PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 {sys.executable} -m pytest -q -p no:cacheprovider"
+)
 
 
 def payload(name: str) -> dict[str, Any]:

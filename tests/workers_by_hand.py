@@ -32,9 +32,10 @@ from bot.workers.attempt import RepoCommands, WorkerAttempt
 from tests.doubles.fixtures import INSTALLATION_ID, REPOSITORY, as_app
 from tests.doubles.github import GitHubDouble
 from tests.doubles.models import ModelDouble, ScriptedToolCall
+from tests.support import REPOSITORY_TESTS
 
 RUN_ID = "run0123456789abc"
-TESTS = RepoCommands(test=f"{sys.executable} -m pytest -q -p no:cacheprovider")
+TESTS = RepoCommands(test=REPOSITORY_TESTS)
 
 
 def call(name: str, **arguments: Any) -> ScriptedToolCall:

@@ -22,7 +22,7 @@ from bot.settings import Settings
 from tests.doubles.fixtures import INSTALLATION_ID, REPOSITORY, WIDGETS_FILES, as_app, commit_files
 from tests.doubles.github import GitHubDouble
 from tests.doubles.models import ModelDouble, ModelReply, RecordedCall, ScriptedToolCall
-from tests.support import FAST, payload, serve, wait_for
+from tests.support import FAST, REPOSITORY_TESTS, payload, serve, wait_for
 from webhooks.app import create_app
 
 ISSUE = 7
@@ -194,7 +194,7 @@ FOUR_TASKS = plan(
 ACCEPT = ModelReply(
     tool_calls=[ScriptedToolCall("submit_review", {"verdict": "accept", "feedback": "Good."})]
 )
-TEST_COMMAND = f"{sys.executable} -m pytest -q -p no:cacheprovider"
+TEST_COMMAND = REPOSITORY_TESTS
 
 
 def tool(name: str, **arguments: Any) -> ModelReply:
