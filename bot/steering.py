@@ -62,9 +62,9 @@ def _repo_for(context: JobContext, installation_id: int, full_name: str) -> Repo
 
 async def read_config(repo: RepoClient) -> tuple[RepoConfig | None, str | None]:
     """The repository's `.github/baton.yml` from its default branch, or the problem with it."""
-    repository = await repo.repository()
     try:
-        return parse_config(await repo.file_at(CONFIG_PATH, repository.default_branch)), None
+        # No ref: GitHub reads its default branch, which spares asking for the repository.
+        return parse_config(await repo.file_at(CONFIG_PATH)), None
     except ConfigError as error:
         return None, str(error)
 

@@ -128,12 +128,16 @@ class RepoClient:
         )
         return Repository(found.id, found.full_name, found.default_branch, found.private)
 
-    async def file_at(self, path: str, ref: str) -> bytes | None:
-        """The bytes of `path` at `ref`, or None when there is no such file."""
-        what = f"file {path} at {ref} in {self.full_name}"
+    async def file_at(self, path: str, ref: str | None = None) -> bytes | None:
+        """The bytes of `path` at `ref` (GitHub's default branch when None), or None when there
+        is no such file."""
+        what = f"file {path} at {ref or 'the default branch'} in {self.full_name}"
         try:
             found = await self._call(
-                what, self._rest.repos.async_get_content(self.owner, self.name, path, ref=ref)
+                what,
+                self._rest.repos.async_get_content(
+                    self.owner, self.name, path, ref=UNSET if ref is None else ref
+                ),
             )
         except NotFound:
             return None
