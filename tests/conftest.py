@@ -24,6 +24,7 @@ pytest_plugins = [
     "tests.world",
     "tests.jobs_by_hand",
     "tests.sandboxes",
+    "tests.serve_process",
     "tests.setup_browser",
     "tests.workers_by_hand",
 ]

@@ -30,6 +30,9 @@ from bot.executor import (
     request_abort,
 )
 from bot.executor.local import SUPERSEDED, ExecutorTuning, LocalExecutor
+from bot.github.client import GitHubApp, GitHubTuning
+from bot.github.repo import RepoClient
+from bot.github.scopes import EXECUTE, TokenScope
 from bot.jobs import JOBS
 from bot.metrics import Metrics
 from bot.settings import Settings
@@ -37,6 +40,8 @@ from bot.store.db import Store
 from bot.store.migrate import alembic_config
 from bot.store.models import Delivery, InstallationRepository, Job, JobState
 from bot.store.types import utcnow
+from tests.doubles.fixtures import INSTALLATION_ID, ISSUE_NUMBER, REPOSITORY, as_app
+from tests.doubles.github import GitHubDouble
 from tests.support import FAST, payload
 
 Factory = Callable[..., LocalExecutor]
@@ -788,3 +793,48 @@ def test_the_job_locks_migration_goes_down_and_up_again(engine: sa.Engine) -> No
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, SQLModel.metadata) == []
+
+
+async def test_a_job_taken_over_while_it_writes_to_github_sends_no_more_writes(
+    executors: Factory,
+    store: Store,
+    settings: Settings,
+    github: GitHubDouble,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A process frozen while its next GitHub write waits its turn (the write pacing) must not
+    send it once woken: another process took the job over meanwhile and writes instead."""
+    caplog.set_level(logging.WARNING, logger="bot.executor")
+    app = GitHubApp(as_app(settings, github), GitHubTuning(write_interval=0.2))
+    repo = RepoClient(app.client(TokenScope(INSTALLATION_ID, REPOSITORY, EXECUTE)), REPOSITORY)
+    comments = f"/repos/{REPOSITORY}/issues/{ISSUE_NUMBER}/comments"
+
+    ended = asyncio.Event()
+
+    async def comment_twice(context: JobContext) -> None:
+        try:
+            await repo.comment(ISSUE_NUMBER, "first")
+            await repo.comment(ISSUE_NUMBER, "second")
+        finally:
+            ended.set()
+
+    def take_over(method: str, path: str, status: int) -> None:
+        # Another process claims the job while the first comment is answered.
+        if (method, path) == ("POST", comments):
+            table = Job.__table__  # type: ignore[attr-defined]
+            taken = sa.update(table).values(fence=table.c.fence + 1, locked_by="elsewhere")
+            with store.engine.begin() as connection:
+                connection.execute(taken)
+
+    github.before_replying.append(take_over)
+    executor = executors({"comment_twice": comment_twice})
+    await executor.start()
+    job_id = await executor.submit("comment_twice")
+
+    await asyncio.wait_for(ended.wait(), 10)
+    await executor.stop(grace_seconds=1)
+    bodies = [comment["body"] for comment in github.issue_comments(REPOSITORY, ISSUE_NUMBER)]
+    assert bodies == ["first"]
+    assert f"late write rejected: job {job_id} (comment_twice)" in caplog.text
+    job = await store.run(lambda session: session.get(Job, job_id))
+    assert (job.state, job.locked_by) == (JobState.running, "elsewhere")

@@ -16,11 +16,13 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from bot.github.pacing import BEFORE_WRITE
 from bot.store.db import insert_ignoring_conflicts
 from bot.store.models import Job, JobState
 from bot.store.types import utcnow
@@ -64,6 +66,13 @@ JOB_FENCE: ContextVar[JobFence | None] = ContextVar("job_fence", default=None)
 
 class Fenced(Exception):
     """The job's claim was taken over by another process: this holder must not write any more."""
+
+
+def hold_claim(store: Store, fence: JobFence) -> None:
+    """The current task runs the job whose claim is `fence`: `check_fence` checks that claim,
+    and every GitHub write checks it first, so a taken-over holder writes nothing late."""
+    JOB_FENCE.set(fence)
+    BEFORE_WRITE.set(partial(store.run, check_fence))
 
 
 def enqueue(

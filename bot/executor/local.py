@@ -35,6 +35,7 @@ from bot.executor import (
     JobFence,
     JobFunction,
     enqueue,
+    hold_claim,
 )
 from bot.integrations import Integrations
 from bot.logs import log_context
@@ -301,7 +302,7 @@ class LocalExecutor:
 
     async def _run(self, job: Claimed) -> None:
         # This task's own context: the job's work, and Store.run threads, carry its claim.
-        JOB_FENCE.set(JobFence(job_id=job.id, token=job.fence))
+        hold_claim(self._store, JobFence(job_id=job.id, token=job.fence))
         started = time.perf_counter()
         outcome = "cancelled"
         with log_context(job_id=job.id):

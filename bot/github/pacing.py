@@ -3,13 +3,17 @@
 GitHub's secondary rate limits punish bursts of content-creating requests; its guidance is no
 concurrent requests and at least a second between POST, PATCH, PUT and DELETE. githubkit's
 `LocalThrottler` caps concurrency only, so this throttler also spaces the writes.
+
+A write may wait its turn for a while (or its process be frozen meanwhile); `BEFORE_WRITE` lets
+whoever runs the work veto it once its turn has come, just before it is sent.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import anyio
@@ -17,6 +21,12 @@ import httpx
 from githubkit.throttling import BaseThrottler
 
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+
+# Awaited before each write is sent, in the task that writes; raising stops the write. A job
+# sets it so that a process whose job was taken over while it waited writes nothing late.
+BEFORE_WRITE: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "before_write", default=None
+)
 
 
 class WritePacer(BaseThrottler):
@@ -47,6 +57,7 @@ class WritePacer(BaseThrottler):
                 return
             async with self._write_turn:
                 await self._wait_for_write_slot()
+                await _may_write()
                 try:
                     yield
                 finally:
@@ -58,3 +69,9 @@ class WritePacer(BaseThrottler):
         wait = self._last_write + self.write_interval - self._clock()
         if wait > 0:
             await anyio.sleep(wait)
+
+
+async def _may_write() -> None:
+    check = BEFORE_WRITE.get()
+    if check is not None:
+        await check()

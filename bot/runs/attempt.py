@@ -58,7 +58,6 @@ async def attempt_task(context: JobContext, run_id: str, task_key: str) -> None:
 
 async def _attempt(context: JobContext, run_id: str, task: Task) -> None:
     workspace = await open_workspace(context, run_id)
-    await _have_commit(workspace, workspace.head)
     number = await context.store.run(lambda session: _count_attempt(session, task))
     result = await _worker(workspace, task).run(
         AttemptPlan(
@@ -185,14 +184,6 @@ def _worker(workspace: Workspace, task: Task) -> WorkerAttempt:
         setup_outputs=workspace.setup_outputs,
         open_prs=workspace.repo.open_pull_requests,
     )
-
-
-async def _have_commit(workspace: Workspace, sha: str) -> None:
-    """The mirror holds the commit the attempt starts from, fetched when another process made it."""
-    try:
-        await workspace.mirror.resolve(f"{sha}^{{commit}}")
-    except GitError:
-        await workspace.mirror.update()
 
 
 def _count_attempt(session: Session, task: Task) -> int:

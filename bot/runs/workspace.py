@@ -136,12 +136,14 @@ class Workspace:
 
 
 async def open_workspace(context: JobContext, run_id: str, *, fetch: bool = False) -> Workspace:
-    """The run's workspace; with `fetch`, its mirror is brought up to date from GitHub first."""
+    """The run's workspace, its mirror holding the run's head commit; with `fetch`, the mirror
+    is brought up to date from GitHub first."""
     run = await load_run(context, run_id)
     if fetch:
         mirror = await updated_mirror(context, run, EXECUTE)
     else:
         mirror = context.integrations.mirror(run_scope(run, EXECUTE))
+        await _holding(mirror, run.head_sha or run.base_sha)
     repo = repo_client(context, run, EXECUTE)
     config = RepoConfig.model_validate(run.config)
     base = run.base_sha or await mirror.resolve((await repo.repository()).default_branch)
@@ -152,3 +154,19 @@ async def open_workspace(context: JobContext, run_id: str, *, fetch: bool = Fals
         setup=config.setup_command,
     )
     return Workspace(context, run, repo, mirror, config, commands)
+
+
+async def _holding(mirror: Mirror, sha: str | None) -> None:
+    """The mirror holds commit `sha`: fetched when another process made it, cloned when this
+    process (with a data directory of its own) never mirrored the repository."""
+    if mirror.path.exists() and (sha is None or await _has(mirror, sha)):
+        return
+    await mirror.update()
+
+
+async def _has(mirror: Mirror, sha: str) -> bool:
+    try:
+        await mirror.resolve(sha)
+    except GitError:
+        return False
+    return True

@@ -20,6 +20,7 @@ from bot.attempts import AttemptStopped, end_attempt, within_budget
 from bot.codebase.edits import WriteSet, edit_tools
 from bot.codebase.snapshot import committed_files
 from bot.codebase.tools import read_only_tools
+from bot.executor import check_fence
 from bot.git import Commit
 from bot.git.mirror import Mirror
 from bot.git.worktree import Worktree
@@ -221,6 +222,7 @@ class WorkerAttempt:
         error: str | None = None,
     ) -> None:
         def close(session: Session) -> None:
+            check_fence(session)  # a taken-over attempt was closed already, by its new holder
             attempt = session.get(TaskAttempt, attempt_id)
             if attempt is None:
                 return
@@ -343,6 +345,7 @@ LIST_OPEN_PRS = ToolSpec("list_open_prs", "The repository's open pull requests."
 
 
 def _open_attempt(session: Session, plan: AttemptPlan) -> int:
+    check_fence(session)  # the holder that took the job over opens its own attempt
     attempt = TaskAttempt(
         task_id=plan.task_row_id,
         run_id=plan.run_id,

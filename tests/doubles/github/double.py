@@ -58,6 +58,7 @@ class GitHubDouble(_Server, _Deliveries):
         self.registered_manifests = self._state.registered_manifests
         # Called with (method, path, status) once a REST request is answered, before the
         # answer leaves: a test makes something happen "at the same moment" as a request.
+        # Git requests too, with their full path, before the last of the answer leaves.
         self.before_replying: list[Callable[[str, str, int], None]] = []
 
     # serving

@@ -110,12 +110,15 @@ class _Server(_ManifestPages):
         )
         # Handlers run git; a worker thread keeps the loop free for git traffic meanwhile.
         answer = await anyio.to_thread.run_sync(self._answer, incoming)
-        for hook in list(self.before_replying):
-            path = incoming.path.removeprefix(API_PREFIX)
-            await anyio.to_thread.run_sync(hook, incoming.method, path, answer.status)
+        path = incoming.path.removeprefix(API_PREFIX)
+        await self._before_replying(incoming.method, path, answer.status)
         headers = [(name.encode(), value.encode()) for name, value in answer.headers]
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         await send({"type": "http.response.body", "body": answer.body})
+
+    async def _before_replying(self, method: str, path: str, status: int) -> None:
+        for hook in list(self.before_replying):
+            await anyio.to_thread.run_sync(hook, method, path, status)
 
     async def _serve_git(self, scope: Scope, receive: Receive, send: Send, at: float) -> None:
         status = 500
@@ -124,6 +127,9 @@ class _Server(_ManifestPages):
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                # git did its work (a push moved the branch); the client still waits for the end.
+                await self._before_replying(scope["method"], scope["path"], status)
             await send(message)
 
         await self._git(scope, receive, send_and_note)
