@@ -8,7 +8,10 @@ first, and so on (the last one cut short when the size is not a multiple of four
 both chained tasks and independent ones that run side by side (two at a time: the repository's
 default `max_parallel`; its `max_tasks` is raised to the size). The model double answers at
 once: each worker writes its own file, then finishes; the reviewer accepts. The repository's
-test command is the running Python's pytest, in the sandbox, as in the tests. Baton uses SQLite
+test command is the running Python's pytest, in the sandbox, as in the tests, with plugin
+autoloading off (the widgets use none; loading those installed for Baton's own tests took about
+a second a run, which said nothing about Baton, and before it was turned off the figures below
+held it: compare them through the test command's own time, printed beside). Baton uses SQLite
 in a fresh temporary directory, the tests' quick executor, and GitHub writes without pacing
 (`GitHubTuning(write_interval=0.0)`).
 
@@ -111,7 +114,7 @@ from bot.store.models import ModelCall, Run, Task, TaskAttempt, TimelineEvent, T
 from tests.doubles.fixtures import REPOSITORY, commit_files
 from tests.doubles.github import RecordedRequest
 from tests.doubles.models import ModelReply, RecordedCall, ScriptedToolCall
-from tests.support import SECRET
+from tests.support import REPOSITORY_TESTS, SECRET
 from tests.world import ISSUE, World, plan, submit, task, wait_explained, who, world_of
 
 DEFAULT_SIZES = (4, 12)
@@ -123,7 +126,7 @@ RUN_TIMEOUT = 900.0
 OPEN_PULL = "POST /repos/{owner}/{repo}/pulls"
 BRANCH = f"baton/issue-{ISSUE}"
 TEST_RUNS = 3
-TEST_COMMAND = f"{sys.executable} -m pytest -q -p no:cacheprovider"
+TEST_COMMAND = REPOSITORY_TESTS
 ACCEPT = ModelReply(
     tool_calls=[ScriptedToolCall("submit_review", {"verdict": "accept", "feedback": "Good."})]
 )
