@@ -9,9 +9,9 @@ both chained tasks and independent ones that run side by side (two at a time: th
 default `max_parallel`; its `max_tasks` is raised to the size). The model double answers at
 once: each worker writes its own file, then finishes; the reviewer accepts. The repository's
 test command is the running Python's pytest, in the sandbox, as in the tests, with plugin
-autoloading off (the widgets use none; loading those installed for Baton's own tests took about
-a second a run, which said nothing about Baton, and before it was turned off the figures below
-held it: compare them through the test command's own time, printed beside). Baton uses SQLite
+autoloading off: the widgets use none, and loading those installed for Baton's own tests took
+about a second a run. Figures taken before that include the second; each run prints the test
+command's own time, so runs compare through it. Baton uses SQLite
 in a fresh temporary directory, the tests' quick executor, and GitHub writes without pacing
 (`GitHubTuning(write_interval=0.0)`).
 
