@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from tests.doubles.fixtures import INSTALLATION_ID, REPOSITORY, WIDGETS_FILES
 from tests.doubles.github import GitHubDouble
-from tests.doubles.models import ModelDouble
+from tests.doubles.models import ModelDouble, RecordedCall
 from tests.support import SECRET, free_port, payload, wait_for
 from tests.world import ISSUE
 
@@ -195,3 +195,9 @@ def status_comments(github: GitHubDouble) -> list[dict[str, object]]:
         for comment in github.issue_comments(REPOSITORY, ISSUE)
         if "<!-- baton:run:" in comment["body"]
     ]
+
+
+def signed_by(call: RecordedCall) -> str:
+    """The key a model call was sent with, whichever header the client put it in."""
+    key = call.headers.get("x-api-key") or call.headers.get("authorization", "")
+    return key.removeprefix("Bearer ")

@@ -21,6 +21,7 @@ from tests.serve_process import (
     label,
     run_state,
     say,
+    signed_by,
     status_comments,
 )
 from tests.support import wait_for
@@ -92,12 +93,6 @@ class HeldWorker:
                 return False
             self.caller = signed_by(call)
             return True
-
-
-def signed_by(call: RecordedCall) -> str:
-    """The key a model call was sent with, whichever header the client put it in."""
-    key = call.headers.get("x-api-key") or call.headers.get("authorization", "")
-    return key.removeprefix("Bearer ")
 
 
 def attempt_job(engine: sa.Engine) -> tuple[int, int]:
