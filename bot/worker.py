@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 # A job cancelled by a worker's shutdown is retried elsewhere; Baton counts real failures itself.
 RETRY = RetryStrategy(max_attempts=1000, wait=1)
-HEARTBEAT_SECONDS = 5.0
 GRACE_SECONDS = 20.0
 
 
@@ -84,7 +83,8 @@ def _lane(
             concurrency=concurrency,
             install_signal_handlers=False,
             shutdown_graceful_timeout=GRACE_SECONDS,
-            update_heartbeat_interval=HEARTBEAT_SECONDS,
+            # Three heartbeats may be missed before a live worker would count as dead.
+            update_heartbeat_interval=stall_seconds / 4,
             stalled_worker_timeout=stall_seconds,
             delete_jobs="successful",
         ),

@@ -4,6 +4,7 @@ PostgreSQL and procrastinate, and the run ends in one draft pull request on a li
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -20,14 +21,20 @@ from tests.doubles.fixtures import REPOSITORY, commit_files
 from tests.doubles.github import GitHubDouble
 from tests.doubles.models import ModelDouble, ModelReply, RecordedCall
 from tests.serve_process import (
+    HeldWorker,
     Server,
+    attempt_job,
+    attempts,
     baton_environment,
+    fence_of,
+    freeze_between_transactions,
     label,
     run_state,
     say,
     signed_by,
     status_comments,
 )
+from tests.support import wait_for
 from tests.world import FILES, TEST_COMMAND, branch_log, models_for, plan, task, wait_explained, who
 
 WORKERS = ("east", "west")
@@ -66,6 +73,19 @@ class Worker:
         with log.open("wb") as output:
             self.process = subprocess.Popen(command, env=environment, stdout=output, stderr=output)
 
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+    def freeze(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    def logged(self, text: str) -> bool:
+        return text in self.log.read_text(errors="replace")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
@@ -78,20 +98,24 @@ def machines(
 ) -> Iterator[tuple[Server, dict[str, Worker]]]:
     """`baton serve` and two workers, each signing its model calls with its name as the key."""
     github, models = baton_doubles
-    many = {"BATON_EXECUTOR": "procrastinate", "BATON_JOB_LEASE_SECONDS": "10"}
+    # Short leases and stall times: a dead or frozen worker's job is taken over in seconds.
+    many = {"BATON_EXECUTOR": "procrastinate", "BATON_JOB_LEASE_SECONDS": "2"}
     server = Server(
         baton_environment(github, models, queue_schema, tmp_path / "serve", **many), tmp_path
     )
     workers = {
         name: Worker(
             baton_environment(
-                github, models, queue_schema, tmp_path / name, ANTHROPIC_API_KEY=name, **many
+                github,
+                models,
+                queue_schema,
+                tmp_path / name,
+                ANTHROPIC_API_KEY=name,
+                PGAPPNAME=f"baton-{name}",
+                **many,
             ),
             tmp_path / f"{name}.log",
-            "--concurrency",
-            "2",
-            "--attempts",
-            "1",
+            *("--concurrency", "2", "--attempts", "1", "--stall-seconds", "3"),
         )
         for name in WORKERS
     }
@@ -169,3 +193,49 @@ def test_a_run_spreads_over_two_workers_and_ends_in_one_pull_request(
     assert len(status_comments(github)) == 1
     assert attempts_by_worker(engine) == {"succeeded": 4}
     assert not any(worker.process.poll() is not None for worker in workers.values())
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("fate", ["killed", "frozen"])
+def test_a_worker_lost_during_an_attempt_costs_the_run_nothing(
+    machines: tuple[Server, dict[str, Worker]],
+    baton_doubles: tuple[GitHubDouble, ModelDouble],
+    engine: sa.Engine,
+    fate: str,
+) -> None:
+    server, workers = machines
+    github, models = baton_doubles
+    held = HeldWorker(models_for(plan(task("T1", [], [FILES["T1"]]))))
+    models.policy = held
+    commit_files(github, {".github/baton.yml": f"test_command: {TEST_COMMAND}\n"})
+    server.start()
+    hooks = f"{server.url}/api/github/webhooks"
+    label(github, hooks)
+    wait_explained(engine, lambda: run_state(engine) == "awaiting_approval", "planned")
+    say(github, hooks, "/approve-plan")
+    wait_explained(engine, lambda: held.caller, "start a worker", timeout=60)
+    lost = workers[str(held.caller)]
+    job_id, fence = attempt_job(engine)
+
+    if fate == "killed":
+        lost.kill()
+    else:
+        freeze_between_transactions(lost, str(held.caller), engine)
+    # The other worker swept the job back to the queue, took it over and closed the attempt.
+    wait_explained(engine, lambda: attempts(engine)[0][1] == "failed", "take over", timeout=60)
+    assert fence_of(engine, job_id) > fence
+    if fate == "frozen":
+        lost.thaw()
+    held.release()
+    if fate == "frozen":
+        wait_for(lambda: lost.logged("late write rejected"), timeout=60)
+    wait_explained(engine, lambda: run_state(engine) == "pr_open", "draft opened", timeout=120)
+
+    assert branch_log(github) == ["T1: Step T1"]
+    assert len(status_comments(github)) == 1
+    assert len(github.pulls(REPOSITORY)) == 1
+    assert len(github.check_runs(REPOSITORY)) == 1
+    assert attempts(engine) == [
+        (1, "failed", "interrupted: the process stopped"),
+        (2, "succeeded", None),
+    ]
