@@ -131,6 +131,9 @@ def worker(
     stall_seconds: float = typer.Option(
         30.0, "--stall-seconds", help="A worker silent this long is dead; its jobs run again."
     ),
+    grace_seconds: float = typer.Option(
+        20.0, "--grace-seconds", help="On SIGTERM, how long running jobs may take to end."
+    ),
 ) -> None:
     """Run jobs from the queue every machine shares (BATON_EXECUTOR=procrastinate)."""
     from bot.service import executor_problem
@@ -143,7 +146,7 @@ def worker(
     if problem:
         _stop(problem)
     lanes = (concurrency or settings.job_concurrency, attempts or settings.max_parallel)
-    asyncio.run(run_worker(settings, *lanes, stall_seconds))
+    asyncio.run(run_worker(settings, *lanes, stall_seconds, grace_seconds))
 
 
 @app.command()

@@ -53,8 +53,9 @@ class Baton:
         if problem:
             raise SettingsError(problem)
         if self.settings.executor == "procrastinate":
-            from bot.executor.relayed import RelayedExecutor  # needs PostgreSQL's driver
+            from bot.executor.relayed import RelayedExecutor, queue_figures  # PostgreSQL only
 
+            self.metrics.watch_queue(lambda: queue_figures(self.store.engine))
             return RelayedExecutor(
                 self.store,
                 self.settings,

@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 # A job cancelled by a worker's shutdown is retried elsewhere; Baton counts real failures itself.
 RETRY = RetryStrategy(max_attempts=1000, wait=1)
-GRACE_SECONDS = 20.0
 
 
 def worker_name(lane: str) -> str:
@@ -43,7 +42,11 @@ def worker_name(lane: str) -> str:
 
 
 async def run_worker(
-    settings: Settings, concurrency: int, attempts: int, stall_seconds: float
+    settings: Settings,
+    concurrency: int,
+    attempts: int,
+    stall_seconds: float,
+    grace_seconds: float = 20.0,
 ) -> None:
     """Run jobs until SIGTERM or SIGINT."""
     baton = Baton(settings)
@@ -58,13 +61,13 @@ async def run_worker(
     async with app.open_async():
         await baton.start()
         lanes = [
-            _lane(app, STEPS_QUEUE, concurrency, stall_seconds),
-            _lane(app, ATTEMPTS_QUEUE, attempts, stall_seconds),
+            _lane(app, STEPS_QUEUE, concurrency, stall_seconds, grace_seconds),
+            _lane(app, ATTEMPTS_QUEUE, attempts, stall_seconds, grace_seconds),
             asyncio.create_task(_sweep_stalled_forever(app, stall_seconds)),
         ]
         log.info("baton worker %s running jobs", worker_name("*"))
         await stop.wait()
-        log.info("stopping: running jobs get %.0f s to end", GRACE_SECONDS)
+        log.info("stopping: running jobs get %.0f s to end", grace_seconds)
         for lane in lanes:
             lane.cancel()
         for lane in lanes:
@@ -74,7 +77,7 @@ async def run_worker(
 
 
 def _lane(
-    app: procrastinate.App, queue: str, concurrency: int, stall_seconds: float
+    app: procrastinate.App, queue: str, concurrency: int, stall_seconds: float, grace: float
 ) -> asyncio.Task[Any]:
     return asyncio.create_task(
         app.run_worker_async(
@@ -82,7 +85,7 @@ def _lane(
             name=worker_name(queue),
             concurrency=concurrency,
             install_signal_handlers=False,
-            shutdown_graceful_timeout=GRACE_SECONDS,
+            shutdown_graceful_timeout=grace,
             # Three heartbeats may be missed before a live worker would count as dead.
             update_heartbeat_interval=stall_seconds / 4,
             stalled_worker_timeout=stall_seconds,

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import procrastinate
 import pytest
 import sqlalchemy as sa
@@ -116,6 +117,7 @@ def machines(
             ),
             tmp_path / f"{name}.log",
             *("--concurrency", "2", "--attempts", "1", "--stall-seconds", "3"),
+            *("--grace-seconds", "1"),
         )
         for name in WORKERS
     }
@@ -193,10 +195,15 @@ def test_a_run_spreads_over_two_workers_and_ends_in_one_pull_request(
     assert len(status_comments(github)) == 1
     assert attempts_by_worker(engine) == {"succeeded": 4}
     assert not any(worker.process.poll() is not None for worker in workers.values())
+    ready = httpx.get(f"{server.url}/readyz", timeout=5).json()
+    assert ready["queue"] == {"workers_alive": 4, "stalled_jobs": 0}  # two lanes a worker
+    metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
+    assert "baton_queue_workers_alive 4.0" in metrics
+    assert "baton_queue_stalled_jobs 0.0" in metrics
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-@pytest.mark.parametrize("fate", ["killed", "frozen"])
+@pytest.mark.parametrize("fate", ["killed", "frozen", "stopped"])
 def test_a_worker_lost_during_an_attempt_costs_the_run_nothing(
     machines: tuple[Server, dict[str, Worker]],
     baton_doubles: tuple[GitHubDouble, ModelDouble],
@@ -219,6 +226,9 @@ def test_a_worker_lost_during_an_attempt_costs_the_run_nothing(
 
     if fate == "killed":
         lost.kill()
+    elif fate == "stopped":  # SIGTERM: the attempt outlasts the grace period and is handed back
+        lost.process.send_signal(signal.SIGTERM)
+        assert lost.process.wait(timeout=30) == 0
     else:
         freeze_between_transactions(lost, str(held.caller), engine)
     # The other worker swept the job back to the queue, took it over and closed the attempt.

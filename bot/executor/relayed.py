@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -48,8 +49,42 @@ RUN_JOB = "baton.run_job"
 STEPS_QUEUE = "steps"
 ATTEMPTS_QUEUE = "attempts"
 RELAY_BATCH = 200
+# A worker whose heartbeat is this old is taken for dead (`baton worker --stall-seconds`).
+STALL_SECONDS = 30.0
 # A job whose claim must wait (its lock is busy, or it is not due yet) is relayed again this late.
 NOT_YET = timedelta(seconds=1)
+
+
+@dataclass(frozen=True)
+class QueueFigures:
+    """procrastinate's queue as operators watch it."""
+
+    jobs: dict[tuple[str, str], int]  # by queue and status
+    stalled: int  # jobs `doing` on a worker whose heartbeat stopped
+    workers_alive: int  # procrastinate workers (two per `baton worker`) with a recent heartbeat
+
+
+def queue_figures(engine: sa.Engine, stall_seconds: float = STALL_SECONDS) -> QueueFigures:
+    alive = "last_heartbeat > now() - make_interval(secs => :stall)"
+    with engine.connect() as connection:
+        jobs = connection.execute(
+            sa.text(
+                "SELECT queue_name, status::text, count(*) FROM procrastinate_jobs "
+                "GROUP BY queue_name, status"
+            )
+        ).all()
+        stalled = connection.execute(
+            sa.text(
+                "SELECT count(*) FROM procrastinate_jobs j LEFT JOIN procrastinate_workers w "
+                f"ON w.id = j.worker_id WHERE j.status = 'doing' AND NOT coalesce(w.{alive}, false)"
+            ),
+            {"stall": stall_seconds},
+        ).scalar_one()
+        workers = connection.execute(
+            sa.text(f"SELECT count(*) FROM procrastinate_workers WHERE {alive}"),
+            {"stall": stall_seconds},
+        ).scalar_one()
+    return QueueFigures({(queue, status): count for queue, status, count in jobs}, stalled, workers)
 
 
 def libpq_url(database_url: str) -> str:
