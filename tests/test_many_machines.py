@@ -5,6 +5,7 @@ PostgreSQL and procrastinate, and the run ends in one draft pull request on a li
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -12,12 +13,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
-import procrastinate
 import pytest
 import sqlalchemy as sa
-from procrastinate.sync_psycopg_connector import SyncPsycopgConnector
 
-from bot.executor.relayed import libpq_url
 from tests.doubles.fixtures import REPOSITORY, commit_files
 from tests.doubles.github import GitHubDouble
 from tests.doubles.models import ModelDouble, ModelReply, RecordedCall
@@ -50,18 +48,15 @@ FAN_IN = plan(
 
 @pytest.fixture
 def queue_schema(database_url: str) -> str:
-    """procrastinate's tables in the test database, empty."""
-    connector = SyncPsycopgConnector(conninfo=libpq_url(database_url))
-    app = procrastinate.App(connector=connector)
-    with app.open():
-        present = connector.execute_query_one(
-            "SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS present"
+    """The test database with procrastinate's tables (its migrations made them) empty."""
+    engine = sa.create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "TRUNCATE procrastinate_jobs, procrastinate_workers, procrastinate_events CASCADE"
+            )
         )
-        if not present["present"]:
-            app.schema_manager.apply_schema()
-        connector.execute_query(
-            "TRUNCATE procrastinate_jobs, procrastinate_workers, procrastinate_events CASCADE"
-        )
+    engine.dispose()
     return database_url
 
 
@@ -160,6 +155,12 @@ def merges_on_branch(github: GitHubDouble) -> int:
     return len(listed.stdout.split())
 
 
+def attempt_places(engine: sa.Engine) -> list[tuple[str, int]]:
+    query = "SELECT host, process FROM task_attempts"
+    with engine.connect() as connection:
+        return [(row.host, row.process) for row in connection.execute(sa.text(query))]
+
+
 def attempts_by_worker(engine: sa.Engine) -> dict[str, int]:
     query = "SELECT status, count(*) FROM task_attempts GROUP BY status"
     with engine.connect() as connection:
@@ -194,6 +195,10 @@ def test_a_run_spreads_over_two_workers_and_ends_in_one_pull_request(
     assert len(github.pulls(REPOSITORY)) == 1
     assert len(status_comments(github)) == 1
     assert attempts_by_worker(engine) == {"succeeded": 4}
+    # Each attempt says where it ran: both workers' processes, on this machine.
+    pids = {worker.process.pid for worker in workers.values()}
+    assert {process for _, process in attempt_places(engine)} == pids
+    assert {host for host, _ in attempt_places(engine)} == {socket.gethostname()}
     assert not any(worker.process.poll() is not None for worker in workers.values())
     ready = httpx.get(f"{server.url}/readyz", timeout=5).json()
     assert ready["queue"] == {"workers_alive": 4, "stalled_jobs": 0}  # two lanes a worker

@@ -259,6 +259,9 @@ class TaskAttempt(SQLModel, table=True):
     error: str | None = None
     started_at: datetime = _created()
     ended_at: datetime | None = _when()
+    # Where it ran (many machines): the host name and the process id of the worker.
+    host: str | None = Field(default=None, max_length=255)
+    process: int | None = None
     wall_seconds: float | None = None
 
 

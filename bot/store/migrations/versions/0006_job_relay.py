@@ -1,4 +1,5 @@
-"""jobs relayed to procrastinate's queue, and accepted commits as bundles (many machines)
+"""jobs relayed to procrastinate's queue, accepted commits as bundles, and where each attempt
+ran (many machines)
 
 Revision ID: 0006
 Revises: 0005
@@ -36,6 +37,8 @@ def upgrade() -> None:
         sqlite_where=TO_RELAY,
         postgresql_where=TO_RELAY,
     )
+    op.add_column("task_attempts", sa.Column("host", sa.String(length=255), nullable=True))
+    op.add_column("task_attempts", sa.Column("process", sa.Integer(), nullable=True))
     op.create_table(
         "commit_bundles",
         sa.Column("sha", sa.String(length=64), nullable=False),
@@ -52,5 +55,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(op.f("ix_commit_bundles_run_id"), table_name="commit_bundles")
     op.drop_table("commit_bundles")
+    op.drop_column("task_attempts", "process")
+    op.drop_column("task_attempts", "host")
     op.drop_index("ix_jobs_to_relay", table_name="jobs")
     op.drop_column("jobs", "relayed_at")
