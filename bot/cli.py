@@ -121,6 +121,35 @@ def _banner(settings: Settings, operator: OperatorAccess, problems: list[Finding
 
 
 @app.command()
+def worker(
+    concurrency: int = typer.Option(
+        0, "--concurrency", help="Short steps run at once (default: BATON_JOB_CONCURRENCY)."
+    ),
+    attempts: int = typer.Option(
+        0, "--attempts", help="Worker attempts run at once (default: BATON_MAX_PARALLEL)."
+    ),
+    stall_seconds: float = typer.Option(
+        30.0, "--stall-seconds", help="A worker silent this long is dead; its jobs run again."
+    ),
+    grace_seconds: float = typer.Option(
+        20.0, "--grace-seconds", help="On SIGTERM, how long running jobs may take to end."
+    ),
+) -> None:
+    """Run jobs from the queue every machine shares (BATON_EXECUTOR=procrastinate)."""
+    from bot.service import executor_problem
+    from bot.worker import run_worker
+
+    settings = _settings()
+    if settings.executor != "procrastinate":
+        _stop("baton worker runs jobs for many machines: set BATON_EXECUTOR=procrastinate")
+    problem = executor_problem(settings)
+    if problem:
+        _stop(problem)
+    lanes = (concurrency or settings.job_concurrency, attempts or settings.max_parallel)
+    asyncio.run(run_worker(settings, *lanes, stall_seconds, grace_seconds))
+
+
+@app.command()
 def doctor(
     offline: bool = typer.Option(False, "--offline", help="Do not ask GitHub about the App."),
 ) -> None:

@@ -21,9 +21,13 @@ from bot.store.models import Job
 
 
 def executor_problem(settings: Settings) -> str | None:
-    """Why the configured executor cannot run in this version, if it cannot."""
-    if settings.executor != "local":
-        return f"BATON_EXECUTOR={settings.executor!r}: only 'local' is available so far"
+    """Why the configured executor cannot run with these settings, if it cannot."""
+    url = sa.engine.make_url(settings.resolved_database_url)
+    if settings.executor == "procrastinate" and url.get_backend_name() != "postgresql":
+        return (
+            "BATON_EXECUTOR='procrastinate' needs PostgreSQL: set BATON_DATABASE_URL to a "
+            "postgresql+psycopg:// database every machine reaches, or use BATON_EXECUTOR=local"
+        )
     return None
 
 
@@ -48,6 +52,21 @@ class Baton:
         problem = executor_problem(self.settings)
         if problem:
             raise SettingsError(problem)
+        if self.settings.executor == "procrastinate":
+            from bot.executor.relayed import RelayedExecutor, queue_figures  # PostgreSQL only
+
+            self.metrics.watch_queue(lambda: queue_figures(self.store.engine))
+            return RelayedExecutor(
+                self.store,
+                self.settings,
+                JOBS,
+                self.metrics,
+                tuning,
+                self.integrations,
+                on_gave_up=on_job_gave_up,
+                housekeeping=[PRUNE_JOB],
+                long_jobs=[ATTEMPT_JOB],
+            )
         return LocalExecutor(
             self.store,
             self.settings,

@@ -9,9 +9,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 import pytest
@@ -19,9 +21,9 @@ import sqlalchemy as sa
 
 from tests.doubles.fixtures import INSTALLATION_ID, REPOSITORY, WIDGETS_FILES
 from tests.doubles.github import GitHubDouble
-from tests.doubles.models import ModelDouble
+from tests.doubles.models import ModelDouble, ModelReply, RecordedCall
 from tests.support import SECRET, free_port, payload, wait_for
-from tests.world import ISSUE
+from tests.world import ISSUE, who
 
 # `baton serve` with its imports done ahead, waiting for a line on stdin to start: a restart
 # then takes a moment instead of the seconds importing takes. End of input: it never serves.
@@ -32,6 +34,12 @@ if sys.stdin.readline():
     sys.argv = ["baton", "serve"]
     bot.cli.main()
 """
+
+
+class Freezable(Protocol):
+    def freeze(self) -> None: ...
+
+    def thaw(self) -> None: ...
 
 
 class Server:
@@ -195,3 +203,78 @@ def status_comments(github: GitHubDouble) -> list[dict[str, object]]:
         for comment in github.issue_comments(REPOSITORY, ISSUE)
         if "<!-- baton:run:" in comment["body"]
     ]
+
+
+def signed_by(call: RecordedCall) -> str:
+    """The key a model call was sent with, whichever header the client put it in."""
+    key = call.headers.get("x-api-key") or call.headers.get("authorization", "")
+    return key.removeprefix("Bearer ")
+
+
+class HeldWorker:
+    """Holds the first worker model call open until `release()`, noting who made it (the
+    key it was signed with); every other call is answered by `policy` at once."""
+
+    def __init__(self, policy: Callable[[RecordedCall], ModelReply]) -> None:
+        self.policy = policy
+        self.caller: str | None = None
+        self._released = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, call: RecordedCall) -> ModelReply:
+        if who(call)[0] == "worker" and self._first(call):
+            self._released.wait(timeout=120)
+        return self.policy(call)
+
+    def release(self) -> None:
+        self._released.set()
+
+    def _first(self, call: RecordedCall) -> bool:
+        with self._lock:
+            if self.caller is not None:
+                return False
+            self.caller = signed_by(call)
+            return True
+
+
+def attempt_job(engine: sa.Engine) -> tuple[int, int]:
+    """The running attempt job's id and fence."""
+    query = "SELECT id, fence FROM jobs WHERE name = 'attempt_task' AND state = 'running'"
+    with engine.connect() as connection:
+        job_id, fence = connection.execute(sa.text(query)).one()
+    return int(job_id), int(fence)
+
+
+def fence_of(engine: sa.Engine, job_id: int) -> int:
+    with engine.connect() as connection:
+        query = sa.text("SELECT fence FROM jobs WHERE id = :id")
+        return int(connection.execute(query, {"id": job_id}).scalar_one())
+
+
+def attempts(engine: sa.Engine) -> list[tuple[int, str, str | None]]:
+    query = "SELECT number, status, error FROM task_attempts ORDER BY number"
+    with engine.connect() as connection:
+        return [(row.number, row.status, row.error) for row in connection.execute(sa.text(query))]
+
+
+def freeze_between_transactions(server: Freezable, name: str, engine: sa.Engine) -> None:
+    """SIGSTOP `server` at a moment it holds no transaction open: frozen inside one, it would
+    hold row locks the other process needs, a stall no lease can end."""
+
+    def frozen_idle() -> bool:
+        server.freeze()
+        if not holds_a_transaction(name, engine):
+            return True
+        server.thaw()
+        return False
+
+    wait_for(frozen_idle, timeout=30)
+
+
+def holds_a_transaction(name: str, engine: sa.Engine) -> bool:
+    """Whether the server signing its sessions `baton-{name}` has a transaction open."""
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name AND state <> 'idle'"
+    )
+    with engine.connect() as connection:
+        return bool(connection.execute(sa.text(query), {"name": f"baton-{name}"}).scalar_one())

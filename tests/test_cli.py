@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from bot.store.db import create_engine
@@ -47,13 +48,26 @@ def test_unknown_command_is_refused(tmp_path: Path) -> None:
     assert "No such command" in result.stderr
 
 
-def test_serve_refuses_an_executor_that_is_not_available_yet(tmp_path: Path) -> None:
-    result = run_baton(
-        "serve", env={"BATON_DATA_DIR": str(tmp_path), "BATON_EXECUTOR": "procrastinate"}
-    )
+NEEDS_POSTGRESQL = "BATON_EXECUTOR='procrastinate' needs PostgreSQL"
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_the_queue_of_many_machines_is_refused_on_sqlite(tmp_path: Path, command: str) -> None:
+    env = {"BATON_DATA_DIR": str(tmp_path), "BATON_EXECUTOR": "procrastinate"}
+    result = run_baton(command, env=env)
 
     assert result.returncode == 2
-    assert "BATON_EXECUTOR='procrastinate': only 'local' is available so far" in result.stderr
+    assert NEEDS_POSTGRESQL in result.stderr
+    assert not (tmp_path / "baton.db").exists()  # refused before anything was made
+
+
+def test_a_worker_without_the_shared_queue_is_refused(tmp_path: Path) -> None:
+    result = run_baton("worker", env={"BATON_DATA_DIR": str(tmp_path)})
+
+    assert result.returncode == 2
+    assert "baton worker runs jobs for many machines: set BATON_EXECUTOR=procrastinate" in (
+        result.stderr
+    )
 
 
 @contextmanager

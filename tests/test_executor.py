@@ -15,10 +15,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import SQLModel, select
+from sqlmodel import select
 
 from bot.events import decide
 from bot.executor import (
@@ -42,7 +40,7 @@ from bot.store.models import Delivery, InstallationRepository, Job, JobState
 from bot.store.types import utcnow
 from tests.doubles.fixtures import INSTALLATION_ID, ISSUE_NUMBER, REPOSITORY, as_app
 from tests.doubles.github import GitHubDouble
-from tests.support import FAST, payload
+from tests.support import FAST, model_drift, payload
 
 Factory = Callable[..., LocalExecutor]
 
@@ -791,8 +789,7 @@ def test_the_job_locks_migration_goes_down_and_up_again(engine: sa.Engine) -> No
         }
         command.upgrade(config, "head")
     with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
-        assert compare_metadata(context, SQLModel.metadata) == []
+        assert model_drift(connection) == []
 
 
 async def test_a_job_taken_over_while_it_writes_to_github_sends_no_more_writes(

@@ -5,8 +5,7 @@ rejected: one commit for the task, one status comment, one pull request."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,10 +13,15 @@ import sqlalchemy as sa
 
 from tests.doubles.fixtures import REPOSITORY, commit_files
 from tests.doubles.github import GitHubDouble
-from tests.doubles.models import ModelDouble, ModelReply, RecordedCall
+from tests.doubles.models import ModelDouble
 from tests.serve_process import (
+    HeldWorker,
     Server,
+    attempt_job,
+    attempts,
     baton_environment,
+    fence_of,
+    freeze_between_transactions,
     label,
     run_state,
     say,
@@ -33,7 +37,6 @@ from tests.world import (
     task,
     unsettled_jobs,
     wait_explained,
-    who,
 )
 
 NAMES = ("first", "second")
@@ -66,81 +69,6 @@ def two_servers(
     finally:
         for server in servers.values():
             server.stop()
-
-
-class HeldWorker:
-    """Holds the first worker model call open until `release()`, noting who made it (the
-    key it was signed with); every other call is answered by `policy` at once."""
-
-    def __init__(self, policy: Callable[[RecordedCall], ModelReply]) -> None:
-        self.policy = policy
-        self.caller: str | None = None
-        self._released = threading.Event()
-        self._lock = threading.Lock()
-
-    def __call__(self, call: RecordedCall) -> ModelReply:
-        if who(call)[0] == "worker" and self._first(call):
-            self._released.wait(timeout=120)
-        return self.policy(call)
-
-    def release(self) -> None:
-        self._released.set()
-
-    def _first(self, call: RecordedCall) -> bool:
-        with self._lock:
-            if self.caller is not None:
-                return False
-            self.caller = signed_by(call)
-            return True
-
-
-def signed_by(call: RecordedCall) -> str:
-    """The key a model call was sent with, whichever header the client put it in."""
-    key = call.headers.get("x-api-key") or call.headers.get("authorization", "")
-    return key.removeprefix("Bearer ")
-
-
-def attempt_job(engine: sa.Engine) -> tuple[int, int]:
-    """The running attempt job's id and fence."""
-    query = "SELECT id, fence FROM jobs WHERE name = 'attempt_task' AND state = 'running'"
-    with engine.connect() as connection:
-        job_id, fence = connection.execute(sa.text(query)).one()
-    return int(job_id), int(fence)
-
-
-def fence_of(engine: sa.Engine, job_id: int) -> int:
-    with engine.connect() as connection:
-        query = sa.text("SELECT fence FROM jobs WHERE id = :id")
-        return int(connection.execute(query, {"id": job_id}).scalar_one())
-
-
-def attempts(engine: sa.Engine) -> list[tuple[int, str, str | None]]:
-    query = "SELECT number, status, error FROM task_attempts ORDER BY number"
-    with engine.connect() as connection:
-        return [(row.number, row.status, row.error) for row in connection.execute(sa.text(query))]
-
-
-def freeze_between_transactions(server: Server, name: str, engine: sa.Engine) -> None:
-    """SIGSTOP `server` at a moment it holds no transaction open: frozen inside one, it would
-    hold row locks the other process needs, a stall no lease can end."""
-
-    def frozen_idle() -> bool:
-        server.freeze()
-        if not holds_a_transaction(name, engine):
-            return True
-        server.thaw()
-        return False
-
-    wait_for(frozen_idle, timeout=30)
-
-
-def holds_a_transaction(name: str, engine: sa.Engine) -> bool:
-    """Whether the server signing its sessions `baton-{name}` has a transaction open."""
-    query = (
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name AND state <> 'idle'"
-    )
-    with engine.connect() as connection:
-        return bool(connection.execute(sa.text(query), {"name": f"baton-{name}"}).scalar_one())
 
 
 # Many processes on one database is PostgreSQL's part (CONTRACT §10); SQLite serves one.

@@ -39,9 +39,16 @@ async def readyz(baton: BatonDep) -> JSONResponse:
         return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
     expected = head_revision()
     if revision != expected:
-        body = {"status": "unavailable", "migrations": f"at {revision}, need {expected}"}
-        return JSONResponse(body, status_code=503)
-    return JSONResponse({"status": "ready", "migrations": revision})
+        behind = {"status": "unavailable", "migrations": f"at {revision}, need {expected}"}
+        return JSONResponse(behind, status_code=503)
+    body: dict[str, object] = {"status": "ready", "migrations": revision}
+    if settings.executor == "procrastinate":
+        from bot.executor.relayed import queue_figures
+
+        # Ready to take webhooks whatever the workers do; the queue is shown, not judged.
+        figures = await run_in_threadpool(queue_figures, baton.store.engine)
+        body["queue"] = {"workers_alive": figures.workers_alive, "stalled_jobs": figures.stalled}
+    return JSONResponse(body)
 
 
 @router.get("/metrics")

@@ -131,6 +131,8 @@ class AttemptView(BaseModel):
     started_at: datetime
     ended_at: datetime | None
     wall_seconds: float | None
+    host: str | None  # where it ran: the machine and the process id
+    process: int | None
     confidence: float | None
     summary: str | None
     commit_sha: str | None
@@ -355,6 +357,8 @@ def _attempt_view(
         started_at=attempt.started_at,
         ended_at=attempt.ended_at,
         wall_seconds=wall_seconds(attempt),
+        host=attempt.host,
+        process=attempt.process,
         confidence=attempt.confidence,
         summary=attempt.summary,
         commit_sha=attempt.commit_sha,

@@ -17,7 +17,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -142,11 +142,17 @@ class LocalExecutor:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._loops = [
-            asyncio.create_task(self._dispatch_forever(), name="executor-dispatch"),
-            asyncio.create_task(self._heartbeat_forever(), name="executor-heartbeat"),
-            asyncio.create_task(self._watch_aborts_forever(), name="executor-aborts"),
+            asyncio.create_task(loop(), name=name) for name, loop in self._background_loops()
+        ]
+
+    def _background_loops(self) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
+        """The executor's background loops, by name."""
+        return [
+            ("executor-dispatch", self._dispatch_forever),
+            ("executor-heartbeat", self._heartbeat_forever),
+            ("executor-aborts", self._watch_aborts_forever),
             *(
-                asyncio.create_task(self._housekeeping_forever(name), name=f"executor-{name}")
+                (f"executor-{name}", partial(self._housekeeping_forever, name))
                 for name in self._housekeeping
             ),
         ]
@@ -498,7 +504,8 @@ def _back_to_queue(
     """Put the running jobs `held` back in the queue with `values`, except those that must not run
     again: their run was aborted, or a copy with the same queueing lock waits already (it does
     the same work, and the unique index allows one)."""
-    released = {"locked_by": None, "lease_expires_at": None}
+    # Queued again, a job is relayed again (many machines): its earlier relay was used up.
+    released = {"locked_by": None, "lease_expires_at": None, "relayed_at": None}
     ended = released | {"state": JobState.aborted, "finished_at": utcnow()}
     connection.execute(sa.update(JOBS).where(held, JOBS.c.abort_requested).values(**ended))
     copy = JOBS.alias("queued_copy")

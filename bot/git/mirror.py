@@ -7,6 +7,7 @@ import asyncio
 import re
 import shlex
 import shutil
+import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -266,6 +267,30 @@ class Mirror:
             await self._runner.run(
                 ["update-ref", "--stdin"], cwd=self.path, stdin=commands.encode()
             )
+
+    async def has_commit(self, sha: str) -> bool:
+        try:
+            await self.resolve(sha)
+        except GitError:
+            return False
+        return True
+
+    async def bundle(self, run_id: str, task_id: str, since: str) -> bytes:
+        """The task's pinned commit and what it adds to `since`, as a git bundle: how a commit
+        made on one machine reaches the machine that integrates it."""
+        with tempfile.TemporaryDirectory(prefix="baton-bundle-") as folder:
+            path = Path(folder) / "task.bundle"
+            ref = pin_ref(run_id, task_id)
+            await self._runner.run(["bundle", "create", str(path), ref, f"^{since}"], cwd=self.path)
+            return path.read_bytes()
+
+    async def take_bundle(self, run_id: str, task_id: str, bundle: bytes) -> None:
+        """The task's commit from a bundle made on another machine, pinned as if made here."""
+        with tempfile.TemporaryDirectory(prefix="baton-bundle-") as folder:
+            path = Path(folder) / "task.bundle"
+            path.write_bytes(bundle)
+            ref = pin_ref(run_id, task_id)
+            await self._runner.run(["fetch", "--quiet", str(path), f"+{ref}:{ref}"], cwd=self.path)
 
     async def push(self, branch: str, sha: str, expected: str | None) -> None:
         """Set GitHub's `branch` to `sha`, only if it is still at `expected` (None: must not exist).

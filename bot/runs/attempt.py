@@ -26,7 +26,7 @@ from bot.runs.advance import WORKING
 from bot.runs.progress import task_row
 from bot.runs.workspace import Workspace, open_workspace, sandbox_limits
 from bot.sandbox import SandboxUnavailable
-from bot.store.models import AttemptStatus, Task, TaskAttempt, TaskState
+from bot.store.models import AttemptStatus, CommitBundle, Task, TaskAttempt, TaskState
 from bot.workers.attempt import AttemptPlan, AttemptResult, WorkerAttempt, describe_task
 from bot.workers.roles import FinishInput
 
@@ -79,7 +79,22 @@ async def _attempt(context: JobContext, run_id: str, task: Task) -> None:
     assert result.finish is not None
     await _move(context, task, TaskState.reviewing, "", old=TaskState.running)
     verdict = await _review(workspace, task, result, result.finish)
-    await context.store.run(lambda session: _verdict(session, workspace, task, result, verdict))
+    bundle = await _bundled(workspace, task, result, verdict)
+    await context.store.run(
+        lambda session: _verdict(session, workspace, task, result, verdict, bundle)
+    )
+
+
+async def _bundled(
+    workspace: Workspace, task: Task, result: AttemptResult, verdict: ReviewVerdict
+) -> CommitBundle | None:
+    """An accepted commit as a bundle, for whichever machine integrates it."""
+    if verdict.verdict != "accept" or result.commit_sha is None:
+        return None
+    data = await workspace.mirror.bundle(workspace.run.id, task.key, workspace.head)
+    return CommitBundle(
+        sha=result.commit_sha, run_id=workspace.run.id, task_key=task.key, bundle=data
+    )
 
 
 def _stopped(result: AttemptResult) -> tuple[TaskState, str | None, bool] | None:
@@ -102,9 +117,12 @@ def _verdict(
     task: Task,
     result: AttemptResult,
     verdict: ReviewVerdict,
+    bundle: CommitBundle | None,
 ) -> None:
     """Record the review and move the task as it says, in one transaction."""
     check_fence(session)
+    if bundle is not None:
+        session.merge(bundle)
     attempt = session.get(TaskAttempt, result.attempt_id)
     assert attempt is not None
     attempt.review_verdict, attempt.review_feedback = verdict.verdict, verdict.feedback

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from bot.executor import JobContext, check_fence
@@ -20,7 +21,7 @@ from bot.runs import lifecycle, record_event
 from bot.runs.advance import WORKING, adopt_pushed, record_integration
 from bot.runs.progress import task_row
 from bot.runs.workspace import Workspace, open_workspace
-from bot.store.models import Run, Task, TaskAttempt, TaskState
+from bot.store.models import CommitBundle, Run, Task, TaskAttempt, TaskState
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ async def _integrate(workspace: Workspace, task: Task, commit: str) -> None:
             return  # this task's commit was among them
     run = workspace.run
     await _follow_pushes(workspace)
+    await _have_commit(workspace, task, commit)
     remote = await mirror.branch_head(workspace.branch)
     worktree = await mirror.add_worktree(run.id, "integration", workspace.head)
     try:
@@ -71,10 +73,28 @@ async def _integrate(workspace: Workspace, task: Task, commit: str) -> None:
     except PushRejected:
         await mirror.update()
         raise
-    await context.store.run(
-        lambda session: record_integration(session, run.id, task.key, new_head, "pushed")
-    )
+    await context.store.run(lambda session: _integrated(session, run.id, task.key, new_head))
     await workspace.let_go_of_pins(task.key)
+
+
+def _integrated(session: Session, run_id: str, key: str, head: str) -> None:
+    record_integration(session, run_id, key, head, "pushed")
+    session.execute(
+        sa.delete(CommitBundle).where(
+            col(CommitBundle.task_key) == key, col(CommitBundle.run_id) == run_id
+        )
+    )
+
+
+async def _have_commit(workspace: Workspace, task: Task, commit: str) -> None:
+    """The accepted commit is in this machine's mirror: made here, or taken from its bundle."""
+    if await workspace.mirror.has_commit(commit):
+        return
+    bundle = await workspace.context.store.run(lambda session: session.get(CommitBundle, commit))
+    if bundle is None:
+        missing = f"commit {commit} of task {task.key} is neither mirrored nor bundled"
+        raise GitError(missing, command=f"git cat-file -e {commit}")
+    await workspace.mirror.take_bundle(workspace.run.id, task.key, bundle.bundle)
 
 
 async def _follow_pushes(workspace: Workspace) -> None:

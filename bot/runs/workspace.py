@@ -159,14 +159,6 @@ async def open_workspace(context: JobContext, run_id: str, *, fetch: bool = Fals
 async def _holding(mirror: Mirror, sha: str | None) -> None:
     """The mirror holds commit `sha`: fetched when another process made it, cloned when this
     process (with a data directory of its own) never mirrored the repository."""
-    if mirror.path.exists() and (sha is None or await _has(mirror, sha)):
+    if mirror.path.exists() and (sha is None or await mirror.has_commit(sha)):
         return
     await mirror.update()
-
-
-async def _has(mirror: Mirror, sha: str) -> bool:
-    try:
-        await mirror.resolve(sha)
-    except GitError:
-        return False
-    return True

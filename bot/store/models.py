@@ -259,6 +259,9 @@ class TaskAttempt(SQLModel, table=True):
     error: str | None = None
     started_at: datetime = _created()
     ended_at: datetime | None = _when()
+    # Where it ran (many machines): the host name and the process id of the worker.
+    host: str | None = Field(default=None, max_length=255)
+    process: int | None = None
     wall_seconds: float | None = None
 
 
@@ -356,6 +359,13 @@ class Job(SQLModel, table=True):
         sa.Index("uq_jobs_running_lock", "lock", unique=True, **_jobs_in(JobState.running)),
         # The claim asks, per candidate, whether an older job with its lock waits before it.
         sa.Index("ix_jobs_queued_lock", "lock", "id", **_jobs_in(JobState.queued)),
+        # The relay (many machines) looks for queued jobs not yet handed to the queue.
+        sa.Index(
+            "ix_jobs_to_relay",
+            "id",
+            sqlite_where=sa.text("state = 'queued' AND relayed_at IS NULL"),
+            postgresql_where=sa.text("state = 'queued' AND relayed_at IS NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -379,3 +389,19 @@ class Job(SQLModel, table=True):
     created_at: datetime = _created()
     started_at: datetime | None = _when()
     finished_at: datetime | None = _when()
+    # When the job was handed to procrastinate's queue (many machines); None when not, or when
+    # it was queued again since.
+    relayed_at: datetime | None = _when()
+
+
+class CommitBundle(SQLModel, table=True):
+    """An accepted task's commit as a git bundle, so that whichever machine integrates the task
+    has it (each machine mirrors the repository on its own disk). Gone once integrated."""
+
+    __tablename__ = "commit_bundles"
+
+    sha: str = Field(primary_key=True, max_length=64)
+    run_id: str = Field(foreign_key="runs.id", max_length=32, index=True)
+    task_key: str = Field(max_length=64)
+    bundle: bytes = Field(sa_type=sa.LargeBinary)
+    created_at: datetime = _created()

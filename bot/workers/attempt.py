@@ -8,6 +8,8 @@ attempt's status, plan, commit, diff stat and test result.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -354,6 +356,8 @@ def _open_attempt(session: Session, plan: AttemptPlan) -> int:
         input_summary=f"{plan.task.id}: {plan.task.title}"[:500],
         status=AttemptStatus.running,
         started_at=utcnow(),
+        host=socket.gethostname()[:255],
+        process=os.getpid(),
     )
     session.add(attempt)
     session.flush()
