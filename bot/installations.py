@@ -12,6 +12,7 @@ from bot.events import (
     InstallationRepositoriesEvent,
     RepositoryRef,
 )
+from bot.store.db import insert_ignoring_conflicts
 from bot.store.models import Installation, InstallationRepository
 from bot.store.types import utcnow
 
@@ -46,10 +47,13 @@ def apply_repositories_event(
 
 
 def _upsert_installation(session: Session, data: InstallationFull) -> Installation:
-    installation = session.get(Installation, data.id)
-    if installation is None:
-        installation = Installation(id=data.id, account_login="")
-        session.add(installation)
+    # Two deliveries of a new installation may be handled at once (two processes): the row is
+    # inserted unless there, never twice, then updated.
+    now = utcnow()
+    row = {"id": data.id, "account_login": "", "created_at": now, "updated_at": now}
+    insert_ignoring_conflicts(session, Installation, [row])
+    installation = session.get(Installation, data.id, populate_existing=True)
+    assert installation is not None
     if data.account is not None:
         installation.account_login = data.account.login
         installation.account_type = data.account.type
@@ -61,13 +65,22 @@ def _upsert_installation(session: Session, data: InstallationFull) -> Installati
 def _upsert_repositories(
     session: Session, installation_id: int, repositories: Iterable[RepositoryRef]
 ) -> None:
+    repositories = list(repositories)
+    now = utcnow()
+    rows = [
+        {
+            "id": data.id,
+            "installation_id": installation_id,
+            "full_name": data.full_name,
+            "private": data.private,
+            "updated_at": now,
+        }
+        for data in repositories
+    ]
+    insert_ignoring_conflicts(session, InstallationRepository, rows)
     for data in repositories:
-        repository = session.get(InstallationRepository, data.id)
-        if repository is None:
-            repository = InstallationRepository(
-                id=data.id, installation_id=installation_id, full_name=data.full_name
-            )
-            session.add(repository)
+        repository = session.get(InstallationRepository, data.id, populate_existing=True)
+        assert repository is not None
         repository.installation_id = installation_id
         repository.full_name = data.full_name
         repository.private = data.private

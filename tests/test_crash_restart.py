@@ -74,7 +74,9 @@ def repository_added(number: int) -> bytes:
     return json.dumps(body).encode()
 
 
-async def send_until_killed(url: str, process: subprocess.Popen[bytes]) -> list[int]:
+async def send_until_killed(
+    url: str, process: subprocess.Popen[bytes], deliveries: int = DELIVERIES
+) -> list[int]:
     """Send deliveries 16 at a time; SIGKILL the server halfway. Returns those answered queued."""
     queued: list[int] = []
     limit = asyncio.Semaphore(16)
@@ -89,11 +91,11 @@ async def send_until_killed(url: str, process: subprocess.Popen[bytes]) -> list[
                 return  # in flight when the server died: GitHub would see a failed delivery
         if response.status_code == 202:
             queued.append(number)
-            if len(queued) == DELIVERIES // 2:
+            if len(queued) == deliveries // 2:
                 process.send_signal(signal.SIGKILL)
 
     async with httpx.AsyncClient(timeout=10) as client:
-        await asyncio.gather(*(send(client, n) for n in range(1, DELIVERIES + 1)))
+        await asyncio.gather(*(send(client, n) for n in range(1, deliveries + 1)))
     return queued
 
 
@@ -120,6 +122,55 @@ async def test_sigkill_loses_no_answered_delivery_and_restart_finishes_every_job
     wait_for(lambda: count_rows(engine, "jobs", succeeded) == len(stored), timeout=60)
 
     assert count_rows(engine, "jobs", SYNC) == len(stored)
+    with engine.connect() as connection:
+        names = connection.execute(
+            sa.text("SELECT full_name FROM installation_repositories")
+        ).scalars()
+        recorded = sorted(int(name.removeprefix("octo-org/r")) for name in names)
+    assert recorded == sorted(stored)
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as output:
+        command = [sys.executable, "-m", "bot.cli", "worker"]
+        return subprocess.Popen(command, env=env, stdout=output, stderr=output)
+
+
+def stored_deliveries(engine: sa.Engine) -> set[int]:
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT delivery_id FROM deliveries"))
+        return {int(row.delivery_id.removeprefix("d-")) for row in rows}
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_with_workers_a_killed_server_loses_no_answered_delivery_and_each_job_runs_once(
+    start_server: object, server_env: dict[str, str], engine: sa.Engine, tmp_path: Path
+) -> None:
+    """Many machines: `baton serve` only answers and relays; a `baton worker` runs the jobs."""
+    # No worker dies here: a lease long enough for a loaded machine, so a claim is never lost.
+    server_env |= {"BATON_EXECUTOR": "procrastinate", "BATON_JOB_LEASE_SECONDS": "30"}
+    with engine.begin() as connection:
+        connection.execute(sa.text("TRUNCATE procrastinate_jobs, procrastinate_workers CASCADE"))
+    process = start_server()  # type: ignore[operator]
+    url = f"http://127.0.0.1:{server_env['BATON_PORT']}/api/github/webhooks"
+
+    queued = await send_until_killed(url, process, deliveries=200)
+    process.wait(timeout=10)
+    stored = stored_deliveries(engine)
+    assert set(queued) <= stored, "a delivery answered 202 was not stored"
+
+    worker = start_worker(server_env, tmp_path / "worker.log")
+    try:
+        start_server()  # type: ignore[operator]
+        succeeded = f"{SYNC} AND state = 'succeeded'"
+        wait_for(lambda: count_rows(engine, "jobs", succeeded) == len(stored), timeout=90)
+    finally:
+        worker.kill()
+        worker.wait()
+
+    assert count_rows(engine, "jobs", SYNC) == len(stored)
+    # Each ran once: none was claimed twice, none failed (two new installations' rows at once).
+    assert count_rows(engine, "jobs", f"{SYNC} AND attempts <> 1") == 0
     with engine.connect() as connection:
         names = connection.execute(
             sa.text("SELECT full_name FROM installation_repositories")
