@@ -108,11 +108,7 @@ async def test_sigkill_loses_no_answered_delivery_and_restart_finishes_every_job
     queued = await send_until_killed(url, process)
     process.wait(timeout=10)
 
-    with engine.connect() as connection:
-        stored = {
-            int(row.delivery_id.removeprefix("d-"))
-            for row in connection.execute(sa.text("SELECT delivery_id FROM deliveries"))
-        }
+    stored = stored_deliveries(engine)
     assert set(queued) <= stored, "a delivery answered 202 was not stored"
     unfinished = count_rows(engine, "jobs", "state IN ('queued', 'running')")
     assert unfinished > 0, "every job finished before the kill; the test proved nothing"
@@ -122,12 +118,15 @@ async def test_sigkill_loses_no_answered_delivery_and_restart_finishes_every_job
     wait_for(lambda: count_rows(engine, "jobs", succeeded) == len(stored), timeout=60)
 
     assert count_rows(engine, "jobs", SYNC) == len(stored)
+    assert recorded_repositories(engine) == sorted(stored)
+
+
+def recorded_repositories(engine: sa.Engine) -> list[int]:
+    """The numbers of the repositories the jobs recorded, `r{n}` each."""
     with engine.connect() as connection:
-        names = connection.execute(
-            sa.text("SELECT full_name FROM installation_repositories")
-        ).scalars()
-        recorded = sorted(int(name.removeprefix("octo-org/r")) for name in names)
-    assert recorded == sorted(stored)
+        query = sa.text("SELECT full_name FROM installation_repositories")
+        names = connection.execute(query).scalars()
+        return sorted(int(name.removeprefix("octo-org/r")) for name in names)
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -171,9 +170,4 @@ async def test_with_workers_a_killed_server_loses_no_answered_delivery_and_each_
     assert count_rows(engine, "jobs", SYNC) == len(stored)
     # Each ran once: none was claimed twice, none failed (two new installations' rows at once).
     assert count_rows(engine, "jobs", f"{SYNC} AND attempts <> 1") == 0
-    with engine.connect() as connection:
-        names = connection.execute(
-            sa.text("SELECT full_name FROM installation_repositories")
-        ).scalars()
-        recorded = sorted(int(name.removeprefix("octo-org/r")) for name in names)
-    assert recorded == sorted(stored)
+    assert recorded_repositories(engine) == sorted(stored)

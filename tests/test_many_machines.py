@@ -144,6 +144,15 @@ class HeldUntilBothWork:
         return self.policy(call)
 
 
+def approved(server: Server, github: GitHubDouble, engine: sa.Engine) -> None:
+    """Serve, label the issue, wait for the plan and approve it."""
+    server.start()
+    hooks = f"{server.url}/api/github/webhooks"
+    label(github, hooks)
+    wait_explained(engine, lambda: run_state(engine) == "awaiting_approval", "planned")
+    say(github, hooks, "/approve-plan")
+
+
 def merges_on_branch(github: GitHubDouble) -> int:
     git_dir = github.root / f"{REPOSITORY}.git"
     listed = subprocess.run(
@@ -178,16 +187,11 @@ def test_a_run_spreads_over_two_workers_and_ends_in_one_pull_request(
     held = HeldUntilBothWork(models_for(FAN_IN))
     models.policy = held
     commit_files(github, {".github/baton.yml": f"test_command: {TEST_COMMAND}\nmax_parallel: 3\n"})
-    server.start()
-    hooks = f"{server.url}/api/github/webhooks"
-    label(github, hooks)
-    wait_explained(engine, lambda: run_state(engine) == "awaiting_approval", "planned")
-    say(github, hooks, "/approve-plan")
+    approved(server, github, engine)
     if not held.both.wait(timeout=90):
         raise AssertionError(f"only {held.working} worked at once")
     wait_explained(engine, lambda: run_state(engine) == "pr_open", "draft opened", timeout=180)
 
-    assert held.both.is_set(), f"only {held.working} worked"
     subjects = branch_log(github)  # oldest first, and git log shows a merge as one more line
     assert sorted(subjects[:3]) == ["T1: Step T1", "T2: Step T2", "T3: Step T3"]
     assert subjects[3:] == ["T4: Step T4"]
@@ -220,11 +224,7 @@ def test_a_worker_lost_during_an_attempt_costs_the_run_nothing(
     held = HeldWorker(models_for(plan(task("T1", [], [FILES["T1"]]))))
     models.policy = held
     commit_files(github, {".github/baton.yml": f"test_command: {TEST_COMMAND}\n"})
-    server.start()
-    hooks = f"{server.url}/api/github/webhooks"
-    label(github, hooks)
-    wait_explained(engine, lambda: run_state(engine) == "awaiting_approval", "planned")
-    say(github, hooks, "/approve-plan")
+    approved(server, github, engine)
     wait_explained(engine, lambda: held.caller, "start a worker", timeout=60)
     lost = workers[str(held.caller)]
     job_id, fence = attempt_job(engine)
