@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 import socket
@@ -64,13 +63,17 @@ def serve() -> None:
     operator = OperatorAccess(setup_mode=not settings.has_app_credentials)
     problems = [finding for finding in findings if not finding.ok]
     api = create_app(settings, operator=operator)
-    asyncio.run(_serve(api, listener, lambda: _banner(settings, operator, problems)))
+    _serve(api, listener, lambda: _banner(settings, operator, problems))
 
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit it. asyncio sets it only on sockets whose proto is TCP, which
+    # this one (proto 0) is not: without it a two-part answer waits out the client's delayed ACK
+    # (40 ms) on every keep-alive request.
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         listener.bind((host, port))
     except OSError as error:
@@ -86,10 +89,9 @@ def _bind(host: str, port: int) -> socket.socket:
     return listener
 
 
-async def _serve(
-    api: WebhookEndpoint, listener: socket.socket, announce: Callable[[], None]
-) -> None:
-    """Serve on `listener`; `announce` once the application has started and takes requests."""
+def _serve(api: WebhookEndpoint, listener: socket.socket, announce: Callable[[], None]) -> None:
+    """Serve on `listener`; `announce` once the application has started and takes requests.
+    uvicorn picks the event loop (uvloop when installed), as `uvicorn.run` would."""
     import uvicorn
 
     class AnnouncingServer(uvicorn.Server):
@@ -99,7 +101,7 @@ async def _serve(
                 announce()
 
     config = uvicorn.Config(api, log_config=None, access_log=False, proxy_headers=True)
-    await AnnouncingServer(config).serve(sockets=[listener])
+    AnnouncingServer(config).run(sockets=[listener])
 
 
 def _banner(settings: Settings, operator: OperatorAccess, problems: list[Finding]) -> None:
