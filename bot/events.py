@@ -165,15 +165,12 @@ class _Named(_Tolerant):
     full_name: str
 
 
-class _Action(_Tolerant):
-    """Just the action: enough to route, and reading it checks the body is one JSON object."""
+class _Glance(_Tolerant):
+    """What every delivery records (the action, and who and where when those fields are sane),
+    read in one parse that fails only when the body is not one JSON object: an ignored delivery
+    costs two parses (its job's model, then this), not three."""
 
     action: Any = None
-
-
-class _Summary(_Tolerant):
-    """Who and where, when those fields are sane; recorded with every delivery."""
-
     installation: _lenient(InstallationRef) = None  # type: ignore[valid-type]
     repository: _lenient(_Named) = None  # type: ignore[valid-type]
     sender: _lenient(Account) = None  # type: ignore[valid-type]
@@ -223,18 +220,19 @@ def decide(event: str, body: bytes) -> Decision:
 def _decide(event: str, body: bytes) -> Decision:
     route = _ROUTES.get(event)
     if route is None:
-        action = _read_action(body)
-        return _ignored(body, action, f"Baton does not act on {_label(event, action)}")
+        glance = _glance(body)
+        return _ignored(glance, f"Baton does not act on {_label(event, _action_of(glance))}")
     wanted, job, model = route
     # One parse on the common path: the job's own model also reads the action.
     try:
         parsed = model.model_validate_json(body)
     except ValidationError as error:
-        action = _read_action(body)
+        glance = _glance(body)
+        action = _action_of(glance)
         if wanted is not None and action != wanted:
-            return _ignored(body, action, f"Baton does not act on {_label(event, action)}")
+            return _ignored(glance, f"Baton does not act on {_label(event, action)}")
         reason = f"{event} payload lacks what Baton reads: {_first_problem(error)}"
-        return _ignored(body, action, reason)
+        return _ignored(glance, reason)
     action = getattr(parsed, "action", None)
     if wanted is not None and action != wanted:
         reason = f"Baton does not act on {_label(event, action)}"
@@ -253,11 +251,11 @@ def _label(event: str, action: str | None) -> str:
     return f"{event}.{action}" if action else event
 
 
-def _read_action(body: bytes) -> str | None:
-    """The body's `action` when it is text; raises PayloadError when the body is not JSON and
-    `_OddShape` when it is JSON of no event's shape."""
+def _glance(body: bytes) -> _Glance:
+    """The body's action, installation, repository and sender, read in one parse; raises
+    PayloadError when the body is not JSON and `_OddShape` when it is JSON of no event's shape."""
     try:
-        action = _Action.model_validate_json(body).action
+        return _Glance.model_validate_json(body)
     except ValidationError as error:
         problem = error.errors(include_url=False, include_input=False)[0]
         if problem["type"] == "model_type":
@@ -266,13 +264,14 @@ def _read_action(body: bytes) -> str | None:
         if "recursion limit" in str(problem.get("ctx", {}).get("error", "")):
             raise _OddShape("JSON nested deeper than Baton reads") from None
         raise PayloadError("body is not JSON") from None
-    return action if isinstance(action, str) else None
 
 
-def _ignored(body: bytes, action: str | None, reason: str) -> Decision:
-    return Decision(
-        action, None, reason, None, **_who_and_where(_Summary.model_validate_json(body))
-    )
+def _action_of(glance: _Glance) -> str | None:
+    return glance.action if isinstance(glance.action, str) else None
+
+
+def _ignored(glance: _Glance, reason: str) -> Decision:
+    return Decision(_action_of(glance), None, reason, None, **_who_and_where(glance))
 
 
 def _who_and_where(event: BaseModel) -> dict[str, Any]:
