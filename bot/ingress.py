@@ -24,7 +24,12 @@ from bot.store.db import Store
 from bot.store.models import Delivery, DeliveryOutcome
 from bot.store.prepared import PreparedInsert
 from bot.store.types import utcnow
-from bot.store.writers import BatchWriter, SqlAlchemyBatchWriter, SqliteBatchWriter
+from bot.store.writers import (
+    BatchWriter,
+    PsycopgBatchWriter,
+    SqlAlchemyBatchWriter,
+    SqliteBatchWriter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +173,8 @@ def delivery_writer(store: Store) -> tuple[PreparedInsert, BatchWriter]:
         conflict_column="delivery_id",
         returning="delivery_id",
     )
+    if url.get_backend_name() == "postgresql" and url.get_driver_name() == "psycopg":
+        return insert, PsycopgBatchWriter(store.engine, insert)
     return insert, SqlAlchemyBatchWriter(store.engine, insert)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -92,3 +93,25 @@ def test_batches_larger_than_one_statement_are_split(store: Store) -> None:
     assert answers == [Answer.queued] * count + [Answer.duplicate]
     with store.engine.connect() as connection:
         assert connection.execute(sa.text("SELECT count(*) FROM jobs")).scalar_one() == count
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_writer_whose_connection_died_fails_that_batch_and_reconnects(store: Store) -> None:
+    insert, writer = delivery_writer(store)
+    rows = [insert.values(delivery_row(labeled(key), utcnow())) for key in ("x", "y")]
+    try:
+        assert writer.write(rows[:1]) == ["x"]
+        with store.engine.connect() as admin:
+            # The writer's own backend, ended from outside, as a database restart would.
+            admin.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    " AND state = 'idle' AND query LIKE 'INSERT INTO deliveries%'"
+                )
+            )
+        with pytest.raises(psycopg.OperationalError):
+            writer.write(rows[1:])
+        assert writer.write(rows[1:]) == ["y"]
+    finally:
+        writer.close()
