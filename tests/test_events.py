@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bot.events import IssueLabeled, PayloadError, decide
+from bot.events import _ROUTES, IssueLabeled, PayloadError, decide
 from bot.jobs import JOBS
 from tests.support import payload
 
@@ -122,6 +122,32 @@ def test_the_job_gets_only_the_fields_it_reads() -> None:
         payload("issues.labeled")
     ).model_dump(mode="json")
     assert len(decision.fields) < len(_body(payload("issues.labeled"))) / 10
+
+
+@pytest.mark.parametrize(("event", "name"), list(ACTED_ON), ids=[name for _, name in ACTED_ON])
+def test_the_fields_kept_are_what_the_jobs_model_reads(event: str, name: str) -> None:
+    model = _ROUTES[event][2]
+
+    decision = decide(event, _body(payload(name)))
+
+    assert decision.fields is not None
+    kept = json.loads(decision.fields)
+    assert kept == model.model_validate(payload(name)).model_dump(mode="json")
+
+
+@pytest.mark.parametrize(("event", "name"), list(ACTED_ON), ids=[name for _, name in ACTED_ON])
+def test_each_field_a_job_needs_is_named_when_missing(event: str, name: str) -> None:
+    model = _ROUTES[event][2]
+    needed = [f for f, info in model.model_fields.items() if info.is_required() and f != "action"]
+
+    for field in needed:
+        body = payload(name)
+        body.pop(field)
+        decision = decide(event, _body(body))
+
+        assert decision.job is None
+        assert decision.reason == f"{event} payload lacks what Baton reads: {field}: Field required"
+        assert decision.action == body["action"]
 
 
 @pytest.mark.parametrize(
