@@ -162,9 +162,14 @@ async def _record(baton: Baton, delivery: NewDelivery) -> tuple[int, dict[str, A
         baton.metrics.count_delivery(delivery.event, "refused_503")
         return 503, {"detail": "could not store the delivery; it can be redelivered"}
     baton.metrics.count_delivery(delivery.event, answer.value)
-    if log.isEnabledFor(logging.INFO):
+    # Most of what GitHub sends an App is ignored (every push, check and comment of its
+    # repositories): those lines are for debugging; the deliveries table keeps every reason.
+    level = logging.INFO if answer is Answer.queued else logging.DEBUG
+    if log.isEnabledFor(level):
         reason = delivery.decision.reason
-        log.info("delivery %s", answer.value, extra={"event": delivery.event, "reason": reason})
+        log.log(
+            level, "delivery %s", answer.value, extra={"event": delivery.event, "reason": reason}
+        )
     return (200 if answer is Answer.duplicate else 202), ENCODED_ANSWERS[answer]
 
 
