@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -25,7 +24,8 @@ from bot.store.models import Delivery, DeliveryOutcome
 from bot.store.prepared import PreparedInsert
 from bot.store.types import utcnow
 from bot.store.writers import (
-    BatchWriter,
+    AsyncBatchWriter,
+    InThread,
     PsycopgBatchWriter,
     SqlAlchemyBatchWriter,
     SqliteBatchWriter,
@@ -63,12 +63,12 @@ class NewDelivery(NamedTuple):
 
 
 class DeliveryRecorder:
-    """Writes deliveries in grouped commits from one thread; `record` returns after the commit."""
+    """Writes deliveries in grouped commits, one batch at a time; `record` returns after the
+    commit."""
 
     def __init__(self, store: Store, on_jobs_committed: Callable[[], None]) -> None:
         self._on_jobs_committed = on_jobs_committed
         self._insert, self._batches = delivery_writer(store)
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baton-ingress")
         self._gathering: list[_Pending] = []
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -85,8 +85,7 @@ class DeliveryRecorder:
             self._task = None
             if self._gathering:
                 await self._write_batch()
-        self._writer.shutdown(wait=True)
-        self._batches.close()
+        await self._batches.close()
 
     async def record(self, delivery: NewDelivery) -> Answer:
         """Store the delivery (and its job); returns once it is committed."""
@@ -118,10 +117,7 @@ class DeliveryRecorder:
         self._arrived.clear()
         rows = [pending.row for pending in batch]
         try:
-            # Only the database calls leave this thread.
-            inserted = await asyncio.get_running_loop().run_in_executor(
-                self._writer, self._batches.write, rows
-            )
+            inserted = await self._batches.write(rows)
         except Exception as error:
             log.exception("could not record %d deliveries", len(batch))
             for pending in batch:
@@ -156,7 +152,7 @@ def answers_for(deliveries: Sequence[NewDelivery], inserted: Sequence[str]) -> l
     return answers
 
 
-def delivery_writer(store: Store) -> tuple[PreparedInsert, BatchWriter]:
+def delivery_writer(store: Store) -> tuple[PreparedInsert, AsyncBatchWriter]:
     """The INSERT that records deliveries (a trigger adds the job of each that names one) and
     the writer that runs it for this store's database."""
     deliveries: sa.Table = Delivery.__table__  # type: ignore[attr-defined]
@@ -165,7 +161,7 @@ def delivery_writer(store: Store) -> tuple[PreparedInsert, BatchWriter]:
         insert = PreparedInsert(
             deliveries, DELIVERY_COLUMNS, store.engine.dialect, conflict_column="delivery_id"
         )
-        return insert, SqliteBatchWriter(url.database, insert, key_column="delivery_id")
+        return insert, InThread(SqliteBatchWriter(url.database, insert, key_column="delivery_id"))
     insert = PreparedInsert(
         deliveries,
         DELIVERY_COLUMNS,
@@ -175,7 +171,7 @@ def delivery_writer(store: Store) -> tuple[PreparedInsert, BatchWriter]:
     )
     if url.get_backend_name() == "postgresql" and url.get_driver_name() == "psycopg":
         return insert, PsycopgBatchWriter(store.engine, insert)
-    return insert, SqlAlchemyBatchWriter(store.engine, insert)
+    return insert, InThread(SqlAlchemyBatchWriter(store.engine, insert))
 
 
 def delivery_row(delivery: NewDelivery, now: datetime) -> dict[str, Any]:

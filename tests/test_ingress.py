@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 
@@ -28,12 +29,16 @@ def store(database_url: str) -> Iterator[Store]:
 
 
 def write(store: Store, deliveries: list[NewDelivery]) -> list[Answer]:
+    return asyncio.run(_write(store, deliveries))
+
+
+async def _write(store: Store, deliveries: list[NewDelivery]) -> list[Answer]:
     insert, writer = delivery_writer(store)
     try:
         rows = [insert.values(delivery_row(delivery, utcnow())) for delivery in deliveries]
-        return answers_for(deliveries, writer.write(rows))
+        return answers_for(deliveries, await writer.write(rows))
     finally:
-        writer.close()
+        await writer.close()
 
 
 def labeled(delivery_id: str) -> NewDelivery:
@@ -84,7 +89,7 @@ def test_the_database_adds_each_queued_delivery_s_job(store: Store) -> None:
     assert job["run_after"] == delivery.received_at
 
 
-def test_batches_larger_than_one_statement_are_split(store: Store) -> None:
+def test_batches_larger_than_one_statement_are_written_whole(store: Store) -> None:
     count = MAX_ROWS_PER_STATEMENT * 2 + 3
     batch = [labeled(f"d-{n}") for n in range(count)] + [labeled("d-0")]
 
@@ -96,11 +101,27 @@ def test_batches_larger_than_one_statement_are_split(store: Store) -> None:
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_value_longer_than_its_column_fails_the_batch_and_writes_nothing(store: Store) -> None:
+    # PostgreSQL only: SQLite does not enforce column lengths.
+    long_name = labeled("long")._replace(event="e" * 65)
+
+    with pytest.raises((sa.exc.DataError, psycopg.errors.StringDataRightTruncation)):
+        write(store, [labeled("fine"), long_name])
+
+    with store.engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM deliveries")).scalar_one() == 0
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_writer_whose_connection_died_fails_that_batch_and_reconnects(store: Store) -> None:
+    asyncio.run(_connection_dies_between_batches(store))
+
+
+async def _connection_dies_between_batches(store: Store) -> None:
     insert, writer = delivery_writer(store)
     rows = [insert.values(delivery_row(labeled(key), utcnow())) for key in ("x", "y")]
     try:
-        assert writer.write(rows[:1]) == ["x"]
+        assert await writer.write(rows[:1]) == ["x"]
         with store.engine.connect() as admin:
             # The writer's own backend, ended from outside, as a database restart would.
             admin.execute(
@@ -111,7 +132,7 @@ def test_a_writer_whose_connection_died_fails_that_batch_and_reconnects(store: S
                 )
             )
         with pytest.raises(psycopg.OperationalError):
-            writer.write(rows[1:])
-        assert writer.write(rows[1:]) == ["y"]
+            await writer.write(rows[1:])
+        assert await writer.write(rows[1:]) == ["y"]
     finally:
-        writer.close()
+        await writer.close()

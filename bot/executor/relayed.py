@@ -39,7 +39,7 @@ from bot.executor.local import JOBS, Claimed, ExecutorTuning, GaveUp, LocalExecu
 from bot.integrations import Integrations
 from bot.metrics import Metrics
 from bot.settings import Settings
-from bot.store.db import Store
+from bot.store.db import Store, libpq_url
 from bot.store.models import JobState
 from bot.store.types import utcnow
 
@@ -85,14 +85,6 @@ def queue_figures(engine: sa.Engine, stall_seconds: float = STALL_SECONDS) -> Qu
             {"stall": stall_seconds},
         ).scalar_one()
     return QueueFigures({(queue, status): count for queue, status, count in jobs}, stalled, workers)
-
-
-def libpq_url(database_url: str) -> str:
-    """The SQLAlchemy URL as the libpq connection string psycopg takes."""
-    url = sa.engine.make_url(database_url)
-    if url.get_backend_name() != "postgresql":
-        raise ValueError("procrastinate needs PostgreSQL")
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def procrastinate_app(settings: Settings) -> procrastinate.App:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect, Engine, make_url
+from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlmodel import Session, SQLModel
 
 T = TypeVar("T")
@@ -145,3 +145,11 @@ def conflict_aware_insert(dialect: Dialect, table: sa.Table) -> Any:
     if dialect.name == "postgresql":
         return postgresql.insert(table)
     raise RuntimeError(f"unsupported database {dialect.name!r}: Baton runs on SQLite or PostgreSQL")
+
+
+def libpq_url(database_url: str | URL) -> str:
+    """A PostgreSQL URL as the libpq connection string psycopg takes (the driver's name off)."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        raise ValueError(f"{url.get_backend_name()} is not PostgreSQL")
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)

@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Dialect
 
 from bot.store.db import conflict_aware_insert
@@ -43,6 +44,7 @@ class PreparedInsert:
             table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns
         ]
         self.sql = lru_cache(maxsize=MAX_ROWS_PER_STATEMENT)(self._compile)
+        self._array_sql: str | None = None
 
     def values(self, row: dict[str, Any]) -> list[Any]:
         """The row's values, converted for the driver, in column order."""
@@ -72,6 +74,36 @@ class PreparedInsert:
             return flat
         return {f"p{index}": value for index, value in enumerate(flat)}
 
+    def array_sql(self) -> str:
+        """PostgreSQL only: the INSERT taking each column's values as one array (`arrays`), so
+        one statement text, which the server prepares once, serves a batch of any size."""
+        if self._array_sql is None:
+            self._array_sql = self._compile_arrays()
+        return self._array_sql
+
+    def arrays(self, rows: Sequence[list[Any]]) -> dict[str, list[Any]]:
+        """The parameters of `array_sql` for rows (from `values`)."""
+        return {f"c{n}": [row[n] for row in rows] for n in range(len(self.columns))}
+
+    def _compile_arrays(self) -> str:
+        if self._dialect.name != "postgresql":
+            raise RuntimeError("array parameters are PostgreSQL's")
+        # Text arrays, not varchar(n): a value too long then fails as in VALUES, not cut short.
+        arrays = [
+            sa.cast(sa.bindparam(f"c{n}"), postgresql.ARRAY(_unbounded(self._table.c[name].type)))
+            for n, name in enumerate(self.columns)
+        ]
+        source = sa.func.unnest(*arrays).table_valued(*self.columns).render_derived()
+        rows = sa.select(*(source.c[name] for name in self.columns))
+        statement: Any = (
+            postgresql.insert(self._table)
+            .from_select(list(self.columns), rows)
+            .on_conflict_do_nothing(index_elements=[self._conflict_column])
+        )
+        if self._returning is not None:
+            statement = statement.returning(self._table.c[self._returning])
+        return str(statement.compile(dialect=self._dialect).string)
+
     def _compile(self, count: int) -> str:
         """The statement text for `count` rows."""
         width = len(self.columns)
@@ -93,3 +125,9 @@ class PreparedInsert:
             if list(compiled.positiontup or []) != expected:
                 raise RuntimeError("SQLAlchemy compiled the multi-row INSERT in another order")
         return str(compiled.string)
+
+
+def _unbounded(column_type: Any) -> Any:
+    # SQLModel's strings are a TypeDecorator over String.
+    impl = column_type.impl if isinstance(column_type, sa.TypeDecorator) else column_type
+    return sa.Text() if isinstance(impl, sa.String) else column_type

@@ -1,12 +1,13 @@
 """Writing batches of rows with one prepared INSERT: the write path of webhook ingress.
 
 Three ways, one answer (the key column of each row the unique constraint let in):
-- any database, through SQLAlchemy, with RETURNING, in one transaction;
-- PostgreSQL, on a psycopg connection of its own in autocommit mode: one round trip a batch (the
-  INSERT, what its triggers add and the commit), where the pool's checkout ping, BEGIN, INSERT and
-  COMMIT took four;
-- SQLite, on a connection of its own in autocommit mode: the INSERT, what its triggers add, the
-  commit and the disk flush happen in one driver call, which releases the interpreter lock once.
+- any database, through SQLAlchemy, with RETURNING, in one transaction, on a thread;
+- PostgreSQL, on an asynchronous psycopg connection of its own in autocommit mode: one round trip
+  a batch (the INSERT, what its triggers add and the commit), where the pool's checkout ping,
+  BEGIN, INSERT and COMMIT took four;
+- SQLite, on a connection of its own in autocommit mode, on a thread: the INSERT, what its
+  triggers add, the commit and the disk flush happen in one driver call, which releases the
+  interpreter lock once.
   `benchmarks/ingress.py` showed why: every lock hand-back between this thread and the event
   loop could wait out the interpreter's switch interval (5 ms), and the batches' latency, not
   the CPU, bounded throughput.
@@ -14,13 +15,16 @@ Three ways, one answer (the key column of each row the unique constraint let in)
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import psycopg
 from sqlalchemy.engine import Engine
 
+from bot.store.db import libpq_url
 from bot.store.prepared import MAX_ROWS_PER_STATEMENT, PreparedInsert
 
 
@@ -47,40 +51,62 @@ class SqlAlchemyBatchWriter:
         """The engine belongs to the store, which disposes of it."""
 
 
+class AsyncBatchWriter(Protocol):
+    async def write(self, rows: Sequence[list[Any]]) -> list[Any]:
+        """`BatchWriter.write`, awaited on the event loop."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class InThread:
+    """A `BatchWriter` on a thread of its own: only the database calls leave the event loop."""
+
+    def __init__(self, writer: BatchWriter) -> None:
+        self._writer = writer
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baton-ingress")
+
+    async def write(self, rows: Sequence[list[Any]]) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._writer.write, rows)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._writer.close)
+        self._thread.shutdown(wait=False)
+
+
 class PsycopgBatchWriter:
-    """One autocommit statement per chunk of rows, with RETURNING key, on a connection of its
-    own; a connection that failed is dropped and the next batch opens another."""
+    """One autocommit statement per batch, its values as arrays (one prepared statement for any
+    batch size), with RETURNING key, on an asynchronous connection of its own: no thread, so no
+    hand-off of each batch and its answer between threads. A connection that failed is dropped
+    and the next batch opens another."""
 
     def __init__(self, engine: Engine, insert: PreparedInsert) -> None:
-        # libpq reads the SQLAlchemy URL once the driver's name is taken off it.
-        self._conninfo = engine.url.set(drivername="postgresql").render_as_string(
-            hide_password=False
-        )
+        self._conninfo = libpq_url(engine.url)
         self._insert = insert
-        self._connection: psycopg.Connection[Any] | None = None
+        self._connection: psycopg.AsyncConnection[Any] | None = None
 
-    def write(self, rows: Sequence[list[Any]]) -> list[Any]:
-        connection = self._connect()
-        inserted: list[Any] = []
+    async def write(self, rows: Sequence[list[Any]]) -> list[Any]:
+        connection = await self._connect()
         try:
-            with connection.cursor() as cursor:
-                for start in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
-                    chunk = rows[start : start + MAX_ROWS_PER_STATEMENT]
-                    cursor.execute(self._insert.sql(len(chunk)), self._insert.parameters(chunk))
-                    inserted.extend(found[0] for found in cursor.fetchall())
+            async with connection.cursor() as cursor:
+                sql, parameters = self._insert.array_sql(), self._insert.arrays(rows)
+                await cursor.execute(sql, parameters, prepare=True)
+                return [found[0] for found in await cursor.fetchall()]
         except Exception:
-            self.close()
+            await self.close()
             raise
-        return inserted
 
-    def _connect(self) -> psycopg.Connection[Any]:
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
         if self._connection is None or self._connection.closed:
-            self._connection = psycopg.connect(self._conninfo, autocommit=True)
+            self._connection = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True
+            )
         return self._connection
 
-    def close(self) -> None:
+    async def close(self) -> None:
         if self._connection is not None:
-            self._connection.close()
+            await self._connection.close()
             self._connection = None
 
 
