@@ -1,29 +1,32 @@
 """Webhook ingress throughput and latency: Baton against a bare FastAPI endpoint.
 
 Both servers receive the same signed `issues.labeled` delivery (`tests/payloads`) on `POST
-/api/github/webhooks` and answer `202 {"status": "queued"}`:
+/api/github/webhooks` and answer 202:
 
 - bare (`benchmarks/bare_endpoint.py`) verifies the signature and answers;
-- Baton verifies, parses the fields it needs, commits a `deliveries` row and a `jobs` row (SQLite
-  with synchronous=FULL by default, or PostgreSQL), then answers.
+- Baton verifies, parses the fields it needs, commits a `deliveries` row (SQLite with
+  synchronous=FULL by default, or PostgreSQL), then answers. With `--body queued` the delivery
+  has its installation and Baton also commits its `jobs` row; by default it has none (as the
+  body of the `wrk` reference measurement) and Baton answers "ignored".
 
-Baton runs its jobs in the same process, but its executor defers them while deliveries stream in
-(it claims at most once a second), so a Baton row leaves a backlog of queued jobs. After each
-Baton row the benchmark waits until the `jobs` table has no queued or running job and reports
-how long that took. Both servers run under uvicorn on free 127.0.0.1 ports; the load generator is
-this process, one keep-alive HTTP/1.1 connection per concurrent worker over raw asyncio streams
-(uvloop when importable). At each concurrency level bare is measured, then Baton, so both see the
-same machine noise. Every answer is checked; afterwards `deliveries` must hold one row per 202
-Baton gave, and no job may have failed.
+The load comes from `wrk` (`signed_deliveries.lua`: a unique X-GitHub-Delivery per request)
+when it is installed, so that this benchmark and `../shared/bench/ingress-wrk.sh`, the reference
+for the goal, measure the same way; `--load python` uses this process instead, one keep-alive
+connection per worker over raw asyncio streams. Both servers run under uvicorn on free 127.0.0.1
+ports. At each concurrency level bare is measured, then Baton, so both see the same machine
+noise. Afterwards `deliveries` must hold one row per 202 Baton gave (wrk does not count the
+answers in flight when it stops, so up to two runs' connections more), and each queued delivery
+its job. With `--body queued`, Baton's executor tries the jobs it deferred while deliveries
+streamed in (each try fails: there is no GitHub here), and the benchmark waits until every job
+was tried once.
 
-Why it once printed about 60% where `wrk` (`../shared/bench/ingress-wrk.sh`, the reference for
-the goal) measured 43% on SQLite: this process is the load generator and took 32-39% of a core,
-slowing bare (about 5,000 req/s here against 6,700-9,600 under wrk), which is CPU-bound, more than
-Baton, which waits on its commits; Baton logged at WARNING here but at its default INFO under wrk
-(the per-delivery log line was about 7% of Baton's CPU under py-spy); the bare endpoints differ
-(`bare_endpoint.py` answers a JSON body, the wrk one an empty 202); and the bodies take different
-paths (this one queued after one parse, wrk's, without an installation, ignored). Baton now logs at
-its default level here, as under wrk; the load generator still shares the CPUs, so quote `wrk`.
+Why it once printed about 60% where `wrk` measured 43% on SQLite: this process was the load
+generator and took 32-39% of a core, slowing bare, which is CPU-bound, more than Baton, which
+waits on its commits; Baton logged at WARNING here but at its default INFO under wrk; the bare
+endpoints differ (`bare_endpoint.py` answers a JSON body, the wrk one an empty 202); and the
+bodies took different paths (this one queued after one parse, wrk's, without an installation,
+ignored after three). Now the load generator, log level and body are the same by default; the
+bare endpoints still differ by their answer's body.
 
 Run from the repository root:
 
@@ -32,7 +35,7 @@ Run from the repository root:
     .venv/bin/python benchmarks/ingress.py --seconds 3 --concurrency 1,16
 
 Exit status: 0 after a clean measurement (whether or not the goal holds), 1 when an answer was
-wrong, a job failed or the database disagrees with the answers, 2 when setup failed.
+wrong or the database disagrees with the answers, 2 when setup failed.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import http.client
 import json
 import math
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -64,7 +68,8 @@ from typing import Any, TypeVar
 HOST = "127.0.0.1"
 WEBHOOK_PATH = "/api/github/webhooks"
 EXPECTED_STATUS = 202
-EXPECTED_BODY = {"status": "queued"}
+# Bare answers "queued" whatever the body; Baton "queued" or "ignored" as the body asks.
+ACCEPTED = ("queued", "ignored")
 WARMUP_SECONDS = 1.0
 PAUSE_SECONDS = 1.0
 REQUEST_TIMEOUT = 10.0
@@ -76,12 +81,16 @@ MAX_ERROR_SAMPLES = 5
 GOAL_CONCURRENCY = 16
 GOAL_RATIO = 0.60
 GOAL_P99_MS = 50.0
+WRK_THREADS = 2
 POSTGRES_ADMIN = f"host={HOST} port=5432 user=postgres dbname=postgres"
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 PAYLOAD_PATH = REPO_ROOT / "tests" / "payloads" / "issues.labeled.json"
-BACKLOG_SQL = "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')"
-FAILED_SQL = "SELECT count(*) FROM jobs WHERE state = 'failed'"
+WRK_SCRIPT = BENCH_DIR / "signed_deliveries.lua"
+# Jobs the executor has not tried yet (without GitHub credentials every try fails and is retried
+# later, so "none queued" would never come).
+BACKLOG_SQL = "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') AND attempts = 0"
+QUEUED_DELIVERIES_SQL = "SELECT count(*) FROM deliveries WHERE job IS NOT NULL"
 
 T = TypeVar("T")
 
@@ -93,6 +102,8 @@ class Options:
     seconds: float
     concurrency: list[int]
     postgres: bool
+    load: str
+    body: str
 
 
 class BenchmarkError(RuntimeError):
@@ -133,9 +144,13 @@ class RequestTemplate:
         return self.head + str(uuid.uuid4()).encode() + self.tail
 
 
-def delivery_body() -> bytes:
-    """The tests' `issues.labeled` payload, compact, exactly as it is sent and signed."""
+def delivery_body(kind: str) -> bytes:
+    """The tests' `issues.labeled` payload, compact, exactly as it is sent and signed; for
+    `ignored`, without its installation (as `../shared/bench`'s body: Baton records it and
+    queues no job)."""
     payload = json.loads(PAYLOAD_PATH.read_text())
+    if kind == "ignored":
+        payload.pop("installation")
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
@@ -429,12 +444,12 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]
 
 
 def check_answer(status: int, body: bytes) -> str | None:
-    """None for the expected `202 {"status": "queued"}`, else what was wrong."""
+    """None for an expected `202 {"status": "queued" or "ignored"}`, else what was wrong."""
     try:
         parsed = json.loads(body)
     except ValueError:
         parsed = None
-    if status == EXPECTED_STATUS and parsed == EXPECTED_BODY:
+    if status == EXPECTED_STATUS and isinstance(parsed, dict) and parsed.get("status") in ACCEPTED:
         return None
     return f"{status} {body[:200]!r}"
 
@@ -527,24 +542,29 @@ class Measurement:
     target: str
     concurrency: int
     seconds: float
-    latencies: list[float]
+    requests: int
+    p50_ms: float
+    p99_ms: float
     queued: int
     errors: int
     error_samples: list[str]
     cpu: CpuUse
     drain: Drain | None = None
+    # Requests sent but not counted when the load generator stopped (wrk drops its last ones).
+    uncounted: int = 0
 
     @property
     def rate(self) -> float:
-        return len(self.latencies) / self.seconds
+        return self.requests / self.seconds
 
-    def percentile_ms(self, fraction: float) -> float:
-        """Nearest-rank percentile of the measured latencies, in milliseconds."""
-        if not self.latencies:
-            return math.nan
-        ordered = sorted(self.latencies)
-        rank = max(1, math.ceil(fraction * len(ordered)))
-        return ordered[rank - 1] * 1000
+
+def percentile_ms(latencies: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of latencies (seconds), in milliseconds."""
+    if not latencies:
+        return math.nan
+    ordered = sorted(latencies)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1] * 1000
 
 
 async def measure(
@@ -557,11 +577,14 @@ async def measure(
     results = await asyncio.gather(
         *(worker(server.port, template, window) for _ in range(concurrency))
     )
+    latencies = [latency for stats in results for latency in stats.latencies]
     return Measurement(
         target=server.name,
         concurrency=concurrency,
         seconds=seconds,
-        latencies=[latency for stats in results for latency in stats.latencies],
+        requests=len(latencies),
+        p50_ms=percentile_ms(latencies, 0.50),
+        p99_ms=percentile_ms(latencies, 0.99),
         queued=sum(stats.queued for stats in results),
         errors=sum(stats.errors for stats in results),
         error_samples=[sample for stats in results for sample in stats.error_samples][
@@ -569,6 +592,68 @@ async def measure(
         ],
         cpu=await cpu,
     )
+
+
+def measure_with_wrk(
+    server: Server, secret: str, body_path: Path, concurrency: int, seconds: float
+) -> Measurement:
+    """The same row measured by `wrk` (`signed_deliveries.lua`): a warmup run, then the measured
+    one. Client CPU is wrk's, from the resources of waited-for children."""
+    signature = "sha256=" + hmac.new(secret.encode(), body_path.read_bytes(), "sha256").hexdigest()
+    warmup = run_wrk(server, signature, body_path, concurrency, WARMUP_SECONDS)
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_before = server.cpu_seconds()
+    busy_before, total_before = machine_cpu_seconds()
+    result = run_wrk(server, signature, body_path, concurrency, seconds)
+    busy_after, total_after = machine_cpu_seconds()
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    measured = result["duration_us"] / 1e6
+    client = (children_after.ru_utime + children_after.ru_stime) - (
+        children_before.ru_utime + children_before.ru_stime
+    )
+    machine = (busy_after - busy_before) / (total_after - total_before)
+    errors = result["non2xx"] + result["socket_errors"]
+    return Measurement(
+        target=server.name,
+        concurrency=concurrency,
+        seconds=measured,
+        requests=result["requests"],
+        p50_ms=result["p50_us"] / 1000,
+        p99_ms=result["p99_us"] / 1000,
+        queued=sum(run["requests"] - run["non2xx"] for run in (warmup, result)),
+        errors=errors,
+        error_samples=[f"wrk: {errors} non-2xx answers or socket errors"] if errors else [],
+        uncounted=2 * concurrency,
+        cpu=CpuUse(
+            client / measured * 100,
+            (server.cpu_seconds() - server_before) / measured * 100,
+            machine * 100,
+        ),
+    )
+
+
+def run_wrk(
+    server: Server, signature: str, body_path: Path, concurrency: int, seconds: float
+) -> dict[str, int]:
+    """One wrk run (two threads, as many connections as `concurrency`); its RESULT figures."""
+    command = [
+        "wrk",
+        f"--threads={min(WRK_THREADS, concurrency)}",
+        f"--connections={concurrency}",
+        f"--duration={max(1, round(seconds))}s",
+        f"--timeout={REQUEST_TIMEOUT:.0f}s",
+        f"--script={WRK_SCRIPT}",
+        f"http://{HOST}:{server.port}{WEBHOOK_PATH}",
+        "--",
+        uuid.uuid4().hex,
+        signature,
+        str(body_path),
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, check=False).stdout
+    line = next((line for line in output.splitlines() if line.startswith("RESULT ")), None)
+    if line is None:
+        raise BenchmarkError(f"wrk printed no RESULT line:\n{output}")
+    return {key: int(value) for key, value in (pair.split("=") for pair in line.split()[1:])}
 
 
 def run_loop(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -581,7 +666,11 @@ def run_loop(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 def run_all(
-    servers: tuple[Server, Server], database: Database, body: bytes, secret: str, args: Options
+    servers: tuple[Server, Server],
+    database: Database,
+    body_path: Path,
+    secret: str,
+    args: Options,
 ) -> list[Measurement]:
     """At each concurrency level measure bare, then Baton, then wait for Baton's job backlog."""
     bare, baton = servers
@@ -589,9 +678,12 @@ def run_all(
     for concurrency in args.concurrency:
         for server in servers:
             time.sleep(PAUSE_SECONDS)
-            template = RequestTemplate.signed(server.port, secret, body)
-            result = run_loop(measure(server, template, concurrency, args.seconds))
-            if server is baton:
+            if args.load == "wrk":
+                result = measure_with_wrk(server, secret, body_path, concurrency, args.seconds)
+            else:
+                template = RequestTemplate.signed(server.port, secret, body_path.read_bytes())
+                result = run_loop(measure(server, template, concurrency, args.seconds))
+            if server is baton and args.body == "queued":
                 result.drain = wait_for_drain(database)
             print_row(result)
             measurements.append(result)
@@ -612,26 +704,32 @@ def print_row(result: Measurement) -> None:
     drain = result.drain
     drained = f" {drain.backlog:>8} {drain.seconds:>8.1f} {drain.rate:>13.0f}" if drain else ""
     print(
-        f"{result.target:<7} {result.concurrency:>5} {len(result.latencies):>9}"
-        f" {result.rate:>9.0f} {result.percentile_ms(0.50):>8.2f}"
-        f" {result.percentile_ms(0.99):>8.2f} {result.errors:>7} {result.cpu.client:>10.0f}%"
+        f"{result.target:<7} {result.concurrency:>5} {result.requests:>9}"
+        f" {result.rate:>9.0f} {result.p50_ms:>8.2f}"
+        f" {result.p99_ms:>8.2f} {result.errors:>7} {result.cpu.client:>10.0f}%"
         f" {result.cpu.server:>10.0f}% {result.cpu.machine:>7.0f}%{drained}",
         flush=True,
     )
 
 
 def print_preamble(args: Options, body: bytes, backend: str) -> None:
+    what = "a delivery row and a job row" if args.body == "queued" else "a delivery row"
+    load = "wrk, 2 threads" if args.load == "wrk" else "this process, one connection a worker"
     print(
-        f"Webhook ingress: signed issues.labeled deliveries ({PAYLOAD_PATH.name}, {len(body)}"
-        ' bytes), a unique X-GitHub-Delivery each, answered 202 {"status": "queued"}.\n'
+        f"Webhook ingress: signed issues.labeled deliveries ({PAYLOAD_PATH.name},"
+        f" {'without installation, ' if args.body == 'ignored' else ''}{len(body)} bytes),"
+        f" a unique X-GitHub-Delivery each, answered 202 {args.body}. Load: {load}.\n"
         "  bare:  verify the signature, answer.\n"
-        "  Baton: verify the signature, parse the fields it needs, commit a delivery row and a"
-        f" job row ({backend}{', synchronous=FULL' if backend == 'SQLite' else ''}), answer.\n"
-        "Baton's executor defers running jobs while deliveries stream in (one claim a second at"
-        " most), so each Baton row leaves a backlog; after it the benchmark waits until no job"
-        " is queued or running: 'backlog' jobs at the row's end, 'drain s' to run them,"
-        " 'drain jobs/s' = backlog / drain s.\n"
-        "Baton logs at its default level (INFO)."
+        f"  Baton: verify the signature, parse the fields it needs, commit {what}"
+        f" ({backend}{', synchronous=FULL' if backend == 'SQLite' else ''}), answer.\n"
+        + (
+            "Baton's executor defers jobs while deliveries stream in, so each Baton row leaves"
+            " a backlog; after it the benchmark waits until every job was tried once (without"
+            " GitHub credentials each try fails): 'backlog' jobs, 'drain s' to try them.\n"
+            if args.body == "queued"
+            else ""
+        )
+        + "Baton logs at its default level (INFO)."
         f" Per row: {WARMUP_SECONDS:.0f} s warmup, {args.seconds:g} s measured,"
         f" after a {PAUSE_SECONDS:.0f} s pause. {os.cpu_count()} CPUs shared by client"
         " and servers; client/server CPU = % of one core (server excludes Postgres backends),"
@@ -653,7 +751,7 @@ def print_comparison(measurements: list[Measurement]) -> None:
     print(f"{'conc':>5} {'Baton/bare req/s':>17} {'Baton p99 ms':>13}")
     for concurrency, bare, baton in pairs(measurements):
         ratio = baton.rate / bare.rate if bare.rate else math.nan
-        print(f"{concurrency:>5} {ratio:>16.0%} {baton.percentile_ms(0.99):>13.2f}")
+        print(f"{concurrency:>5} {ratio:>16.0%} {baton.p99_ms:>13.2f}")
 
 
 def print_goal(measurements: list[Measurement]) -> None:
@@ -667,14 +765,14 @@ def print_goal(measurements: list[Measurement]) -> None:
         return
     bare, baton = at_goal[0]
     ratio = baton.rate / bare.rate if bare.rate else 0.0
-    p99 = baton.percentile_ms(0.99)
+    p99 = baton.p99_ms
     verdict = "HOLDS" if ratio >= GOAL_RATIO and p99 < GOAL_P99_MS else "DOES NOT HOLD"
     print(f"\nGoal ({goal}): {verdict} (ratio {ratio:.0%}, p99 {p99:.2f} ms)")
 
 
 def check_errors(measurements: list[Measurement]) -> bool:
     total = sum(m.errors for m in measurements)
-    print(f"\nErrors (any answer other than 202 {json.dumps(EXPECTED_BODY)}): {total}")
+    print(f"\nErrors (any answer other than 202 {' or '.join(ACCEPTED)}): {total}")
     for m in measurements:
         for sample in m.error_samples:
             print(f"  {m.target} c={m.concurrency}: {sample}")
@@ -682,23 +780,23 @@ def check_errors(measurements: list[Measurement]) -> bool:
 
 
 def check_database(database: Database, measurements: list[Measurement]) -> bool:
-    """One delivery row per 202 Baton gave, every backlog drained, no failed job."""
+    """One delivery row per 202 Baton gave and one job per queued delivery."""
     answered = sum(m.queued for m in measurements if m.target == "baton")
+    uncounted = sum(m.uncounted for m in measurements if m.target == "baton")
     stored = database.count("SELECT count(*) FROM deliveries")
-    failed = database.count(FAILED_SQL)
+    stored_ok = answered <= stored <= answered + uncounted
+    queued = database.count(QUEUED_DELIVERIES_SQL)
+    jobs = database.count("SELECT count(*) FROM jobs WHERE delivery_id IS NOT NULL")
+    print(
+        f"Durability: Baton answered 202 {answered} times, and up to {uncounted} answers went"
+        f" uncounted; rows in deliveries: {stored} ({'ok' if stored_ok else 'MISMATCH'});"
+        f" queued deliveries {queued},"
+        f" jobs {jobs} ({'ok' if jobs == queued else 'MISMATCH'})"
+    )
     drained = all(m.drain.finished for m in measurements if m.drain)
-    print(
-        f"Durability: Baton answered 202 queued {answered} times; rows in deliveries: {stored}"
-        f" ({'ok' if stored == answered else 'MISMATCH'})"
-    )
-    print(
-        f"Jobs: failed {failed} ({'ok' if failed == 0 else 'FAILED'});"
-        f" every backlog drained within {DRAIN_LIMIT:.0f} s: {'yes' if drained else 'NO'}"
-    )
-    if failed:
-        error = database.first("SELECT last_error FROM jobs WHERE state = 'failed' LIMIT 1")
-        print(f"  a failed job's last error: {error}")
-    return stored == answered and failed == 0
+    if not drained:
+        print(f"Jobs: some were not tried within {DRAIN_LIMIT:.0f} s of their row")
+    return stored_ok and jobs == queued
 
 
 # ---------------------------------------------------------------------------------------------
@@ -723,10 +821,22 @@ def parse_args(argv: list[str] | None = None) -> Options:
         action="store_true",
         help=f"run Baton on a fresh PostgreSQL database on {HOST}:5432 (user postgres)",
     )
+    parser.add_argument(
+        "--load",
+        choices=("wrk", "python"),
+        default="wrk" if shutil.which("wrk") else "python",
+        help="load generator: wrk (the default when installed) or this process",
+    )
+    parser.add_argument(
+        "--body",
+        choices=("ignored", "queued"),
+        default="ignored",
+        help="ignored (no installation: a delivery row) or queued (a delivery and a job row)",
+    )
     args = parser.parse_args(argv)
     if not 0 < args.seconds <= 600:
         parser.error("--seconds must be in (0, 600]")
-    return Options(args.seconds, args.concurrency, args.postgres)
+    return Options(args.seconds, args.concurrency, args.postgres, args.load, args.body)
 
 
 def concurrency_levels(text: str) -> list[int]:
@@ -741,14 +851,16 @@ def concurrency_levels(text: str) -> list[int]:
 
 def benchmark(args: Options, workdir: Path, database: Database) -> int:
     secret = secrets.token_hex(20)
-    body = delivery_body()
+    body = delivery_body(args.body)
     servers: list[Server] = []
     try:
         servers.append(start_bare(workdir, secret))
         servers.append(start_baton(workdir, secret, database.url))
         print_preamble(args, body, database.backend)
         print(HEADER)
-        measurements = run_all((servers[0], servers[1]), database, body, secret, args)
+        body_path = workdir / "delivery.json"
+        body_path.write_bytes(body)
+        measurements = run_all((servers[0], servers[1]), database, body_path, secret, args)
         print_comparison(measurements)
         print_goal(measurements)
         clean = check_errors(measurements)
