@@ -40,14 +40,14 @@ def session(database_url: str) -> Iterator[Session]:
     engine.dispose()
 
 
-def a_run(session: Session, state: RunState) -> str:
+def a_run(session: Session, state: RunState, issue: int = 7) -> str:
     run_id = f"run-{state}"
     session.add(
         Run(
             id=run_id,
             repository_id=1,
             repository="octo/widgets",
-            issue_number=7,
+            issue_number=issue,
             state=state,  # a row made for the test, in the state under test
             active=state not in lifecycle.ENDED,
         )
@@ -270,3 +270,25 @@ def test_the_tables_name_every_state() -> None:
 def test_a_run_without_a_row_is_not_moved(session: Session) -> None:
     assert not lifecycle.move_run(session, "nobody", RunState.executing, RunState.pr_open)
     assert session.exec(select(sa.func.count()).select_from(TimelineEvent)).one() == 0
+
+
+def test_a_slot_coming_free_wakes_every_run_with_a_task_waiting_to_start(session: Session) -> None:
+    busy = a_run(session, RunState.executing)
+    waiting = a_run(session, RunState.revising, issue=8)
+    waiting_for_a_person = a_run(session, RunState.awaiting_approval, issue=9)
+    a_task(session, busy, TaskState.running)
+    a_task(session, waiting, TaskState.pending)
+    a_task(session, waiting_for_a_person, TaskState.pending)
+
+    lifecycle.move_task(session, busy, "T1", TaskState.running, TaskState.reviewing)
+    assert advances_asked(session) == set()  # still holding its slot
+
+    lifecycle.move_task(session, busy, "T1", TaskState.reviewing, TaskState.accepted)
+    assert advances_asked(session) == {waiting}
+
+
+def advances_asked(session: Session) -> set[str]:
+    found = session.exec(
+        select(Job.args).where(Job.name == lifecycle.ADVANCE_JOB, Job.state == JobState.queued)
+    ).all()
+    return {args["run_id"] for args in found}

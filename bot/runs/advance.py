@@ -31,7 +31,7 @@ from bot.task_rows import add_task_rows
 
 # The key of the database lock under which worker slots are counted and taken.
 SLOTS_LOCK = 0x6261746F6E  # "baton"
-WORKING = (RunState.executing, RunState.revising)
+WORKING = lifecycle.SLOT_USERS
 
 
 async def advance_run(context: JobContext, run_id: str) -> None:
@@ -169,8 +169,6 @@ def _hold_slots(session: Session, run_id: str) -> None:
 
 def _running_everywhere(session: Session) -> int:
     query = (
-        select(sa.func.count())
-        .select_from(Task)
-        .where(col(Task.state).in_([TaskState.running, TaskState.reviewing]))
+        select(sa.func.count()).select_from(Task).where(col(Task.state).in_(lifecycle.HOLDS_A_SLOT))
     )
     return int(session.exec(query).one())

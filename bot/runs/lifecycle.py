@@ -85,6 +85,11 @@ TASK_MOVES: Mapping[TaskState, frozenset[TaskState]] = {
     T.cancelled: frozenset(),
 }
 # What a task's new state calls for next; every change also refreshes the status comment.
+# A task in these states holds one of the worker slots counted over all runs (`max_parallel`).
+HOLDS_A_SLOT = frozenset({T.running, T.reviewing})
+# Runs that start tasks when a slot is free.
+SLOT_USERS = (RunState.executing, RunState.revising)
+
 _TASK_NEXT: Mapping[TaskState, str] = {
     T.pending: ADVANCE_JOB,
     T.running: ATTEMPT_JOB,
@@ -224,6 +229,8 @@ def move_task(
     if changed.rowcount != 1:
         return False
     session.expire_all()
+    if new not in HOLDS_A_SLOT and not HOLDS_A_SLOT.isdisjoint(olds):
+        _wake_runs_waiting_for_a_slot(session, run_id)
     data: dict[str, object] = {"notice": True} if notice else {}
     record_event(
         session,
@@ -248,6 +255,23 @@ def _after_task_move(session: Session, run_id: str, key: str, new: TaskState) ->
     elif follow == ADVANCE_JOB:
         wake(session, run_id)
     show(session, run_id)
+
+
+def _wake_runs_waiting_for_a_slot(session: Session, freed_by: str) -> None:
+    """A worker slot over all runs came free: every other working run with a task waiting to
+    start looks again (its own wake-up comes with the task's next step)."""
+    waiting = (
+        select(Task.run_id)
+        .join(Run, col(Run.id) == col(Task.run_id))
+        .where(
+            col(Task.state) == T.pending,
+            col(Run.state).in_(SLOT_USERS),
+            col(Run.id) != freed_by,
+        )
+        .distinct()
+    )
+    for run_id in session.exec(waiting).all():
+        wake(session, run_id)
 
 
 def wake(session: Session, run_id: str) -> None:
