@@ -67,6 +67,7 @@ import re
 import resource
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -104,6 +105,7 @@ OPEN_PULL = "POST /repos/{owner}/{repo}/pulls"
 OPEN_CHECK = "POST /repos/{owner}/{repo}/check-runs"
 ADD_COMMENT = "POST /repos/{owner}/{repo}/issues/{number}/comments"
 STUCK_STATES = frozenset({"needs_human", "failed", "cancelled", "done", "closed"})
+WRITES = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 POLL_SECONDS = 0.25
 SETTLE_SECONDS = 180.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -510,6 +512,7 @@ class Outcome:
     problems: list[str]
     summary: str
     repeated: int
+    writes: int
 
     @property
     def runs_per_hour(self) -> float:
@@ -565,6 +568,7 @@ def pass_in(folder: Path, shape: Shape, workers: int, kill_every: float) -> Outc
         problems,
         summary,
         repeated,
+        rest_writes(github),
     )
 
 
@@ -593,6 +597,15 @@ def settle(engine: sa.Engine) -> None:
         wait_for(lambda: unsettled_jobs(engine) == 0, timeout=SETTLE_SECONDS, interval=0.5)
     except AssertionError:
         raise RunLost(f"jobs of runs still unsettled after {SETTLE_SECONDS:.0f} s") from None
+
+
+def rest_writes(github: GitHubDouble) -> int:
+    """Writes Baton made through GitHub's REST API with installation tokens (the ones it paces),
+    tokens asked for with the App's key not counted."""
+    return sum(
+        r.api and r.method in WRITES and not str(r.route).startswith("POST /app/")
+        for r in list(github.requests)
+    )
 
 
 def last_draft(github: GitHubDouble) -> float:
@@ -758,7 +771,8 @@ def print_outcome(outcome: Outcome) -> None:
     kills = f", {outcome.kills} workers killed" if outcome.killed else ""
     lines = [
         f"  last draft {wall:.1f} s after the first label: {outcome.runs_per_hour:.1f} runs/hour"
-        f"{kills}, {outcome.repeated} attempts made again",
+        f"{kills}, {outcome.repeated} attempts made again; {outcome.writes} GitHub REST writes"
+        f" ({outcome.writes / outcome.runs:.1f} a run)",
         f"  tests: {describe_tests(outcome.tests)}",
         f"  CPU seconds in the {cpu.wall:.0f} s until the jobs settled: machine busy"
         f" {cpu.machine:.0f} of {cpu.wall * CPUS:.0f} ({cpu.machine / (cpu.wall * CPUS):.0%});"
@@ -856,6 +870,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Stopped with SIGTERM, the pass under way still stops its processes on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     given = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(given)
     print_header(args, given)
