@@ -4,8 +4,8 @@ killed every so often costs.
 Each pass is Baton as CONTRACT §10 deploys it on many machines, here on one: `baton serve`
 answers webhooks and runs no job, and `baton worker` processes (each with a data directory of its
 own, all with the same `--concurrency` and as many `--attempts`) run every job, sharing a
-PostgreSQL database of the benchmark's own (`--database`, created afresh for each pass on the
-server at 127.0.0.1:5432, migrated with `baton db upgrade`, dropped at the end) and
+PostgreSQL database of the pass's own (named from `--database`, made on the server at
+127.0.0.1:5432, migrated with `baton db upgrade`, dropped after a clean pass) and
 `BATON_EXECUTOR=procrastinate`. The workers' attempt lanes are what limits the work at once:
 `BATON_MAX_PARALLEL`, the cap on tasks at work over all machines, is set to every task that
 could run at once (three a run), so it never binds. It must not: a run whose tasks found the
@@ -31,9 +31,11 @@ for approval; the driver looks every quarter second.
 Figures: the wall time from the first label delivered to the last of the draft pull requests
 (the GitHub double's own clock for the request that opened it), runs per hour = runs / that
 time, and the speed-up over one worker. Per pass, CPU seconds used meanwhile: the machine's
-busy time (every process, this benchmark's or not), Baton's processes (the workers' own, their
-children's: the sandboxed tests and git, and `baton serve`'s), PostgreSQL's processes (all its
-databases) and this process (both doubles) with the git it runs for the GitHub double.
+busy time (every process, this benchmark's or not), Baton's processes (the workers' own, the
+git they ran, and `baton serve`'s), the tests (as they report their CPU time: the sandbox
+hides them from the workers' count), PostgreSQL's processes (all its databases), this process
+(both doubles) with the git it runs for the GitHub double, and what is left: other processes.
+And the GitHub REST writes Baton made, which each process spaces a second apart.
 
 The second pass does the same with one worker SIGKILLed every `--kill-every` seconds and
 started again at once on its data directory (the first worker, then the second, ...; with one
@@ -45,15 +47,18 @@ After every pass, once no job of a run is left, it checks that nothing was lost 
 every run `pr_open` with its tests passed; one draft pull request a run, opened by one request;
 each run branch four commits, one per task, with no merge; one status comment an issue, made
 by one request; one check run a run, on its branch's head, made by one request; one accepted
-attempt a task. Attempts a kill cut short are counted, not faults.
+attempt a task. Attempts a kill cut short are counted, not faults. A lost run ends its pass
+(its database, logs and the double's repositories are kept, and named) and the next pass goes
+on.
 
 Run from the repository root (PostgreSQL must answer on 127.0.0.1:5432 as `postgres`):
 
     .venv/bin/python benchmarks/scaleout.py                       # the issue's figures
-    .venv/bin/python benchmarks/scaleout.py --runs 3 --workers 1 2 --kill-every 10  # a quick look
+    .venv/bin/python benchmarks/scaleout.py --runs 3 --workers 1 2   # a quick look
 
 Exit status: 0 when every pass ended and its check held, whatever the speed-up; 1 when a run
-was lost (failed, stuck or not done within `--timeout`) or anything was duplicated.
+was lost (failed, stuck for a person, or not done within `--timeout`) or anything was
+duplicated. SIGTERM stops the pass under way and its processes.
 """
 
 from __future__ import annotations
@@ -520,22 +525,25 @@ class Outcome:
 
 
 def one_pass(shape: Shape, workers: int, kill_every: float) -> Outcome:
-    """Every run from label to draft on `workers` workers, then the check; the logs and the
-    double's repositories are kept when something went wrong."""
+    """Every run from label to draft on `workers` workers, then the check; the database, the
+    logs and the double's repositories are kept when something went wrong."""
     folder = Path(tempfile.mkdtemp(prefix=f"baton-scaleout-{workers}-"))
+    database = f"{shape.database}_{workers}" + ("_killing" if kill_every else "")
+    kept = f"database {database}, logs and repositories in {folder} kept"
     try:
-        outcome = pass_in(folder, shape, workers, kill_every)
+        outcome = pass_in(folder, database, shape, workers, kill_every)
     except RunLost as lost:
-        raise RunLost(f"{lost} (logs and repositories kept in {folder})") from None
+        raise RunLost(f"{lost} ({kept})") from None
     if outcome.problems:
-        print(f"  logs and repositories kept in {folder}")
+        print(f"  {kept}")
     else:
         shutil.rmtree(folder)
+        drop_database(database)
     return outcome
 
 
-def pass_in(folder: Path, shape: Shape, workers: int, kill_every: float) -> Outcome:
-    url = fresh_database(shape.database)
+def pass_in(folder: Path, database: str, shape: Shape, workers: int, kill_every: float) -> Outcome:
+    url = fresh_database(database)
     models = FanInRuns()
     with (
         GitHubDouble(folder / "github") as github,
@@ -800,19 +808,20 @@ def describe_tests(tests: Sequence[TestTiming]) -> str:
     )
 
 
-def print_table(title: str, outcomes: Sequence[Outcome], plain: Sequence[Outcome]) -> None:
+def print_table(
+    title: str, passes: Sequence[tuple[int, Outcome | None]], plain: dict[int, float]
+) -> None:
+    """One row a worker count: a lost pass has no figures; speed-ups are over the first row."""
     print(f"\n{title}")
     print(f"{'workers':>7} {'seconds':>8} {'runs/hour':>9} {'speed-up':>8} {'vs no kills':>11}")
-    base = outcomes[0].runs_per_hour
-    same = {o.workers: o.runs_per_hour for o in plain}
-    for o in outcomes:
-        versus = (
-            f"{o.runs_per_hour / same[o.workers]:.2f}" if o.killed and o.workers in same else ""
-        )
-        print(
-            f"{o.workers:>7} {o.seconds:>8.1f} {o.runs_per_hour:>9.1f}"
-            f" {o.runs_per_hour / base:>8.2f} {versus:>11}"
-        )
+    first = passes[0][1]
+    for workers, o in passes:
+        if o is None:
+            print(f"{workers:>7} {'lost':>8}")
+            continue
+        speed_up = f"{o.runs_per_hour / first.runs_per_hour:.2f}" if first else "n/a"
+        versus = f"{o.runs_per_hour / plain[workers]:.2f}" if o.killed and workers in plain else ""
+        print(f"{workers:>7} {o.seconds:>8.1f} {o.runs_per_hour:>9.1f} {speed_up:>8} {versus:>11}")
 
 
 def print_header(args: argparse.Namespace, argv: Sequence[str]) -> None:
@@ -861,7 +870,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--timeout", type=float, default=1800.0, help="seconds a pass may take (1800)"
     )
     parser.add_argument(
-        "--database", default="scaleout_bench", help="database created for each pass"
+        "--database",
+        default="scaleout_bench",
+        help="prefix of the database made for each pass, e.g. scaleout_bench_2_killing",
     )
     args = parser.parse_args(argv)
     if args.runs < 1 or args.concurrency < 1 or any(n < 1 for n in args.workers):
@@ -888,37 +899,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     passes = [(count, 0.0) for count in args.workers]
     if args.kill_every > 0:
         passes += [(count, args.kill_every) for count in args.workers]
-    outcomes: list[Outcome] = []
-    for count, kill_every in passes:
-        killing = f", one killed every {kill_every:.0f} s" if kill_every else ""
-        print(f"\n{count} worker(s){killing}:", flush=True)
-        try:
-            outcome = one_pass(shape, count, kill_every)
-        except RunLost as lost:
-            print(f"  LOST: {lost}", flush=True)
-            return 1
-        print_outcome(outcome)
-        outcomes.append(outcome)
-    drop_database(args.database)
-    plain = [o for o in outcomes if not o.killed]
-    print_table("Without kills (speed-up over 1 worker):", plain, plain)
-    killed = [o for o in outcomes if o.killed]
+    results = [
+        (count, kill_every, pass_reported(shape, count, kill_every)) for count, kill_every in passes
+    ]
+    plain = [(count, o) for count, every, o in results if not every]
+    print_table("Without kills (speed-up over the first row):", plain, rates(plain))
+    killed = [(count, o) for count, every, o in results if every]
     if killed:
-        print_table(
-            f"One worker killed every {args.kill_every:.0f} s and restarted (speed-up over 1):",
-            killed,
-            plain,
-        )
-    failed = [o for o in outcomes if o.problems]
-    print(
-        "\ncheck: "
-        + (
-            "nothing lost or duplicated in any pass"
-            if not failed
-            else f"{len(failed)} pass(es) FAILED"
-        )
-    )
-    return 1 if failed else 0
+        title = f"One worker killed every {args.kill_every:.0f} s and restarted (speed-up over"
+        print_table(f"{title} the first row):", killed, rates(plain))
+    failed = sum(o is None or bool(o.problems) for _, _, o in results)
+    if failed:
+        print(f"\ncheck: {failed} pass(es) FAILED: something was lost or duplicated")
+        return 1
+    print("\ncheck: nothing lost or duplicated in any pass")
+    return 0
+
+
+def pass_reported(shape: Shape, count: int, kill_every: float) -> Outcome | None:
+    """One pass, its figures printed; None when a run was lost (the next pass goes on)."""
+    killing = f", one killed every {kill_every:.0f} s" if kill_every else ""
+    print(f"\n{count} worker(s){killing}:", flush=True)
+    try:
+        outcome = one_pass(shape, count, kill_every)
+    except RunLost as lost:
+        print(f"  LOST: {lost}", flush=True)
+        return None
+    print_outcome(outcome)
+    return outcome
+
+
+def rates(passes: Sequence[tuple[int, Outcome | None]]) -> dict[int, float]:
+    return {count: o.runs_per_hour for count, o in passes if o is not None}
 
 
 if __name__ == "__main__":
