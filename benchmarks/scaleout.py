@@ -8,8 +8,7 @@ PostgreSQL database of the pass's own (named from `--database`, made on the serv
 127.0.0.1:5432, migrated with `baton db upgrade`, dropped after a clean pass) and
 `BATON_EXECUTOR=procrastinate`. The workers' attempt lanes are what limits the work at once:
 `BATON_MAX_PARALLEL`, the cap on tasks at work over all machines, is set to every task that
-could run at once (three a run), so it never binds. It must not: a run whose tasks found the
-cap reached is not looked at again when another run's task ends, and waits for good.
+could run at once (three a run), so it never binds and the worker count alone changes.
 
 Between them and the world sit the doubles of the tests, in this process, as
 `tests/test_many_machines.py` arranges them: the GitHub double holds octo-org/widgets, where alice
