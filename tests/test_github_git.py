@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.git import Mirrors
+from bot.git.runner import GitOutput, GitRunner
 from bot.github.client import GitHubApp, GitHubTuning
 from bot.github.repo import RepoClient
 from bot.github.scopes import EXECUTE, TokenScope
@@ -55,3 +60,58 @@ async def test_a_task_commit_is_pushed_and_becomes_a_draft_pull_request(
     for path in files_under(data_dir):
         assert issued.token.encode() not in path.read_bytes(), path
     assert all(issued.token not in record.getMessage() for record in caplog.records)
+
+
+class TimedRunner(GitRunner):
+    """A git runner that notes when each command began and ended, and adds worktrees slowly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spans: list[tuple[str, float, float]] = []
+        self.adding = asyncio.Event()
+
+    async def run(self, args: Sequence[str], **options: Any) -> GitOutput:
+        started = time.monotonic()
+        if list(args[:2]) == ["worktree", "add"]:
+            self.adding.set()
+            await asyncio.sleep(0.05)  # a slow disk: the window a fetch must not fall into
+        try:
+            return await super().run(args, **options)
+        finally:
+            self.spans.append((" ".join(args[:2]), started, time.monotonic()))
+
+
+async def test_bundles_are_taken_while_no_worktree_is_half_added(
+    github: GitHubDouble, tmp_path: Path
+) -> None:
+    app = app_for(github)
+    scope = TokenScope(INSTALLATION_ID, REPOSITORY, EXECUTE)
+    maker = Mirrors(tmp_path / "east", github.url).mirror(REPOSITORY, lambda: app.token(scope))
+    await maker.update()
+    main = await maker.resolve("main")
+    bundles = []
+    for key in ("T1", "T2", "T3", "T4"):
+        worktree = await maker.add_worktree("run1", key, main)
+        (worktree.path / f"{key}.txt").write_text(key)
+        assert await worktree.commit(f"Add {key}") is not None
+        bundles.append((key, await maker.bundle("run1", key, main)))
+    runner = TimedRunner()
+    taker = Mirrors(tmp_path / "west", github.url, runner).mirror(
+        REPOSITORY, lambda: app.token(scope)
+    )
+    await taker.update()
+
+    async def take_bundles_once_adding() -> None:
+        await runner.adding.wait()
+        await asyncio.gather(*(taker.take_bundle("run1", key, data) for key, data in bundles))
+
+    # The bundles are taken while other runs' worktrees are added, as integrations do.
+    await asyncio.gather(
+        *(taker.add_worktree(f"run{n}", "integration", main) for n in range(2, 6)),
+        take_bundles_once_adding(),
+    )
+
+    fetches = [(start, end) for name, start, end in runner.spans if name == "fetch --quiet"]
+    adds = [(start, end) for name, start, end in runner.spans if name == "worktree add"]
+    assert (len(fetches), len(adds)) == (4, 4)
+    assert not [(f, a) for f in fetches for a in adds if f[0] < a[1] and a[0] < f[1]]

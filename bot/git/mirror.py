@@ -73,7 +73,8 @@ def check_sha(kind: str, value: str) -> str:
 class _MirrorLocks:
     # Clone, fetch and push write the mirror's refs; one at a time.
     network: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Worktree add and prune must not interleave (prune could drop a half-added worktree).
+    # Worktree add and prune must not interleave (prune could drop a half-added worktree), and
+    # no fetch may see a worktree half added.
     worktrees: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -175,7 +176,8 @@ class Mirror:
 
         Deleted branches disappear from the mirror. A clone cut short by a crash is discarded.
         """
-        async with self._locks.network:
+        # The worktrees' lock too: see `take_bundle`.
+        async with self._locks.network, self._locks.worktrees:
             if self.path.exists():
                 await self._fetch()
                 return "fetched"
@@ -290,7 +292,12 @@ class Mirror:
             path = Path(folder) / "task.bundle"
             path.write_bytes(bundle)
             ref = pin_ref(run_id, task_id)
-            await self._runner.run(["fetch", "--quiet", str(path), f"+{ref}:{ref}"], cwd=self.path)
+            # A fetch reads every worktree's HEAD, and `git worktree add` writes a placeholder
+            # HEAD (all zeros) for a moment: seen, it failed the fetch with "bad object".
+            async with self._locks.worktrees:
+                await self._runner.run(
+                    ["fetch", "--quiet", str(path), f"+{ref}:{ref}"], cwd=self.path
+                )
 
     async def push(self, branch: str, sha: str, expected: str | None) -> None:
         """Set GitHub's `branch` to `sha`, only if it is still at `expected` (None: must not exist).
