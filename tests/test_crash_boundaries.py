@@ -113,6 +113,10 @@ class Killer:
     def on_state(self, engine: sa.Engine) -> None:
         self._kill_if(lambda kill: kill.stored is not None and kill.stored(engine))
 
+    def holding_kills(self) -> threading.Lock:
+        """Held, no kill is under way: a process killed a moment ago may not look alive yet."""
+        return self._lock
+
     def _kill_if(self, now: Callable[[Kill], bool]) -> None:
         with self._lock:
             if self.pending and now(self.pending[0]):
@@ -139,7 +143,8 @@ def carry_on(server: Server, killer: Killer, engine: sa.Engine, until: Callable[
         if server.is_dead():
             lapse_leases(engine)
             server.launch()
-        return until() and not server.is_dead()
+        with killer.holding_kills():
+            return bool(until()) and not server.is_dead()
 
     wait_explained(engine, reached, f"carry on past {killer.done[-1:]}", timeout=180)
     server.wait_until_serving()
