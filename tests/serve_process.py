@@ -69,7 +69,8 @@ class Server:
         self._spare = self._warmed() if self.warm_spare else None
 
     def wait_until_serving(self) -> None:
-        wait_for(self._answers, timeout=30)
+        # Generous: start-up imports took 15 s on a machine loaded by other test runs.
+        wait_for(self._answers, timeout=90)
 
     def kill(self) -> None:
         assert self.process is not None
