@@ -108,6 +108,13 @@ class RunState(StrEnum):
     cancelled = "cancelled"
 
 
+class RunMode(StrEnum):
+    """Who works a run's issue: the planner's graph of tasks, or one agent with the whole issue."""
+
+    orchestrated = "orchestrated"
+    single = "single"
+
+
 TERMINAL_RUN_STATES = frozenset(
     {RunState.done, RunState.closed, RunState.failed, RunState.cancelled}
 )
@@ -139,6 +146,9 @@ class Run(SQLModel, table=True):
     issue_title: str = Field(default="", max_length=1024)
     state: str = Field(default=RunState.planning, sa_type=STATE, index=True)
     active: bool = True
+    mode: str = Field(default=RunMode.orchestrated, sa_type=STATE)
+    # Why it has that mode: "default", "config", "command", "auto" or "baseline" (drawn at random).
+    mode_reason: str = Field(default="default", max_length=16)
     trigger_delivery_id: int | None = Field(default=None, foreign_key="deliveries.id", unique=True)
     triggered_by: str | None = Field(default=None, max_length=255)
     branch: str | None = Field(default=None, max_length=255)
