@@ -27,6 +27,7 @@ COMMAND_NAMES = (
     "cancel",
 )
 TASK_COMMANDS = ("approve-task", "retry", "skip")
+SINGLE_WORD = "single"  # `/approve-plan single`
 # The fence languages `/edit-plan` reads as the plan; "" is a fence with no language.
 PLAN_LANGUAGES = ("yaml", "yml", "")
 # Words echoed back in an error are cut to this many characters.
@@ -49,6 +50,7 @@ class Command(NamedTuple):
     task_id: str | None = None
     text: str = ""
     plan_yaml: str | None = None
+    single: bool = False  # `/approve-plan single`: one agent works the whole issue
 
 
 class CommandError(ValueError):
@@ -131,7 +133,7 @@ def _build(
     name: str, words: list[str], lines: list[str], tokens: list[Token], following: range
 ) -> Command:
     if name == "approve-plan":
-        return Command(name, revision=_revision(words))
+        return _approval(words)
     if name in TASK_COMMANDS:
         return Command(name, task_id=_task_id(name, words))
     if name == "revise-plan":
@@ -141,6 +143,13 @@ def _build(
     if words:
         raise CommandError(f"`/{name}` takes nothing after it, got `{_shown(words)}`")
     return Command(name)
+
+
+def _approval(words: list[str]) -> Command:
+    """`/approve-plan [rN] [single]`: the revision, then whether one agent works the issue."""
+    single = bool(words) and words[-1].lower() == SINGLE_WORD
+    rest = words[:-1] if single else words
+    return Command("approve-plan", revision=_revision(rest), single=single)
 
 
 def _revision(words: list[str]) -> int | None:
@@ -154,7 +163,7 @@ def _revision(words: list[str]) -> int | None:
     revision = int(match["number"])
     if len(words) > 1:
         raise CommandError(
-            f"`/approve-plan r{revision}` takes nothing after the revision, "
+            f"`/approve-plan r{revision}` takes nothing after the revision but `single`, "
             f"got `{_shown(words[1:])}`"
         )
     return revision

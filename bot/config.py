@@ -7,7 +7,7 @@ being silently ignored. A key written with no value (`budget:`) means its defaul
 from __future__ import annotations
 
 import types
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -145,6 +145,10 @@ class RepoConfig(_Section):
     branch_prefix: Annotated[str, AfterValidator(_usable_branch_prefix)] = "baton/"
     review_rounds: Annotated[int, Field(ge=1, le=10)] = 3
     prices: dict[ModelName, PriceConfig] = {}
+    # Who works an approved plan: its tasks' workers, one agent, or one agent for a chain.
+    mode: Literal["orchestrated", "single", "auto"] = "orchestrated"
+    # The share of runs worked by one agent, drawn at random, to compare the two modes.
+    baseline_share: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.0
 
     def budget_limits(self, defaults: BudgetLimits | None = None) -> BudgetLimits:
         """The `budget:` section as the limits a `Budget` checks, each limit it leaves unset

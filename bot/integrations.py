@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -31,6 +32,8 @@ class Integrations:
     prices: PriceTable
     model_factory: Callable[[str], Model]
     spending: InFlight = field(default_factory=InFlight)
+    # Draws which runs one agent works for comparison; tests seed it to know the draws.
+    chance: random.Random = field(default_factory=random.Random)
 
     @classmethod
     def from_settings(

@@ -35,6 +35,7 @@ from bot.plan.render import (
     plan_yaml,
     render_plan,
     render_problems,
+    single_agent_cost,
     unpriced_models,
 )
 from bot.plan.schema import Plan
@@ -411,4 +412,5 @@ def render_revision(context: JobContext, config: RepoConfig, planned: Planned, n
         heading=f"Plan r{number} — waiting for approval",
         unpriced_models=unpriced_models(prices, worker, orchestrator),
         budget=budget_limits(context, config),
+        single_usd=single_agent_cost(planned.plan, prices, worker, orchestrator),
     )

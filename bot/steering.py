@@ -25,6 +25,7 @@ from bot.executor import JobContext
 from bot.github.repo import RepoClient
 from bot.github.scopes import PLAN, TokenScope
 from bot.plan.render import render_problems
+from bot.plan.schema import Plan
 from bot.plan.validate import PlanSyntaxError, parse_plan_yaml
 from bot.planning import (
     PLAN_REVISED,
@@ -38,8 +39,23 @@ from bot.planning import (
     updated_mirror,
 )
 from bot.runs import lifecycle
+from bot.runs.mode import (
+    SINGLE_SOURCE,
+    ModeChoice,
+    mode_at_approval,
+    mode_at_start,
+    single_agent_plan,
+)
 from bot.runs.status import write_status
-from bot.store.models import PlanRevision, Run, RunState, Task, TaskState, TimelineEvent
+from bot.store.models import (
+    PlanRevision,
+    Run,
+    RunMode,
+    RunState,
+    Task,
+    TaskState,
+    TimelineEvent,
+)
 from bot.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -52,6 +68,7 @@ NO_RUN = "There is no active Baton run on this issue."
 NO_LONGER_WAITING = "This run no longer waits for approval."
 NOT_ALLOWED = "only people with write access to this repository can {what}."
 PLAN_APPROVED = "plan.approved"
+MODE_CHOSEN = "run.mode"
 COMMAND_REFUSED = "command.refused"
 REFUSAL_INTERVAL = timedelta(hours=1)  # at most one refusal per person and issue in this time
 
@@ -83,8 +100,11 @@ async def admit(context: JobContext, event: IssueLabeled, delivery_id: int) -> s
         log.info("label from %s, who may not start Baton, ignored", sender)
         return None
 
+    chosen = config or RepoConfig()
+    mode = mode_at_start(chosen, context.integrations.chance.random())
+
     def start(session: Session) -> Run | None:
-        run = lifecycle.admit_run(session, event, delivery_id, config or RepoConfig(), problem)
+        run = lifecycle.admit_run(session, event, delivery_id, chosen, problem, mode)
         if run is not None:
             session.expunge(run)
         return run
@@ -281,9 +301,20 @@ async def _approve(
         current = session.get(Run, run.id)
         if current is None or current.state != RunState.awaiting_approval:
             return NO_LONGER_WAITING
+        started = ModeChoice(RunMode(current.mode), current.mode_reason)
+        config = RepoConfig.model_validate(current.config)
+        plan = Plan.model_validate(newest.plan)
+        choice = mode_at_approval(started, config, plan, asked_single=command.single)
         message = f"r{newest.number} approved by @{sender}"
+        if choice.mode == RunMode.single:
+            message += f", worked by one agent as r{newest.number + 1}"
         if runs.record_event(session, run.id, PLAN_APPROVED, message, delivery_id=delivery_id):
-            newest.approved_by, newest.approved_at = sender, utcnow()
+            approved = newest
+            if choice.mode == RunMode.single:
+                approved = _single_agent_revision(session, current, plan, newest.number + 1)
+            approved.approved_by, approved.approved_at = sender, utcnow()
+            current.mode, current.mode_reason = choice.mode, choice.reason
+            runs.record_event(session, run.id, MODE_CHOSEN, f"{choice.mode} ({choice.reason})")
             session.flush()
             lifecycle.move_run(
                 session, run.id, RunState.awaiting_approval, RunState.executing, message
@@ -291,6 +322,21 @@ async def _approve(
         return None
 
     return await context.store.run(approve)
+
+
+def _single_agent_revision(session: Session, run: Run, plan: Plan, number: int) -> PlanRevision:
+    """The revision one agent works: the whole issue as one task, after the approved plan."""
+    single = single_agent_plan(plan, run.issue_number, run.issue_title)
+    revision = PlanRevision(
+        run_id=run.id,
+        number=number,
+        source=SINGLE_SOURCE,
+        summary=single.summary,
+        plan=single.model_dump(),
+        created_at=utcnow(),
+    )
+    session.add(revision)
+    return revision
 
 
 def _newest_before(session: Session, run_id: str, moment: datetime) -> int | None:

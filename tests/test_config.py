@@ -14,7 +14,7 @@ from bot.llm.pricing import Price
 
 KNOWN_TOP_KEYS = (
     "label, models, max_parallel, max_tasks, budget, protected_paths, setup_command, "
-    "test_command, lint_command, branch_prefix, review_rounds, prices"
+    "test_command, lint_command, branch_prefix, review_rounds, prices, mode, baseline_share"
 )
 KNOWN_MODEL_KEYS = "orchestrator, implementer, test_writer, refactorer, static_analyst"
 
@@ -44,6 +44,8 @@ review_rounds: 2
 prices:
   openai/meta-llama/Llama-3.3-70B: {input: 0.6, output: 0.6}
   openai/gpt-5.3-codex: {input: 1.25, output: 10, cache_read: 0.125, cache_write: 0}
+mode: auto
+baseline_share: 0.25
 """
 
 
@@ -83,6 +85,7 @@ def test_no_settings_means_the_defaults(text: str | bytes | None) -> None:
     assert (config.label, config.max_parallel, config.max_tasks) == ("baton", 2, 8)
     assert (config.branch_prefix, config.review_rounds, config.protected_paths) == ("baton/", 3, [])
     assert (config.setup_command, config.test_command, config.lint_command) == (None, None, None)
+    assert (config.mode, config.baseline_share) == ("orchestrated", 0.0)
     assert config.budget_limits() == BudgetLimits()
     assert config.models == ModelChoices()
     assert config.price_overrides() == {}
@@ -93,6 +96,7 @@ def test_a_full_file_is_read_key_by_key() -> None:
 
     assert config.label == "automate"
     assert (config.max_parallel, config.max_tasks, config.review_rounds) == (4, 12, 2)
+    assert (config.mode, config.baseline_share) == ("auto", 0.25)
     assert config.budget_limits() == BudgetLimits(task_tokens=400000, task_usd=2.5, run_usd=20.0)
     # The repository's own limits win over the instance's defaults.
     defaults = BudgetLimits(task_usd=5.0, run_usd=50.0)
@@ -197,6 +201,14 @@ def test_the_config_is_frozen() -> None:
         ("max_tasks: 0\n", "max_tasks: Input should be greater than or equal to 1"),
         ("review_rounds: 0\n", "review_rounds: Input should be greater than or equal to 1"),
         ("review_rounds: 11\n", "review_rounds: Input should be less than or equal to 10"),
+        (
+            "mode: solo\n",
+            "mode: Input should be 'orchestrated', 'single' or 'auto'",
+        ),
+        ("baseline_share: 1.5\n", "baseline_share: Input should be less than or equal to 1"),
+        ("baseline_share: -0.1\n", "baseline_share: Input should be greater than or equal to 0"),
+        ("baseline_share: '0.5'\n", "baseline_share: Input should be a valid number"),
+        ("baseline_share: .nan\n", "baseline_share: Input should be a finite number"),
         ("budget:\n  run_usd: 0\n", "budget.run_usd: Input should be greater than 0"),
         ("budget:\n  task_usd: -1.5\n", "budget.task_usd: Input should be greater than 0"),
         ("budget:\n  run_usd: .inf\n", "budget.run_usd: Input should be a finite number"),
@@ -255,6 +267,11 @@ def test_the_config_is_frozen() -> None:
         "max-tasks-zero",
         "review-rounds-zero",
         "review-rounds-too-many",
+        "mode-unknown",
+        "baseline-share-over-one",
+        "baseline-share-negative",
+        "baseline-share-quoted",
+        "baseline-share-nan",
         "run-usd-zero",
         "task-usd-negative",
         "run-usd-infinite",

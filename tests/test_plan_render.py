@@ -11,6 +11,8 @@ from bot.plan.render import (
     LEFT_OUT,
     MARKER_ROOM,
     PLAN_COMMENT_CHARS,
+    REVIEW,
+    WORKER_ATTEMPT,
     budget_line,
     cost_text,
     estimate_cost,
@@ -20,6 +22,7 @@ from bot.plan.render import (
     plan_yaml,
     render_plan,
     render_problems,
+    single_agent_cost,
     unpriced_models,
 )
 from bot.plan.schema import Plan, PlanTask
@@ -341,9 +344,46 @@ def test_the_budget_that_applies_is_shown_under_the_estimated_cost() -> None:
     )
 
     assert (
-        "review per task)\n\n**Budget:** $3.00 per run (this repository's `.github/baton.yml`); "
+        "another\n\n**Budget:** $3.00 per run (this repository's `.github/baton.yml`); "
         "$5.00 per task (Baton's default).\n\n<details><summary>Plan as YAML (r1)"
     ) in body
+
+
+def test_the_plan_shows_its_time_and_one_agents_time_and_cost_beside_its_own() -> None:
+    body = render_plan(
+        sample_plan(),
+        revision=1,
+        check=PlanCheck((), (), frozenset()),
+        estimated_usd=0.42,
+        commands=COMMANDS,
+        heading="Plan r1",
+        single_usd=0.3,
+    )
+
+    # T1 then T3 is the longest chain (1 + 1); T2's effort 2 counts half a medium task, so one
+    # agent doing all three in turn takes 1 + 0.5 + 1.
+    assert (
+        "**Estimated cost:** about $0.42 (one worker attempt and one review per task)\n\n"
+        "**Estimated time:** 2 task-lengths along its longest chain (a medium task is 1)\n\n"
+        "**One agent instead** (`/approve-plan single`): about $0.30 (one attempt and one review)"
+        " and 2.5 task-lengths, one task after another\n\n"
+    ) in body
+
+
+def test_one_agents_cost_is_every_tasks_attempt_and_a_single_review() -> None:
+    prices = PriceTable({"local/worker": Price(1.0, 10.0), "local/boss": Price(10.0, 100.0)})
+    worker, orchestrator = "local/worker", "local/boss"
+    plan = sample_plan()
+    per_attempt = Price(1.0, 10.0).cost(WORKER_ATTEMPT)
+    per_review = Price(10.0, 100.0).cost(REVIEW)
+
+    assert single_agent_cost(plan, prices, worker, orchestrator) == pytest.approx(
+        3 * per_attempt + per_review
+    )
+    assert estimate_cost(plan, prices, worker, orchestrator) == pytest.approx(
+        3 * (per_attempt + per_review)
+    )
+    assert single_agent_cost(plan, prices, "local/unknown", orchestrator) is None
 
 
 def test_render_problems_lists_every_error() -> None:

@@ -228,8 +228,8 @@ def test_the_plan_comment_states_the_budget_that_applies_and_whose_it_is(
     world.models.add(submit(DIAMOND))
     world.label()
     status = wait_for(lambda: "Plan r1" in world.status() and world.status())
-    # Under the estimated cost, above the plan's YAML.
-    assert f"review per task)\n\n{line}\n\n<details><summary>Plan as YAML (r1)" in status
+    # Under the estimated cost and time, above the plan's YAML.
+    assert f"one task after another\n\n{line}\n\n<details><summary>Plan as YAML (r1)" in status
 
 
 def test_the_repository_chooses_its_label(world: World, engine: sa.Engine) -> None:

@@ -4,6 +4,7 @@ scripted planner submits, and the scripted models, approvals and reviews of a ru
 from __future__ import annotations
 
 import copy
+import random
 import re
 import subprocess
 import sys
@@ -129,9 +130,10 @@ def world_of(
     tuning: GitHubTuning = QUICK_GITHUB,
     configure: Callable[[Settings], Settings] = lambda settings: settings,
     executor: ExecutorTuning = FAST,
+    chance: random.Random | None = None,
 ) -> Iterator[World]:
     """Baton served between fresh doubles, talking to GitHub with `tuning`, running jobs with
-    `executor`, its settings changed by `configure` last."""
+    `executor`, its settings changed by `configure` last, drawing baseline runs from `chance`."""
     with GitHubDouble(tmp_path / "github") as github, ModelDouble() as models:
         github.add_installation(INSTALLATION_ID, "octo-org")
         github.add_repository(REPOSITORY, INSTALLATION_ID, WIDGETS_FILES, repository_id=712345678)
@@ -144,6 +146,8 @@ def world_of(
         configured = configured.model_copy(update={"sandbox_toolchains": toolchains})
         configured = configure(configured)
         integrations = Integrations.from_settings(configured, tuning)
+        if chance is not None:
+            integrations.chance = chance
         with serve(create_app(configured, executor, integrations=integrations)) as url:
             yield World(github, models, url)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import yaml
 
@@ -21,6 +22,7 @@ from bot.llm.pricing import PriceTable
 from bot.llm.types import Usage
 from bot.plan.schema import Plan
 from bot.plan.validate import TASK_ID, PlanCheck
+from bot.scheduler import TaskView, effort_estimate, remaining_path
 
 # One worker attempt: an agent loop resends its growing context on every turn, so most of its
 # roughly 60k input tokens come back from the provider's prompt cache.
@@ -82,11 +84,13 @@ def render_plan(
     heading: str,
     unpriced_models: Sequence[str] = (),
     budget: BudgetLimits | None = None,
+    single_usd: float | None = None,
 ) -> str:
     """The status comment body for plan revision `revision`: heading, summary, task table,
     problems and warnings when there are any, the graph, the estimated cost (`unpriced_models`
-    say why it is unknown), the `budget` that applies and where each limit comes from, the plan
-    as YAML, and `commands`, the ones that apply now.
+    say why it is unknown) and time, beside them one agent's (`single_usd`), the `budget` that
+    applies and where each limit comes from, the plan as YAML, and `commands`, the ones that
+    apply now.
 
     Only the graph may be left out for length: a plan that `plan_length_problem` accepts is
     shown whole, so what a person approves is what the workers get."""
@@ -99,6 +103,8 @@ def render_plan(
         warnings,
         Droppable(mermaid(plan), 2),
         _cost_line(estimated_usd, unpriced_models),
+        _time_line(time_estimate(plan)),
+        _single_agent_line(time_estimate(plan), single_usd),
         budget_line(budget, unpriced=bool(unpriced_models)) if budget is not None else "",
         plan_as_yaml,
         _command_list(commands),
@@ -160,6 +166,7 @@ class RunProgress:
     tokens: int
     usd: float
     unpriced_calls: int = 0
+    worked_by: str = ""  # `mode_text`; empty leaves the line out
 
     @property
     def states(self) -> dict[str, str]:
@@ -186,6 +193,7 @@ def render_status(heading: str, progress: RunProgress) -> str:
         task_checklist(progress.tasks),
         Droppable(mermaid(progress.plan, progress.states), 2),
         task_table(progress.tasks),
+        _worked_by(progress),
         f"**Cost so far:** {spend_text(progress)}",
     ]
     return within_github_limit(sections)
@@ -211,6 +219,7 @@ def render_pull_request(
         "## Tasks",
         task_table(progress.tasks),
         f"**Skipped by a person:** {_keys(skipped)}" if skipped else "",
+        _worked_by(progress),
         f"**Cost:** {spend_text(progress)}",
         Droppable(_findings(findings), 1),
         "## Tests",
@@ -219,6 +228,29 @@ def render_pull_request(
         fenced("", test_output[-TEST_OUTPUT_CHARS:]) if test_output is not None else "",
     ]
     return within_github_limit(sections)
+
+
+_MODE_WORDS = {
+    "orchestrated": "the plan's tasks, several workers at once where they are independent",
+    "single": "one agent with the whole issue",
+}
+_MODE_REASONS = {
+    "config": "the repository's `mode` setting",
+    "command": "asked with `/approve-plan single`",
+    "auto": "`mode: auto`, and the plan is a chain",
+    "baseline": "drawn at random for comparison (`baseline_share`)",
+}
+
+
+def mode_text(mode: str, reason: str) -> str:
+    """Who works the run, and why, in words: `one agent with the whole issue (asked with …)`."""
+    words = _MODE_WORDS.get(mode, mode)
+    why = _MODE_REASONS.get(reason)
+    return f"{words} ({why})" if why else words
+
+
+def _worked_by(progress: RunProgress) -> str:
+    return f"**Worked by:** {progress.worked_by}" if progress.worked_by else ""
 
 
 @dataclass(frozen=True)
@@ -353,6 +385,44 @@ def estimate_cost(
     return per_task * len(plan.tasks)
 
 
+class TimeEstimate(NamedTuple):
+    """How long a plan takes, in task-lengths (a medium task is 1), with as many workers as it
+    can use and with one agent doing every task in turn."""
+
+    parallel: float  # its longest chain of effort
+    single: float  # the sum of all its tasks' effort
+
+
+def time_estimate(plan: Plan) -> TimeEstimate:
+    views = [
+        TaskView(
+            key=task.id,
+            state="pending",
+            depends_on=tuple(task.depends_on),
+            files=(),
+            estimate=effort_estimate(task.effort),
+        )
+        for task in plan.tasks
+    ]
+    total = sum(view.estimate for view in views)
+    try:
+        longest = max(remaining_path(views).values())
+    except ValueError:
+        longest = total  # a cycle cannot run in parallel either
+    return TimeEstimate(parallel=longest, single=total)
+
+
+def single_agent_cost(
+    plan: Plan, prices: PriceTable, worker_model: str, orchestrator_model: str
+) -> float | None:
+    """Rough dollars for one agent doing the whole plan: every task's worker attempt, done in
+    one attempt, and a single review. None when either model has no known price."""
+    worker, orchestrator = prices.price(worker_model), prices.price(orchestrator_model)
+    if worker is None or orchestrator is None:
+        return None
+    return worker.cost(WORKER_ATTEMPT) * len(plan.tasks) + orchestrator.cost(REVIEW)
+
+
 def unpriced_models(prices: PriceTable, *models: str) -> tuple[str, ...]:
     """Those of `models` without a known price, each once, in the order given."""
     return tuple(model for model in dict.fromkeys(models) if prices.price(model) is None)
@@ -399,6 +469,27 @@ def _plan_table(plan: Plan, gated: frozenset[str]) -> str:
 def _cost_line(estimated_usd: float | None, unpriced: Sequence[str]) -> str:
     what = " (one worker attempt and one review per task)" if estimated_usd is not None else ""
     return f"**Estimated cost:** {markdown_text(cost_text(estimated_usd, unpriced))}{what}"
+
+
+def _time_line(estimate: TimeEstimate) -> str:
+    return (
+        f"**Estimated time:** {_lengths(estimate.parallel)} along its longest chain "
+        "(a medium task is 1)"
+    )
+
+
+def _single_agent_line(estimate: TimeEstimate, single_usd: float | None) -> str:
+    # The unpriced models are named once, on the cost line above.
+    cost = markdown_text(cost_text(single_usd))
+    return (
+        f"**One agent instead** (`/approve-plan single`): {cost} (one attempt and one review) "
+        f"and {_lengths(estimate.single)}, one task after another"
+    )
+
+
+def _lengths(value: float) -> str:
+    shown = f"{value:,.1f}".removesuffix(".0")
+    return f"{shown} task-length" + ("" if shown == "1" else "s")
 
 
 def budget_line(limits: BudgetLimits, *, unpriced: bool = False) -> str:

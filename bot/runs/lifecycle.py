@@ -27,6 +27,7 @@ from bot.config import RepoConfig
 from bot.events import IssueLabeled
 from bot.executor import check_fence, enqueue, request_abort
 from bot.runs import new_run_id, record_event, run_branch
+from bot.runs.mode import ORCHESTRATED, ModeChoice
 from bot.store.db import insert_ignoring_conflicts
 from bot.store.models import (
     TERMINAL_RUN_STATES,
@@ -310,9 +311,10 @@ def admit_run(
     delivery_row_id: int,
     config: RepoConfig,
     problem: str | None = None,
+    mode: ModeChoice = ORCHESTRATED,
 ) -> Run | None:
     """Record a new run for a labelled issue: `planning`, or `failed` when its config has a
-    `problem`; None if nothing should start.
+    `problem`; None if nothing should start. It starts in `mode`, drawn by the caller.
 
     Idempotent: the run's unique trigger delivery, and the one-active-run-per-issue index,
     make a repeated call (a job run again after a crash) insert nothing.
@@ -335,6 +337,8 @@ def admit_run(
             session, config.branch_prefix, event.repository.id, event.issue.number
         ),
         "config": config.model_dump(mode="json"),
+        "mode": mode.mode,
+        "mode_reason": mode.reason,
         "cost_usd": 0.0,
         "created_at": now,
         "updated_at": now,

@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 from bot.config import RepoConfig
 from bot.llm.recording import run_total, task_spend
 from bot.llm.registry import model_name_for
-from bot.plan.render import Finding, RunProgress, TaskProgress
+from bot.plan.render import Finding, RunProgress, TaskProgress, mode_text
 from bot.plan.schema import Plan, PlanTask
 from bot.scheduler import TaskView, effort_estimate
 from bot.settings import Settings
@@ -80,6 +80,7 @@ def run_progress(session: Session, run: Run, settings: Settings) -> RunProgress:
         tokens=spent.tokens,
         usd=spent.usd,
         unpriced_calls=unpriced,
+        worked_by=mode_text(run.mode, run.mode_reason),
     )
 
 
