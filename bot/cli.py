@@ -167,6 +167,42 @@ def doctor(
     typer.echo("Everything Baton needs is in place.")
 
 
+@app.command()
+def report(
+    since: str = typer.Option(
+        "7d", "--since", help="Runs started since: an ISO date or time, or an age (7d, 24h, 2w)."
+    ),
+    until: str = typer.Option("", "--until", help="Runs started before this (default: now)."),
+    repository: str = typer.Option("", "--repository", help="Only this owner/name."),
+    as_json: bool = typer.Option(False, "--json", help="JSON instead of Markdown."),
+) -> None:
+    """Print whether orchestration paid: per mode, role and model, for a team's weekly review."""
+    import json
+
+    from sqlalchemy.exc import SQLAlchemyError
+    from sqlmodel import Session
+
+    from bot.insights import PeriodError, period_scope, read_insights
+    from bot.store.db import create_engine
+    from bot.store.types import utcnow
+
+    settings = _settings()
+    try:
+        scope = period_scope(since, until or None, utcnow(), repository or None)
+    except PeriodError as error:
+        _stop(str(error))
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        with Session(engine) as session:
+            found = read_insights(session, scope)
+    except SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        _stop(f"BATON_DATABASE_URL: cannot read the runs ({reason}); is it migrated?")
+    finally:
+        engine.dispose()
+    typer.echo(json.dumps(found.as_json(), indent=2) if as_json else found.markdown(), nl=as_json)
+
+
 def _stop(problem: str) -> NoReturn:
     typer.echo(problem, err=True)
     raise typer.Exit(2)
