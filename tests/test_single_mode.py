@@ -15,9 +15,11 @@ from sqlmodel import Session
 
 from bot.config import RepoConfig
 from bot.events import IssueLabeled
+from bot.github.untrusted import prepare_untrusted
 from bot.plan.schema import Plan
 from bot.runs import lifecycle
 from bot.runs.mode import (
+    ISSUE_BODY_CHARACTERS,
     ORCHESTRATED,
     ModeChoice,
     is_chain,
@@ -33,7 +35,9 @@ from tests.support import payload, wait_for
 from tests.world import (
     FILES,
     FOUR_TASKS,
+    HIDDEN,
     ISSUE,
+    ISSUE_BODY,
     TEST_COMMAND,
     World,
     approved,
@@ -180,11 +184,13 @@ def test_approve_plan_single_has_one_agent_work_the_whole_issue_to_a_draft_pull_
     ((run_id, _, mode, reason, _),) = runs_of(engine)
     assert (mode, reason) == ("single", "command")
     assert task_keys(engine, run_id) == ["T1"]
-    issue = payload("issues.labeled")["issue"]  # what the labelling delivery said
-    title = issue["title"]
+    title = payload("issues.labeled")["issue"]["title"]  # what the labelling delivery said
     (worked,) = Plan.model_validate(newest_plan(engine, run_id)).tasks
-    assert issue["body"].strip()
-    assert issue["body"].strip() in worked.description
+    # The agent is shown the issue's body as the planner is: hidden comments and characters gone.
+    shown = prepare_untrusted(ISSUE_BODY, ISSUE_BODY_CHARACTERS)
+    assert "Widgets need a dial." in shown
+    assert shown in worked.description
+    assert HIDDEN not in worked.description
     assert branch_log(world.github) == [f"T1: Resolve #{ISSUE}: {title}"]
     assert events_of(engine, run_id, "run.mode") == ["single (command)"]
     (approval,) = events_of(engine, run_id, "plan.approved")
