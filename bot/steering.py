@@ -287,6 +287,7 @@ async def _approve(
 ) -> str | None:
     written_at = event.comment.created_at or datetime.now(UTC)
     sender = event.sender.login
+    issue_body = await _body_for_one_agent(run, repo, asked_single=command.single)
 
     def approve(session: Session) -> str | None:
         newest = newest_revision(session, run.id)
@@ -311,7 +312,9 @@ async def _approve(
         if runs.record_event(session, run.id, PLAN_APPROVED, message, delivery_id=delivery_id):
             approved = newest
             if choice.mode == RunMode.single:
-                approved = _single_agent_revision(session, current, plan, newest.number + 1)
+                approved = _single_agent_revision(
+                    session, current, plan, newest.number + 1, issue_body
+                )
             approved.approved_by, approved.approved_at = sender, utcnow()
             current.mode, current.mode_reason = choice.mode, choice.reason
             runs.record_event(session, run.id, MODE_CHOSEN, f"{choice.mode} ({choice.reason})")
@@ -324,9 +327,20 @@ async def _approve(
     return await context.store.run(approve)
 
 
-def _single_agent_revision(session: Session, run: Run, plan: Plan, number: int) -> PlanRevision:
+async def _body_for_one_agent(run: Run, repo: RepoClient, *, asked_single: bool) -> str:
+    """The issue's body when this approval may hand the run to one agent; read before the
+    approval's transaction, so no GitHub call happens inside it. Empty when no agent needs it."""
+    config = RepoConfig.model_validate(run.config)
+    if not (asked_single or run.mode == RunMode.single or config.mode in {"single", "auto"}):
+        return ""
+    return (await repo.issue(run.issue_number)).body
+
+
+def _single_agent_revision(
+    session: Session, run: Run, plan: Plan, number: int, issue_body: str
+) -> PlanRevision:
     """The revision one agent works: the whole issue as one task, after the approved plan."""
-    single = single_agent_plan(plan, run.issue_number, run.issue_title)
+    single = single_agent_plan(plan, run.issue_number, run.issue_title, issue_body)
     revision = PlanRevision(
         run_id=run.id,
         number=number,

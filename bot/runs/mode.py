@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from bot.config import RepoConfig
+from bot.github.untrusted import UntrustedFence, prepare_untrusted
 from bot.plan.schema import Plan, PlanTask
 from bot.scheduler import TaskView, remaining_path
 from bot.store.models import RunMode
@@ -24,6 +25,7 @@ from bot.store.models import RunMode
 SINGLE_TASK = "T1"
 SINGLE_SOURCE = "single"  # the plan revision's source for the one agent's plan
 TITLE_CHARACTERS = 120  # a plan task's title limit
+ISSUE_BODY_CHARACTERS = 30_000  # as much of the body as the planner is shown
 
 
 class ModeChoice(NamedTuple):
@@ -72,14 +74,23 @@ def is_chain(plan: Plan) -> bool:
     return round(longest) == len(plan.tasks)
 
 
-def single_agent_plan(plan: Plan, issue_number: int, issue_title: str) -> Plan:
+def single_agent_plan(
+    plan: Plan, issue_number: int, issue_title: str, issue_body: str = ""
+) -> Plan:
     """One implementer task for the whole issue: it may write every file the plan's tasks
-    would, reads what they would read, and is told the plan's steps as guidance."""
+    would, reads what they would read, is given the issue's title and body fenced as untrusted
+    text (as the planner saw them), and is told the plan's steps as guidance."""
     title = f"Resolve #{issue_number}: {' '.join(issue_title.split())}"
     steps = "\n".join(f"- {task.id} ({task.role}): {task.title}" for task in plan.tasks)
-    description = (
-        f"Work the whole of issue #{issue_number} yourself (read it with get_ticket). "
-        f"The planner's outline, to follow or improve on:\n{plan.summary}\n{steps}"
+    fence = UntrustedFence()
+    description = "\n".join(
+        [
+            f"Work the whole of issue #{issue_number} yourself. "
+            "Its title and body, as written on GitHub:",
+            fence.wrap("issue-title", prepare_untrusted(issue_title, 500, markdown=False)),
+            fence.wrap("issue-body", prepare_untrusted(issue_body, ISSUE_BODY_CHARACTERS)),
+            f"The planner's outline, to follow or improve on:\n{plan.summary}\n{steps}",
+        ]
     )
     acceptance = "\n".join(f"- {task.acceptance}" for task in plan.tasks)
     task = PlanTask(
