@@ -121,13 +121,15 @@ def page(
     """A whole page titled `title` around `body` (HTML the caller has already escaped), in the
     shared layout; `script` names a packaged script (such as `run.js`) the page loads, and
     `live` tells it the page is still changing."""
+    live_flag = "true" if live else "false"
     scripts = f'<script src="{asset(script).url}" defer></script>' if script else ""
     html = (
         "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width, initial-scale=1">'
         f"<title>{escape(title)} · Baton</title>"
         f'<link rel=stylesheet href="{asset("baton.css").url}">{scripts}</head><body>\n'
-        f"{_header()}<main data-live={"true" if live else "false"}>\n<h1>{escape(title)}</h1>\n{body}\n</main>\n</body></html>\n"
+        f"{_header()}<main data-live={live_flag}>\n<h1>{escape(title)}</h1>\n{body}\n</main>\n"
+        "</body></html>\n"
     )
     return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
