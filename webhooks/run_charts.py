@@ -190,9 +190,8 @@ def _axis(total: float, scale: float, y: int) -> str:
         seconds = total * step / 4
         x = LABEL_W + seconds * scale
         anchor = "end" if step == 4 else "start"
-        ticks.append(
-            f'<text x="{x:.1f}" y="{y + 15}" text-anchor="{anchor}">{seconds:.0f} s</text>'
-        )
+        label = f"{seconds:.1f}" if total < 10 else f"{seconds:.0f}"
+        ticks.append(f'<text x="{x:.1f}" y="{y + 15}" text-anchor="{anchor}">{label} s</text>')
     return f'<line x1="{LABEL_W}" y1="{y}" x2="{CHART_W}" y2="{y}" stroke="#59636e"/>' + "".join(
         ticks
     )
