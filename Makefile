@@ -18,12 +18,14 @@ test: system-packages $(STAMP)
 
 # Tests use real git, bubblewrap and slirp4netns (the setup command's network, which cannot
 # reach this host's loopback); install them when missing (root on CI, sudo elsewhere).
+# The page tests drive Debian's chromium through Playwright, which downloads no browser.
 system-packages:
 	@missing=""; for tool in git bwrap slirp4netns; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	  $$sudo apt-get update && $$sudo apt-get install -y git bubblewrap slirp4netns; \
+	  $$sudo apt-get update && $$sudo apt-get install -y git bubblewrap slirp4netns chromium; \
 	fi
 
 # A .venv made by a Python older than 3.11 is made again rather than left broken.

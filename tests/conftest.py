@@ -26,6 +26,7 @@ pytest_plugins = [
     "tests.sandboxes",
     "tests.serve_process",
     "tests.setup_browser",
+    "tests.browser",
     "tests.workers_by_hand",
 ]
 

@@ -22,7 +22,7 @@ from bot.insights import (
 )
 from bot.store.types import utcnow
 from webhooks.deps import BatonDep, require_viewer
-from webhooks.pages import page
+from webhooks.pages import page, wants_html
 
 router = APIRouter(dependencies=[Depends(require_viewer)])
 
@@ -44,17 +44,9 @@ async def show_insights(
     except PeriodError as error:
         raise HTTPException(400, str(error)) from None
     found = await baton.store.run(lambda session: read_insights(session, scope))
-    if prefers_html(request):
+    if wants_html(request):
         return page("Insights", _body(found))
     return JSONResponse(found.as_json(), headers={"Cache-Control": "no-store"})
-
-
-def prefers_html(request: Request) -> bool:
-    """A browser's request: its Accept names text/html before any JSON; scripts that send no
-    Accept, `*/*` or `application/json` keep getting JSON."""
-    accept = request.headers.get("accept", "").lower()
-    html, json = accept.find("text/html"), accept.find("application/json")
-    return html >= 0 and (json < 0 or html < json)
 
 
 def _body(found: Insights) -> str:

@@ -24,7 +24,8 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
@@ -45,13 +46,16 @@ from bot.report import (
 from bot.store.models import (
     PlanRevision,
     Run,
+    RunMode,
     RunState,
     Task,
     TaskAttempt,
     TimelineEvent,
     ToolCall,
 )
+from webhooks import run_pages
 from webhooks.deps import BatonDep, require_viewer
+from webhooks.pages import wants_html
 
 router = APIRouter(dependencies=[Depends(require_viewer)])
 
@@ -184,17 +188,21 @@ class RunDetail(RunSummary):
 @router.get("/runs", response_model=list[RunSummary])
 async def list_runs(
     baton: BatonDep,
+    request: Request,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
     before: Annotated[str | None, Query(description="a run id: runs older than it")] = None,
     offset: Annotated[int | None, Query(ge=0)] = None,
     state: RunState | None = None,
     repository: Annotated[str | None, Query(description="owner/name, any case")] = None,
-) -> list[RunSummary]:
+    mode: RunMode | None = None,
+) -> list[RunSummary] | HTMLResponse:
     """Runs newest first. The next page is `?before=` the last id of this one (stable while runs
     are added), or `?offset=`; 400 when both are given or `before` names no run."""
     if before is not None and offset is not None:
         raise HTTPException(400, "page with ?before= or with ?offset=, not both")
-    page = RunPage(limit, before, offset or 0, state, repository)
+    page = RunPage(limit, before, offset or 0, state, repository, mode)
+    if wants_html(request):
+        return await baton.store.run(lambda session: run_pages.runs_page(session, page))
     runs = await baton.store.run(page.read)
     if runs is None:
         raise HTTPException(400, f"no run {before} to page before")
@@ -202,11 +210,13 @@ async def list_runs(
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail)
-async def show_run(baton: BatonDep, run_id: str) -> RunDetail:
+async def show_run(baton: BatonDep, request: Request, run_id: str) -> RunDetail | HTMLResponse:
     """The run with its plan revisions, tasks, attempts, tool calls and timeline; 404 if none."""
     detail = await baton.store.run(lambda session: read_run(session, run_id))
     if detail is None:
         raise HTTPException(404, f"no run {run_id}")
+    if wants_html(request):
+        return await baton.store.run(lambda session: run_pages.run_page(session, detail))
     return detail
 
 
@@ -219,9 +229,18 @@ class RunPage:
     offset: int
     state: RunState | None
     repository: str | None
+    mode: RunMode | None = None
 
     def read(self, session: Session) -> list[RunSummary] | None:
         """The page, or None when the `before` cursor names no run."""
+        runs = self.runs(session)
+        if runs is None:
+            return None
+        usage = usage_by_run(session, [run.id for run in runs])
+        return [_summary(run, usage.get(run.id, NO_USAGE)) for run in runs]
+
+    def runs(self, session: Session) -> Sequence[Run] | None:
+        """The page's rows, or None when the `before` cursor names no run."""
         query = self._filtered(select(Run))
         if self.before is not None:
             cursor = session.get(Run, self.before)
@@ -230,9 +249,7 @@ class RunPage:
             query = query.where(_older_than(cursor))
         newest_first = (col(Run.created_at).desc(), col(Run.id).desc())
         query = query.order_by(*newest_first).offset(self.offset).limit(self.limit)
-        runs = session.exec(query).all()
-        usage = usage_by_run(session, [run.id for run in runs])
-        return [_summary(run, usage.get(run.id, NO_USAGE)) for run in runs]
+        return session.exec(query).all()
 
     def _filtered(self, query: SelectOfScalar[Run]) -> SelectOfScalar[Run]:
         if self.state is not None:
@@ -240,6 +257,8 @@ class RunPage:
         if self.repository is not None:
             # GitHub treats owner and repository names case-insensitively.
             query = query.where(sa.func.lower(Run.repository) == self.repository.lower())
+        if self.mode is not None:
+            query = query.where(col(Run.mode) == self.mode.value)
         return query
 
 
