@@ -140,6 +140,9 @@ class CreatedApp(BaseModel):
     html_url: str
     pem: SecretStr
     webhook_secret: SecretStr
+    # The App's OAuth client, for "Sign in with GitHub"; absent when an App is imported by id.
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
 
     @field_validator("html_url")
     @classmethod
@@ -461,6 +464,8 @@ def credentials_for(
         "GITHUB_PRIVATE_KEY": app.pem.get_secret_value(),
         "GITHUB_PRIVATE_KEY_PATH": None,
         "WEBHOOK_SECRET": app.webhook_secret.get_secret_value(),
+        "GITHUB_CLIENT_ID": app.client_id,
+        "GITHUB_CLIENT_SECRET": app.client_secret.get_secret_value() if app.client_secret else None,
         "GITHUB_URL": site.web_url if enterprise else None,
         "GITHUB_API_URL": site.api_url if enterprise else None,
         "WEBHOOK_PROXY_URL": relay_url,
