@@ -24,8 +24,8 @@ def upgrade() -> None:
         sa.Column("id_hash", sa.String(64), primary_key=True),
         sa.Column("login", sa.String(64), nullable=False),
         sa.Column("repositories", sa.JSON(), nullable=False),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.Column("expires_at", UTCDateTime(), nullable=False),
+        sa.Column("created_at", UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", UTCDateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_web_sessions_expires_at", "web_sessions", ["expires_at"])
 
