@@ -83,6 +83,7 @@ def test_manifest_page_posts_app_yml_pointed_at_the_typed_public_address(
         "url": "https://baton.example.org",
         "hook_attributes": {"url": "https://baton.example.org/api/github/webhooks", "active": True},
         "redirect_url": "https://baton.example.org/setup/callback",
+        "callback_urls": ["https://baton.example.org/sign-in/callback"],
     }
 
 

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 APP_YML = files("bot.github") / "app.yml"
 GITHUB_COM = "https://github.com"
 GITHUB_COM_API = "https://api.github.com"
+SIGN_IN_CALLBACK_PATH = "/sign-in/callback"
 MANIFEST_KEYS = ("name", "description", "public", "default_events", "default_permissions")
 # GitHub's manifest codes last an hour; a state need not outlive the code it comes back with.
 STATE_LIFETIME_SECONDS = 3600.0
@@ -256,6 +257,8 @@ def build_manifest(
     hook_attributes = dict(app_yml.get("hook_attributes") or {})
     hook_attributes["url"] = hook_url
     manifest.update(url=home_url, hook_attributes=hook_attributes, redirect_url=redirect_url)
+    # GitHub sends people back only to a registered callback after "Sign in with GitHub".
+    manifest["callback_urls"] = [home_url.rstrip("/") + SIGN_IN_CALLBACK_PATH]
     return manifest
 
 

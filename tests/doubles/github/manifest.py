@@ -46,7 +46,8 @@ class _ManifestRoutes:
             "owner": self.views.user(owner, kind),
             "permissions": dict(manifest.get("default_permissions") or {}),
             "events": list(manifest.get("default_events") or []),
-            "client_secret": secrets.token_hex(20),
+            "client_id": self.state.client_id,
+            "client_secret": self.state.client_secret,
             "webhook_secret": self.state.webhook_secret,
             "pem": self.state.private_key_pem,
         }
