@@ -48,7 +48,7 @@ def can_read(repo: _Repository, login: str) -> bool:
 
 
 class _OAuthPages:
-    """The web half: GitHub's authorize page and the code exchange (on the web host, not the API)."""
+    """The web half, on the web host: the authorize page and the code exchange."""
 
     _state: _State
 

@@ -25,8 +25,8 @@ from tests.doubles.github.pulls import _PullRoutes
 from tests.doubles.github.repositories import _RepositoryRoutes
 from tests.doubles.github.rest import (
     APP_AUTH,
-    USER_AUTH,
     INSTALLATION_AUTH,
+    USER_AUTH,
     _Answer,
     _ApiError,
     _Call,
