@@ -58,14 +58,16 @@ class OAuthClient:
             settings.github_api_url.rstrip("/"),
         )
 
-    def authorize_url(self, state: str, redirect_uri: str) -> str:
-        """Where the browser goes to be asked by GitHub; `state` comes back with the code."""
-        query = {"client_id": self.client_id, "redirect_uri": redirect_uri, "state": state}
+    def authorize_url(self, state: str) -> str:
+        """Where the browser goes to be asked by GitHub; `state` comes back with the code. No
+        `redirect_uri`: GitHub then sends the person to the App's registered callback, the one
+        address it would accept anyway, whatever Host this request named."""
+        query = {"client_id": self.client_id, "state": state}
         return f"{self.web_url}/login/oauth/authorize?{urlencode(query)}"
 
-    async def sign_in(self, code: str, redirect_uri: str) -> Person:
+    async def sign_in(self, code: str) -> Person:
         """Exchange `code` (once only) and read who the person is and what they can read."""
-        auth = OAuthWebAuthStrategy(self.client_id, self.client_secret, code, redirect_uri)
+        auth = OAuthWebAuthStrategy(self.client_id, self.client_secret, code)
         try:
             async with self._github(auth, self.web_url) as exchanging:
                 token = str((await auth.async_exchange_token(exchanging)).token)

@@ -39,6 +39,7 @@ class _ManifestRoutes:
             raise _not_found()
         manifest, owner, kind = registered
         self.state.app_name = str(manifest.get("name") or self.state.app_name)
+        self.state.callback_urls = [str(url) for url in manifest.get("callback_urls") or []]
         app = self.views.app() | {
             "name": self.state.app_name,
             "description": manifest.get("description"),

@@ -62,7 +62,10 @@ class _OAuthPages:
     def _authorize_page(self, query: dict[str, str]) -> _Answer:
         if query.get("client_id") != self._state.client_id:
             return _html(404, "<h1>404</h1><p>This is not the web page you are looking for.</p>")
-        redirect = query.get("redirect_uri") or ""
+        registered = self._state.callback_urls
+        redirect = query.get("redirect_uri") or (registered[0] if registered else "")
+        if redirect not in registered:
+            return _html(200, "<h1>The redirect_uri is not associated with this application.</h1>")
         login = self._state.browser_login
         if login is None or not redirect:
             return _html(200, "<h1>Sign in to GitHub</h1><p>Nobody is signed in.</p>")

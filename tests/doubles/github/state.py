@@ -319,6 +319,7 @@ class _State:
     client_id: str = "Iv23liBatonDoubleClient"
     client_secret: str = field(default_factory=lambda: secrets.token_hex(20))
     browser_login: str | None = None
+    callback_urls: list[str] = field(default_factory=list)
     # OAuth code -> (login, redirect_uri); user access token -> login.
     oauth_codes: dict[str, tuple[str, str]] = field(default_factory=dict)
     user_tokens: dict[str, str] = field(default_factory=dict)
