@@ -12,7 +12,7 @@ from bot.executor.local import ExecutorTuning
 from bot.integrations import Integrations
 from bot.service import Baton
 from bot.settings import Settings, env_file_for_writing
-from webhooks import github, ops, runs, setup
+from webhooks import github, ops, runs, setup, sign_in
 from webhooks.access import OperatorAccess, add_sign_in_links
 from webhooks.github import BodyLimits
 from webhooks.relay import relaying
@@ -76,5 +76,6 @@ def _create_api(
     add_sign_in_links(app, access)
     app.include_router(ops.router)
     app.include_router(runs.router)
+    app.include_router(sign_in.router)
     app.include_router(setup.create_router(settings, env_path))
     return app

@@ -51,7 +51,7 @@ from bot.store.models import (
     TimelineEvent,
     ToolCall,
 )
-from webhooks.deps import BatonDep, require_viewer
+from webhooks.deps import BatonDep, ViewerDep, require_viewer
 
 router = APIRouter(dependencies=[Depends(require_viewer)])
 
@@ -184,6 +184,7 @@ class RunDetail(RunSummary):
 @router.get("/runs", response_model=list[RunSummary])
 async def list_runs(
     baton: BatonDep,
+    viewer: ViewerDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
     before: Annotated[str | None, Query(description="a run id: runs older than it")] = None,
     offset: Annotated[int | None, Query(ge=0)] = None,
@@ -194,7 +195,7 @@ async def list_runs(
     are added), or `?offset=`; 400 when both are given or `before` names no run."""
     if before is not None and offset is not None:
         raise HTTPException(400, "page with ?before= or with ?offset=, not both")
-    page = RunPage(limit, before, offset or 0, state, repository)
+    page = RunPage(limit, before, offset or 0, state, repository, viewer.repositories)
     runs = await baton.store.run(page.read)
     if runs is None:
         raise HTTPException(400, f"no run {before} to page before")
@@ -202,9 +203,11 @@ async def list_runs(
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail)
-async def show_run(baton: BatonDep, run_id: str) -> RunDetail:
-    """The run with its plan revisions, tasks, attempts, tool calls and timeline; 404 if none."""
-    detail = await baton.store.run(lambda session: read_run(session, run_id))
+async def show_run(baton: BatonDep, viewer: ViewerDep, run_id: str) -> RunDetail:
+    """The run with its plan revisions, tasks, attempts, tool calls and timeline; 404 if none,
+    and the same 404 for a run the viewer may not see."""
+    visible = viewer.repositories
+    detail = await baton.store.run(lambda session: read_run(session, run_id, visible))
     if detail is None:
         raise HTTPException(404, f"no run {run_id}")
     return detail
@@ -219,13 +222,15 @@ class RunPage:
     offset: int
     state: RunState | None
     repository: str | None
+    # Repositories (`owner/name`, lowercase) whose runs may be listed; None: all.
+    visible: frozenset[str] | None = None
 
     def read(self, session: Session) -> list[RunSummary] | None:
         """The page, or None when the `before` cursor names no run."""
         query = self._filtered(select(Run))
         if self.before is not None:
             cursor = session.get(Run, self.before)
-            if cursor is None:
+            if cursor is None or not is_visible(cursor, self.visible):
                 return None
             query = query.where(_older_than(cursor))
         newest_first = (col(Run.created_at).desc(), col(Run.id).desc())
@@ -240,7 +245,14 @@ class RunPage:
         if self.repository is not None:
             # GitHub treats owner and repository names case-insensitively.
             query = query.where(sa.func.lower(Run.repository) == self.repository.lower())
+        if self.visible is not None:
+            query = query.where(sa.func.lower(Run.repository).in_(sorted(self.visible)))
         return query
+
+
+def is_visible(run: Run, visible: frozenset[str] | None) -> bool:
+    """Whether a viewer limited to `visible` repositories (None: all) may see `run`."""
+    return visible is None or run.repository.lower() in visible
 
 
 def _older_than(cursor: Run) -> sa.ColumnElement[bool]:
@@ -249,10 +261,13 @@ def _older_than(cursor: Run) -> sa.ColumnElement[bool]:
     return sa.or_(col(Run.created_at) < cursor.created_at, same_instant)
 
 
-def read_run(session: Session, run_id: str) -> RunDetail | None:
-    """Everything `GET /runs/{id}` shows, one query per kind of row; None if there is no run."""
+def read_run(
+    session: Session, run_id: str, visible: frozenset[str] | None = None
+) -> RunDetail | None:
+    """Everything `GET /runs/{id}` shows, one query per kind of row; None if there is no run,
+    or if its repository is not among `visible` (None: all)."""
     run = session.get(Run, run_id)
-    if run is None:
+    if run is None or not is_visible(run, visible):
         return None
     revisions = _rows(session, PlanRevision, run_id, col(PlanRevision.number))
     tasks = _rows(session, Task, run_id, col(Task.id))
