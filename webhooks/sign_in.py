@@ -18,9 +18,8 @@ import logging
 import secrets
 from datetime import timedelta
 from html import escape
-from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from bot.github.manifest import SIGN_IN_CALLBACK_PATH
@@ -29,6 +28,7 @@ from bot.store.models import WebSession
 from bot.store.web_sessions import close_web_session, open_web_session
 from webhooks.deps import PERSON_COOKIE, BatonDep, PersonSession
 from webhooks.pages import PAGE_HEADERS, page
+from webhooks.setup_pages import typed_fields
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +115,9 @@ async def finish_sign_in(
 
 
 @router.post("/sign-out")
-async def sign_out(
-    request: Request, baton: BatonDep, csrf: Annotated[str, Form()] = ""
-) -> Response:
+async def sign_out(request: Request, baton: BatonDep) -> Response:
     """End the session whose cookie came along, when the form carries its CSRF token."""
+    csrf = typed_fields(await request.body(), {"csrf": ""})["csrf"]
     secret = request.cookies.get(PERSON_COOKIE, "")
     if not secret or not hmac.compare_digest(csrf.encode(), csrf_token(secret).encode()):
         return page("Not signed out", "<p>This form is not from your session.</p>", 403)

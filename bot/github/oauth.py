@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from githubkit import GitHub, OAuthWebAuthStrategy, TokenAuthStrategy
-from githubkit.exception import AuthExpiredError, GitHubException, RequestFailed
+from githubkit import GitHub, OAuthWebAuthStrategy
+from githubkit.exception import AuthExpiredError, GitHubException, RequestError, RequestFailed
 
 from bot.github.client import API_VERSION, USER_AGENT
 from bot.settings import Settings
@@ -69,30 +69,34 @@ class OAuthClient:
         """Exchange `code` (once only) and read who the person is and what they can read."""
         auth = OAuthWebAuthStrategy(self.client_id, self.client_secret, code)
         try:
-            async with self._github(auth, self.web_url) as exchanging:
-                token = str((await auth.async_exchange_token(exchanging)).token)
-            async with self._github(TokenAuthStrategy(token), self.api_url) as github:
+            # githubkit exchanges the code (at the API host's root: the web host) on the first
+            # request and signs the next ones with the user's token.
+            async with self._github(auth) as github:
                 login = (await github.rest(API_VERSION).users.async_get_authenticated()).json()
                 repositories = await _readable_repositories(github)
-        except AuthExpiredError:
-            raise SignInFailed("GitHub refused the sign-in code: it was used or expired") from None
-        except RequestFailed as failure:
-            status = failure.response.status_code
-            raise SignInFailed(f"GitHub answered {status} while signing in") from None
         except GitHubException as error:
-            raise SignInFailed(f"GitHub could not be reached ({type(error).__name__})") from None
+            raise SignInFailed(_why(error)) from None
         return Person(str(login["login"]), repositories)
 
-    def _github(self, auth: Any, base_url: str) -> GitHub[Any]:
-        # githubkit sends the code exchange to the root of the base URL's host: the web host.
+    def _github(self, auth: Any) -> GitHub[Any]:
         return GitHub(
             auth,
-            base_url=base_url + "/",
+            base_url=self.api_url + "/",
             user_agent=USER_AGENT,
             timeout=SIGN_IN_TIMEOUT_SECONDS,
             http_cache=False,
             auto_retry=False,
         )
+
+
+def _why(error: GitHubException) -> str:
+    # A refused code surfaces from inside the request's auth flow, wrapped in a RequestError.
+    cause = error.exc if isinstance(error, RequestError) else error
+    if isinstance(cause, AuthExpiredError):
+        return "GitHub refused the sign-in code: it was used or expired"
+    if isinstance(error, RequestFailed):
+        return f"GitHub answered {error.response.status_code} while signing in"
+    return f"GitHub could not be reached ({type(cause).__name__})"
 
 
 async def _readable_repositories(github: GitHub[Any]) -> frozenset[str]:
