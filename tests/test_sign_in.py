@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 import sqlalchemy as sa
+from playwright.sync_api import Browser, Page, Route, sync_playwright
 from pydantic import SecretStr
 from sqlmodel import Session
 
@@ -22,6 +24,8 @@ from tests.support import FAST, count_rows, serve
 from webhooks.access import OperatorAccess
 from webhooks.app import create_app
 
+ARTIFACTS = Path(__file__).parent / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
 HIDDEN = "octo-org/payroll"
 CODE = "operator-code-for-tests"
 TOKEN = "dashboard-token-for-tests"
@@ -264,3 +268,42 @@ def test_without_an_oauth_client_the_sign_in_page_says_how_to_set_it_up(
         answer = httpx.get(url + "/sign-in")
     assert answer.status_code == 404
     assert "BATON_GITHUB_CLIENT_ID" in answer.text
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright's own driver (no browser download)."""
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(chromium: Browser) -> Iterator[Page]:
+    """A fresh browser context that reaches loopback only: anything else is aborted."""
+    context = chromium.new_context()
+    context.route("**/*", _loopback_only)
+    yield context.new_page()
+    context.close()
+
+
+def _loopback_only(route: Route) -> None:
+    if urlsplit(route.request.url).hostname in ("127.0.0.1", "localhost", "::1"):
+        route.continue_()
+    else:
+        route.abort()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_chromium_signs_in_with_github_and_lands_on_the_runs(baton: str, page: Page) -> None:
+    page.goto(baton + "/sign-in")
+    page.get_by_role("button", name="Sign in with GitHub").click()
+    page.wait_for_url(baton + "/runs")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "sign-in-landing.png", full_page=True)
+    shown = page.content()
+    assert "run-widgets" in shown
+    assert "payroll" not in shown
+    page.goto(baton + "/sign-in")
+    assert "alice" in page.content()
