@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     github_private_key: SecretStr | None = None
     github_private_key_path: Path | None = None
     webhook_secret: SecretStr | None = None
+    # The App's OAuth client (saved by the manifest flow): people "Sign in with GitHub" with it.
+    github_client_id: str | None = None
+    github_client_secret: SecretStr | None = None
     # Bearer token for `/runs`, for scripts; people sign in with the link Baton prints at start.
     dashboard_token: SecretStr | None = None
     # Setup mode accepts only https GitHub addresses; true also allows http on a loopback host
@@ -147,6 +150,7 @@ class Settings(BaseSettings):
         "webhook_secret",
         "github_private_key",
         "dashboard_token",
+        "github_client_secret",
         "anthropic_api_key",
         "openai_api_key",
         mode="after",

@@ -83,6 +83,7 @@ def test_manifest_page_posts_app_yml_pointed_at_the_typed_public_address(
         "url": "https://baton.example.org",
         "hook_attributes": {"url": "https://baton.example.org/api/github/webhooks", "active": True},
         "redirect_url": "https://baton.example.org/setup/callback",
+        "callback_urls": ["https://baton.example.org/sign-in/callback"],
     }
 
 
@@ -184,6 +185,8 @@ def created_app(**fields: Any) -> CreatedApp:
         "html_url": "https://github.com/apps/baton",
         "pem": PEM,
         "webhook_secret": "hook-secret",
+        "client_id": "Iv23liExample",
+        "client_secret": "oauth-client-secret",
     }
     return CreatedApp.model_validate({**answer, **fields})
 
@@ -210,6 +213,9 @@ def test_saved_credentials_read_back_exactly_and_keep_other_lines(env_path: Path
     assert read_back.private_key_pem() == PEM
     assert read_back.webhook_secret is not None
     assert read_back.webhook_secret.get_secret_value() == "hook-secret"
+    assert read_back.github_client_id == "Iv23liExample"
+    assert read_back.github_client_secret is not None
+    assert read_back.github_client_secret.get_secret_value() == "oauth-client-secret"
     assert read_back.github_url == "https://github.com"
 
 

@@ -11,9 +11,10 @@ operator's only when it carries something only the operator has:
   redirect to the same page without the code;
 - for scripts, `Authorization: Bearer <BATON_DASHBOARD_TOKEN>` (checked in `webhooks.deps`).
 
-The code is good until Baton stops; a restart makes a new one and forgets every session. Sessions
-live in this process's memory and are a small door on purpose: another way of signing in (such as
-with GitHub) only needs to call `open_session`.
+The code is good until Baton stops; a restart makes a new one and forgets every session. These
+sessions live in this process's memory on purpose: they are worth no more than the code, which
+dies with the process. A team signs in with GitHub instead (`webhooks.sign_in`), whose sessions
+are kept in the database and see only the runs of repositories each person can read.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from bot.executor.local import ExecutorTuning
 from bot.integrations import Integrations
 from bot.service import Baton
 from bot.settings import Settings, env_file_for_writing
-from webhooks import github, insights, ops, pages, runs, setup
+from webhooks import github, insights, ops, pages, runs, setup, sign_in
 from webhooks.access import OperatorAccess, add_sign_in_links
 from webhooks.github import BodyLimits
 from webhooks.relay import relaying
@@ -78,5 +78,6 @@ def _create_api(
     app.include_router(pages.router)
     app.include_router(runs.router)
     app.include_router(insights.router)
+    app.include_router(sign_in.router)
     app.include_router(setup.create_router(settings, env_path))
     return app

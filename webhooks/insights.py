@@ -21,7 +21,7 @@ from bot.insights import (
     read_insights,
 )
 from bot.store.types import utcnow
-from webhooks.deps import BatonDep, require_viewer
+from webhooks.deps import BatonDep, ViewerDep, require_viewer
 from webhooks.pages import page, wants_html
 
 router = APIRouter(dependencies=[Depends(require_viewer)])
@@ -33,14 +33,15 @@ PERIOD_HELP = "an ISO date or time, or an age like 7d, 24h, 2w"
 async def show_insights(
     request: Request,
     baton: BatonDep,
+    viewer: ViewerDep,
     since: Annotated[str | None, Query(description=PERIOD_HELP, max_length=64)] = None,
     until: Annotated[str | None, Query(description=PERIOD_HELP, max_length=64)] = None,
     repository: Annotated[str | None, Query(description="owner/name", max_length=255)] = None,
 ) -> Response:
-    """The figures of the runs started in the period (default: the last 7 days); 400 for a
-    period that cannot be read."""
+    """The figures of the runs started in the period (default: the last 7 days), of the
+    repositories the viewer may read; 400 for a period that cannot be read."""
     try:
-        scope = period_scope(since, until, utcnow(), repository)
+        scope = period_scope(since, until, utcnow(), repository, viewer.repositories)
     except PeriodError as error:
         raise HTTPException(400, str(error)) from None
     found = await baton.store.run(lambda session: read_insights(session, scope))

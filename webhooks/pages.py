@@ -17,10 +17,11 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
 # Nothing but this server's own stylesheet and scripts: no inline script, no other origin.
+# No `form-action`: the setup and sign-in forms go on to GitHub (or an Enterprise Server at any
+# address), and Chromium applies `form-action` to a form's redirects too.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-    "frame-ancestors 'none'"
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 # Pages carry one-use states, sign-in codes and forms: keep them out of caches, out of other
 # sites' frames, and their addresses out of the Referer of links followed from them.

@@ -54,7 +54,7 @@ from bot.store.models import (
     ToolCall,
 )
 from webhooks import run_pages
-from webhooks.deps import BatonDep, require_viewer
+from webhooks.deps import BatonDep, ViewerDep, require_viewer
 from webhooks.pages import wants_html
 
 router = APIRouter(dependencies=[Depends(require_viewer)])
@@ -189,6 +189,7 @@ class RunDetail(RunSummary):
 async def list_runs(
     baton: BatonDep,
     request: Request,
+    viewer: ViewerDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
     before: Annotated[str | None, Query(description="a run id: runs older than it")] = None,
     offset: Annotated[int | None, Query(ge=0)] = None,
@@ -200,7 +201,7 @@ async def list_runs(
     are added), or `?offset=`; 400 when both are given or `before` names no run."""
     if before is not None and offset is not None:
         raise HTTPException(400, "page with ?before= or with ?offset=, not both")
-    page = RunPage(limit, before, offset or 0, state, repository, mode)
+    page = RunPage(limit, before, offset or 0, state, repository, mode, viewer.repositories)
     if wants_html(request):
         return await baton.store.run(lambda session: run_pages.runs_page(session, page))
     runs = await baton.store.run(page.read)
@@ -210,9 +211,13 @@ async def list_runs(
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail)
-async def show_run(baton: BatonDep, request: Request, run_id: str) -> RunDetail | HTMLResponse:
-    """The run with its plan revisions, tasks, attempts, tool calls and timeline; 404 if none."""
-    detail = await baton.store.run(lambda session: read_run(session, run_id))
+async def show_run(
+    baton: BatonDep, request: Request, viewer: ViewerDep, run_id: str
+) -> RunDetail | HTMLResponse:
+    """The run with its plan revisions, tasks, attempts, tool calls and timeline; 404 if none,
+    and the same 404 for a run the viewer may not see."""
+    visible = viewer.repositories
+    detail = await baton.store.run(lambda session: read_run(session, run_id, visible))
     if detail is None:
         raise HTTPException(404, f"no run {run_id}")
     if wants_html(request):
@@ -230,6 +235,8 @@ class RunPage:
     state: RunState | None
     repository: str | None
     mode: RunMode | None = None
+    # Repositories (`owner/name`, lowercase) whose runs may be listed; None: all.
+    visible: frozenset[str] | None = None
 
     def read(self, session: Session) -> list[RunSummary] | None:
         """The page, or None when the `before` cursor names no run."""
@@ -244,7 +251,7 @@ class RunPage:
         query = self._filtered(select(Run))
         if self.before is not None:
             cursor = session.get(Run, self.before)
-            if cursor is None:
+            if cursor is None or not is_visible(cursor, self.visible):
                 return None
             query = query.where(_older_than(cursor))
         newest_first = (col(Run.created_at).desc(), col(Run.id).desc())
@@ -259,7 +266,14 @@ class RunPage:
             query = query.where(sa.func.lower(Run.repository) == self.repository.lower())
         if self.mode is not None:
             query = query.where(col(Run.mode) == self.mode.value)
+        if self.visible is not None:
+            query = query.where(sa.func.lower(Run.repository).in_(sorted(self.visible)))
         return query
+
+
+def is_visible(run: Run, visible: frozenset[str] | None) -> bool:
+    """Whether a viewer limited to `visible` repositories (None: all) may see `run`."""
+    return visible is None or run.repository.lower() in visible
 
 
 def _older_than(cursor: Run) -> sa.ColumnElement[bool]:
@@ -268,10 +282,13 @@ def _older_than(cursor: Run) -> sa.ColumnElement[bool]:
     return sa.or_(col(Run.created_at) < cursor.created_at, same_instant)
 
 
-def read_run(session: Session, run_id: str) -> RunDetail | None:
-    """Everything `GET /runs/{id}` shows, one query per kind of row; None if there is no run."""
+def read_run(
+    session: Session, run_id: str, visible: frozenset[str] | None = None
+) -> RunDetail | None:
+    """Everything `GET /runs/{id}` shows, one query per kind of row; None if there is no run,
+    or if its repository is not among `visible` (None: all)."""
     run = session.get(Run, run_id)
-    if run is None:
+    if run is None or not is_visible(run, visible):
         return None
     revisions = _rows(session, PlanRevision, run_id, col(PlanRevision.number))
     tasks = _rows(session, Task, run_id, col(Task.id))

@@ -162,7 +162,7 @@ def _register_body(fields: dict[str, str], error: str | None = None) -> str:
     organization = " checked" if fields["account"] == "organization" else ""
     return f"""{alert(error)}<p>Baton has no GitHub App credentials yet, so it is in
 setup mode. This registers a GitHub App for it; GitHub then sends you back here and Baton saves
-the App's id, private key and webhook secret to its <code>.env</code> file.
+the App's id, private key, webhook secret and OAuth client to its <code>.env</code> file.
 <a href="{IMPORT_PATH}">I already have an App</a>.</p>
 <form action="/setup/manifest" method="post">
 <fieldset><legend>Owner of the App</legend>

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 APP_YML = files("bot.github") / "app.yml"
 GITHUB_COM = "https://github.com"
 GITHUB_COM_API = "https://api.github.com"
+SIGN_IN_CALLBACK_PATH = "/sign-in/callback"
 MANIFEST_KEYS = ("name", "description", "public", "default_events", "default_permissions")
 # GitHub's manifest codes last an hour; a state need not outlive the code it comes back with.
 STATE_LIFETIME_SECONDS = 3600.0
@@ -140,6 +141,9 @@ class CreatedApp(BaseModel):
     html_url: str
     pem: SecretStr
     webhook_secret: SecretStr
+    # The App's OAuth client, for "Sign in with GitHub"; absent when an App is imported by id.
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
 
     @field_validator("html_url")
     @classmethod
@@ -253,6 +257,8 @@ def build_manifest(
     hook_attributes = dict(app_yml.get("hook_attributes") or {})
     hook_attributes["url"] = hook_url
     manifest.update(url=home_url, hook_attributes=hook_attributes, redirect_url=redirect_url)
+    # GitHub sends people back only to a registered callback after "Sign in with GitHub".
+    manifest["callback_urls"] = [home_url.rstrip("/") + SIGN_IN_CALLBACK_PATH]
     return manifest
 
 
@@ -461,6 +467,8 @@ def credentials_for(
         "GITHUB_PRIVATE_KEY": app.pem.get_secret_value(),
         "GITHUB_PRIVATE_KEY_PATH": None,
         "WEBHOOK_SECRET": app.webhook_secret.get_secret_value(),
+        "GITHUB_CLIENT_ID": app.client_id,
+        "GITHUB_CLIENT_SECRET": app.client_secret.get_secret_value() if app.client_secret else None,
         "GITHUB_URL": site.web_url if enterprise else None,
         "GITHUB_API_URL": site.api_url if enterprise else None,
         "WEBHOOK_PROXY_URL": relay_url,

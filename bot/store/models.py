@@ -415,3 +415,16 @@ class CommitBundle(SQLModel, table=True):
     task_key: str = Field(max_length=64)
     bundle: bytes = Field(sa_type=sa.LargeBinary)
     created_at: datetime = _created()
+
+
+class WebSession(SQLModel, table=True):
+    """A person signed in with GitHub: found by a digest of the cookie's secret (the secret itself
+    is never stored), with the repositories they could read when they signed in."""
+
+    __tablename__ = "web_sessions"
+
+    id_hash: str = Field(primary_key=True, max_length=64)
+    login: str = Field(max_length=64)
+    repositories: list[str] = _json_list()
+    created_at: datetime = _created()
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)

@@ -201,6 +201,20 @@ class GitHubDouble(_Server, _Deliveries):
             comment = _new_comment(self._state, repo, number, body, user)
             return self._views.comment(repo, comment)
 
+    @property
+    def oauth_client(self) -> tuple[str, str]:
+        """The App's OAuth client id and secret, as the manifest flow hands them over."""
+        return self._state.client_id, self._state.client_secret
+
+    def sign_in_browser(self, login: str | None, callback_url: str | None = None) -> None:
+        """Who is signed in to the double's web pages: its authorize page sends that person
+        straight back with a code (None: nobody, and the page says so). `callback_url` is the
+        App's registered callback (the manifest flow registers one too)."""
+        with self._lock:
+            self._state.browser_login = login
+            if callback_url is not None:
+                self._state.callback_urls = [callback_url]
+
     def set_permission(self, full_name: str, login: str, role: str) -> None:
         """The user's role on the repository: admin, maintain, write, triage, read or none."""
         if role not in ROLES:

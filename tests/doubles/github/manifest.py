@@ -39,6 +39,7 @@ class _ManifestRoutes:
             raise _not_found()
         manifest, owner, kind = registered
         self.state.app_name = str(manifest.get("name") or self.state.app_name)
+        self.state.callback_urls = [str(url) for url in manifest.get("callback_urls") or []]
         app = self.views.app() | {
             "name": self.state.app_name,
             "description": manifest.get("description"),
@@ -46,7 +47,8 @@ class _ManifestRoutes:
             "owner": self.views.user(owner, kind),
             "permissions": dict(manifest.get("default_permissions") or {}),
             "events": list(manifest.get("default_events") or []),
-            "client_secret": secrets.token_hex(20),
+            "client_id": self.state.client_id,
+            "client_secret": self.state.client_secret,
             "webhook_secret": self.state.webhook_secret,
             "pem": self.state.private_key_pem,
         }

@@ -73,6 +73,7 @@ class _Incoming(NamedTuple):
 APP_AUTH = "app"  # the App's JWT
 INSTALLATION_AUTH = "installation"  # an installation token
 NO_AUTH = "none"
+USER_AUTH = "user"  # a user access token from the OAuth web flow
 
 
 @dataclass
@@ -86,6 +87,7 @@ class _Call:
     params: dict[str, str] = field(default_factory=dict)
     token: IssuedToken | None = None
     repository: _Repository | None = None
+    user: str | None = None  # the login a user access token acts for
 
     @property
     def repo(self) -> _Repository:

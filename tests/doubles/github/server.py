@@ -20,11 +20,13 @@ from tests.doubles.github.app import _AppRoutes, _credential, _jwt_problem
 from tests.doubles.github.checks import _CheckRoutes, _CheckViews
 from tests.doubles.github.issues import _IssueRoutes
 from tests.doubles.github.manifest import _ManifestPages, _ManifestRoutes
+from tests.doubles.github.oauth import _OAuthPages, _UserRoutes
 from tests.doubles.github.pulls import _PullRoutes
 from tests.doubles.github.repositories import _RepositoryRoutes
 from tests.doubles.github.rest import (
     APP_AUTH,
     INSTALLATION_AUTH,
+    USER_AUTH,
     _Answer,
     _ApiError,
     _Call,
@@ -55,7 +57,13 @@ class _Views(_CheckViews):
 
 
 class _RestApi(
-    _AppRoutes, _ManifestRoutes, _RepositoryRoutes, _IssueRoutes, _CheckRoutes, _PullRoutes
+    _AppRoutes,
+    _ManifestRoutes,
+    _RepositoryRoutes,
+    _IssueRoutes,
+    _CheckRoutes,
+    _PullRoutes,
+    _UserRoutes,
 ):
     """The REST routes the double serves, each a small handler over the state."""
 
@@ -78,7 +86,7 @@ class _RestApi(
         return None
 
 
-class _Server(_ManifestPages):
+class _Server(_ManifestPages, _OAuthPages):
     """The double as an ASGI app: REST, web pages and git on one server, every request
     recorded."""
 
@@ -168,7 +176,7 @@ class _Server(_ManifestPages):
             if is_api:
                 answer, route = self._answer_rest(incoming, path)
             else:
-                answer, route = self._answer_web(incoming)
+                answer, route = self._answer_oauth(incoming) or self._answer_web(incoming)
             record = RecordedRequest(
                 incoming.method,
                 path,
@@ -217,6 +225,10 @@ class _Server(_ManifestPages):
             call.token = self._state.live_token(token)
             if scheme not in ("token", "bearer") or call.token is None:
                 raise _ApiError(401, "Bad credentials")
+        elif route.auth == USER_AUTH:
+            call.user = self._state.user_tokens.get(credential[1]) if credential else None
+            if call.user is None:
+                raise _ApiError(401, "Bad credentials" if credential else "Requires authentication")
         if "owner" in call.params:
             self._resolve_repository(call)
         if call.token is not None and not any(call.token.grants(*need) for need in route.needs):

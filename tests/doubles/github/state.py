@@ -8,6 +8,7 @@ import base64
 import functools
 import itertools
 import re
+import secrets
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -314,6 +315,14 @@ class _State:
     # code -> (manifest, owner login, owner type)
     manifest_codes: dict[str, tuple[dict[str, Any], str, str]] = field(default_factory=dict)
     registered_manifests: list[dict[str, Any]] = field(default_factory=list)
+    # The App's OAuth client, and who is signed in to the double's web pages (None: nobody).
+    client_id: str = "Iv23liBatonDoubleClient"
+    client_secret: str = field(default_factory=lambda: secrets.token_hex(20))
+    browser_login: str | None = None
+    callback_urls: list[str] = field(default_factory=list)
+    # OAuth code -> (login, redirect_uri); user access token -> login.
+    oauth_codes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    user_tokens: dict[str, str] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
     rate_limit_used: int = 0
     rate_limit_reset: int = field(default_factory=lambda: int(time.time()) + 3600)
