@@ -15,8 +15,10 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless. Per module: Playwright's sync driver holds an event loop
+    on this thread while it lives, and the async tests of later modules need the thread free."""
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         yield launched
