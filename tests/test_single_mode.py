@@ -4,8 +4,12 @@ by the repository's config, for a chain, or drawn at random for comparison, and 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,7 @@ from bot.settings import Settings
 from bot.store.db import create_engine
 from bot.store.models import Delivery, DeliveryOutcome, RunMode
 from tests.doubles.fixtures import REPOSITORY, commit_files
+from tests.doubles.models import ModelReply, RecordedCall
 from tests.support import payload, wait_for
 from tests.world import (
     FILES,
@@ -45,7 +50,9 @@ from tests.world import (
     models_for,
     plan,
     task,
+    tool,
     wait_for_run,
+    who,
     world_of,
 )
 
@@ -250,3 +257,59 @@ def test_a_baseline_share_of_one_half_picks_close_to_half_of_twenty_runs(
     assert 4 <= singles <= 16
     assert {row.mode_reason for row in started} == {"baseline"}
     assert sorted(row.issue_number for row in started) == list(BASELINE_ISSUES)
+
+
+def testing_worker(the_plan: dict[str, Any]) -> Callable[[RecordedCall], ModelReply]:
+    """As `models_for`, but each worker runs the tests between writing its file and finishing."""
+    usual = models_for(the_plan)
+
+    def answer(call: RecordedCall) -> ModelReply:
+        if who(call)[0] == "worker" and len(call.json["messages"]) == 3:
+            return tool("run_tests")
+        return usual(call)
+
+    return answer
+
+
+def newest_run(engine: sa.Engine) -> Any:
+    return runs_of(engine)[-1]
+
+
+def test_the_same_issue_orchestrated_then_by_one_agent_and_the_report_compares_them(
+    world: World, engine: sa.Engine, settings: Settings
+) -> None:
+    approved(world, engine, testing_worker(FOUR_TASKS))
+    wait_for_run(world, engine, "pr_open")
+    (first_pull,) = world.github.pulls(REPOSITORY)
+    world.github.close_pull_request(world.url, REPOSITORY, first_pull["number"])
+    wait_for(lambda: newest_run(engine).state == "closed", timeout=60)
+    world.label()  # labelled again: a new run, on a new branch
+    wait_for(lambda: len(runs_of(engine)) == 2, timeout=60)
+    wait_for(lambda: newest_run(engine).state == "awaiting_approval", timeout=120)
+    world.comment("/approve-plan single")
+    wait_for(lambda: newest_run(engine).state == "pr_open", timeout=180)
+
+    drafts = [pull for pull in world.github.pulls(REPOSITORY) if pull["state"] == "open"]
+    assert [pull["draft"] for pull in drafts] == [True]
+    period = ["--since", "1d", "--json"]
+    shown = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "report", *period],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BATON_DATABASE_URL": settings.database_url or ""},
+        timeout=120,
+        check=True,
+    )
+    by_mode = {row["mode"]: row for row in json.loads(shown.stdout)["by_mode"]}
+    assert sorted(by_mode) == ["orchestrated", "single"]
+    for mode, tasks in (("orchestrated", 4), ("single", 1)):
+        row = by_mode[mode]
+        assert (row["runs"], row["runs_with_pull_request"]) == (1, 1)
+        assert row["median_seconds_to_pull_request"] > 0
+        assert row["interventions"] == 0  # each needed only its first approval
+        # Every worker ran the repository's passing tests once.
+        assert (row["attempts_with_tests"], row["attempts_tests_failed"]) == (tasks, 0)
+        assert row["tests_failed_share"] == 0.0
+        assert row["cost_usd"] > 0
+        assert row["cost_per_run"] == row["cost_usd"]
+    assert by_mode["orchestrated"]["merged"] == 0  # its pull request was closed unmerged
