@@ -259,7 +259,7 @@ def test_a_baseline_share_of_one_half_picks_close_to_half_of_twenty_runs(
     assert sorted(row.issue_number for row in started) == list(BASELINE_ISSUES)
 
 
-def testing_worker(the_plan: dict[str, Any]) -> Callable[[RecordedCall], ModelReply]:
+def worker_that_tests(the_plan: dict[str, Any]) -> Callable[[RecordedCall], ModelReply]:
     """As `models_for`, but each worker runs the tests between writing its file and finishing."""
     usual = models_for(the_plan)
 
@@ -278,7 +278,7 @@ def newest_run(engine: sa.Engine) -> Any:
 def test_the_same_issue_orchestrated_then_by_one_agent_and_the_report_compares_them(
     world: World, engine: sa.Engine, settings: Settings
 ) -> None:
-    approved(world, engine, testing_worker(FOUR_TASKS))
+    approved(world, engine, worker_that_tests(FOUR_TASKS))
     wait_for_run(world, engine, "pr_open")
     (first_pull,) = world.github.pulls(REPOSITORY)
     world.github.close_pull_request(world.url, REPOSITORY, first_pull["number"])
