@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from importlib.metadata import version
 
 import sqlalchemy as sa
 
@@ -18,6 +19,7 @@ from bot.runs.lifecycle import ATTEMPT_JOB
 from bot.settings import Settings, SettingsError
 from bot.store.db import Store
 from bot.store.models import Job
+from bot.tracing import start_tracing, stop_tracing
 
 
 def executor_problem(settings: Settings) -> str | None:
@@ -47,6 +49,7 @@ class Baton:
         self.metrics.watch_job_states(self._count_jobs_by_state)
         self.recorder = DeliveryRecorder(self.store, on_jobs_committed=self._notify_executor)
         self.executor: Executor = self._make_executor(tuning)
+        self._tracing = False
 
     def _make_executor(self, tuning: ExecutorTuning | None) -> Executor:
         problem = executor_problem(self.settings)
@@ -84,6 +87,7 @@ class Baton:
         self.executor.notify()
 
     async def start(self) -> None:
+        self._tracing = start_tracing(version("baton-bot"))
         self.recorder.start()
         await self.executor.start()
 
@@ -91,6 +95,8 @@ class Baton:
         await self.recorder.stop()
         await self.executor.stop()
         self.store.close()
+        if self._tracing:
+            stop_tracing()  # after the executor: the last steps' spans go out too
 
     def _count_jobs_by_state(self) -> Mapping[str, int]:
         jobs: sa.Table = Job.__table__  # type: ignore[attr-defined]

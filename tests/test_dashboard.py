@@ -4,8 +4,10 @@ changing state without a reload, nothing fetched from elsewhere, and JSON kept f
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,8 +19,18 @@ from sqlmodel import Session
 from bot.settings import Settings
 from bot.store.models import PlanRevision, RunState, Task, TimelineEvent
 from tests.browser import screenshot
+from tests.doubles.models import ModelReply, RecordedCall
 from tests.support import FAST, serve
 from tests.test_runs_api import PEM, TOKEN, a_run, seed_run_a, seed_runs
+from tests.world import (
+    FOUR_TASKS,
+    approved,
+    models_for,
+    wait_explained,
+    wait_for_run,
+    who,
+    world_of,
+)
 from webhooks.access import OperatorAccess
 from webhooks.app import create_app
 
@@ -99,6 +111,52 @@ def test_a_task_changes_state_on_the_open_page(
     expect(task).to_have_attribute("data-state", "accepted", timeout=15_000)
     expect(task.locator(".state")).to_have_text("accepted")
     screenshot(signed_in, "run-page")
+
+
+def test_a_task_of_a_real_run_changes_state_on_the_open_page(
+    page: Page, tmp_path: Path, settings: Settings, engine: sa.Engine, operator: OperatorAccess
+) -> None:
+    """T1's worker holds its first model turn until the page shows T1 running; let go, the
+    review accepts it and the same page shows that, with no reload."""
+    let_go = threading.Event()
+    answer = models_for(FOUR_TASKS)
+
+    def held_at_t1(call: RecordedCall) -> ModelReply:
+        if who(call) == ("worker", "T1") and len(call.json["messages"]) == 1:
+            let_go.wait(timeout=120)
+        return answer(call)
+
+    with world_of(tmp_path, settings, operator=operator) as world:
+        approved(world, engine, held_at_t1)
+        wait_for_task(engine, "T1", "running")
+        page.goto(operator.sign_in_link(world.base_url))
+        page.goto(f"{world.base_url}/runs/{world_run_id(engine)}")
+        task = page.locator("#task-T1")
+        expect(task).to_have_attribute("data-state", "running")
+        page.evaluate("window.notReloaded = true")
+        let_go.set()
+        expect(task).to_have_attribute("data-state", "integrated", timeout=60_000)
+        expect(page.locator("#task-T4")).to_have_attribute(
+            "data-state", "integrated", timeout=120_000
+        )
+        assert page.evaluate("window.notReloaded") is True
+        screenshot(page, "run-page-live")
+        wait_for_run(world, engine, "pr_open")
+
+
+def wait_for_task(engine: sa.Engine, key: str, state: str) -> None:
+    query = sa.text("SELECT state FROM tasks WHERE key = :key")
+
+    def reached() -> bool:
+        with engine.connect() as connection:
+            return connection.execute(query, {"key": key}).scalar() == state
+
+    wait_explained(engine, reached, f"have {key} {state}", timeout=120)
+
+
+def world_run_id(engine: sa.Engine) -> str:
+    with engine.connect() as connection:
+        return str(connection.execute(sa.text("SELECT id FROM runs")).scalar_one())
 
 
 def test_pages_load_only_their_own_assets_under_a_strict_policy(

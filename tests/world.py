@@ -24,6 +24,7 @@ from tests.doubles.fixtures import INSTALLATION_ID, REPOSITORY, WIDGETS_FILES, a
 from tests.doubles.github import GitHubDouble
 from tests.doubles.models import ModelDouble, ModelReply, RecordedCall, ScriptedToolCall
 from tests.support import FAST, REPOSITORY_TESTS, payload, serve, wait_for
+from webhooks.access import OperatorAccess
 from webhooks.app import create_app
 
 ISSUE = 7
@@ -81,6 +82,7 @@ class World:
     def __init__(self, github: GitHubDouble, models: ModelDouble, url: str) -> None:
         self.github = github
         self.models = models
+        self.base_url = url
         self.url = url + "/api/github/webhooks"
         self.engine: sa.Engine | None = None
 
@@ -131,9 +133,11 @@ def world_of(
     configure: Callable[[Settings], Settings] = lambda settings: settings,
     executor: ExecutorTuning = FAST,
     chance: random.Random | None = None,
+    operator: OperatorAccess | None = None,
 ) -> Iterator[World]:
     """Baton served between fresh doubles, talking to GitHub with `tuning`, running jobs with
-    `executor`, its settings changed by `configure` last, drawing baseline runs from `chance`."""
+    `executor`, its settings changed by `configure` last, drawing baseline runs from `chance`,
+    signing in the operator's browser by `operator`'s link."""
     with GitHubDouble(tmp_path / "github") as github, ModelDouble() as models:
         github.add_installation(INSTALLATION_ID, "octo-org")
         github.add_repository(REPOSITORY, INSTALLATION_ID, WIDGETS_FILES, repository_id=712345678)
@@ -148,7 +152,8 @@ def world_of(
         integrations = Integrations.from_settings(configured, tuning)
         if chance is not None:
             integrations.chance = chance
-        with serve(create_app(configured, executor, integrations=integrations)) as url:
+        app = create_app(configured, executor, integrations=integrations, operator=operator)
+        with serve(app) as url:
             yield World(github, models, url)
 
 

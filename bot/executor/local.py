@@ -44,6 +44,7 @@ from bot.settings import Settings
 from bot.store.db import Store
 from bot.store.models import Job, JobState
 from bot.store.types import utcnow
+from bot.tracing import step_span
 
 log = logging.getLogger(__name__)
 JOBS: sa.Table = Job.__table__  # type: ignore[attr-defined]
@@ -364,7 +365,8 @@ class LocalExecutor:
         function = self._functions.get(job.name)
         if function is None:
             raise _GiveUp(f"no job named {job.name!r} is registered with this executor")
-        await function(self._context, **job.args)
+        with step_span(job.name, job.id, job.attempts, job.args.get("run_id")):
+            await function(self._context, **job.args)
 
     def _record_successes(self, connection: Connection) -> None:
         succeeded, self._succeeded = self._succeeded, []

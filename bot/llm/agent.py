@@ -26,6 +26,7 @@ from bot.llm.types import (
     UserMessage,
     arguments_problem,
 )
+from bot.tracing import tool_span
 
 ToolHandler = Callable[[Mapping[str, Any]], Awaitable[str]]
 
@@ -165,6 +166,10 @@ class Agent:
         )
 
     async def _call(self, call: ToolCall) -> _Outcome:
+        with tool_span(call.name, call.id):
+            return await self._answer(call)
+
+    async def _answer(self, call: ToolCall) -> _Outcome:
         if call.arguments is None:
             problem = f"{call.name}: {arguments_problem(call.raw_arguments)}"
             return _Outcome(ToolResult(call.id, problem, is_error=True), problem=problem)

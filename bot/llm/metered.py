@@ -9,6 +9,7 @@ from typing import Protocol
 from bot.llm.budget import Budget, projected_usage
 from bot.llm.pricing import PriceTable
 from bot.llm.types import Model, ModelFailed, Turn, TurnRequest, Usage, split_model_name
+from bot.tracing import chat_span, record_answer
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,14 @@ class MeteredModel:
         # Held until the call's cost is recorded, so a call may briefly count twice, never not.
         with self.budget.reserved(most):
             started = time.perf_counter()
-            try:
-                turn = await self.model.turn(request)
-            except ModelFailed as failure:
-                await self.recorder.record(self._failed(failure, started))
-                raise
+            provider, model = split_model_name(self.name)
+            with chat_span(provider, model, request.max_tokens) as span:
+                try:
+                    turn = await self.model.turn(request)
+                except ModelFailed as failure:
+                    await self.recorder.record(self._failed(failure, started))
+                    raise
+                record_answer(span, turn.usage, turn.raw_stop_reason)
             cost = self.prices.cost(self.name, turn.usage)
             await self.recorder.record(self._succeeded(turn, cost, started))
             self.budget.charge(turn.usage, cost)

@@ -37,8 +37,10 @@ from bot.store.models import (
     Task,
     TaskAttempt,
     TaskState,
+    TimelineEvent,
 )
 from bot.store.types import utcnow
+from bot.tracing import RunSummary, emit_run_span_on_commit, tracing_on
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +164,22 @@ def _after_run_move(session: Session, run_id: str, new: RunState) -> None:
     # A run's own step is shown at once; an ended run's last word is tried for over an hour
     # (30 s doubling, 10 min cap).
     show(session, run_id, max_attempts=12 if new in ENDED else 5, delay_seconds=0.0)
+    if tracing_on() and (new == R.pr_open or new in ENDED):
+        _trace_run_once(session, run_id, new)
+
+
+def _trace_run_once(session: Session, run_id: str, new: RunState) -> None:
+    """The run's span, once its transaction commits: at its first draft pull request, or at its
+    end when it never had one (a later end would write the same span again)."""
+    reached = select(sa.func.count()).where(
+        TimelineEvent.run_id == run_id, TimelineEvent.kind == f"run.{R.pr_open}"
+    )
+    if session.exec(reached).one() != (1 if new == R.pr_open else 0):
+        return
+    run = session.get(Run, run_id)
+    assert run is not None
+    summary = RunSummary(run.id, run.repository, run.issue_number, run.mode, new, run.created_at)
+    emit_run_span_on_commit(session, summary)
 
 
 def end_run(

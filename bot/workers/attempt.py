@@ -36,6 +36,7 @@ from bot.setups import SetupOutputs
 from bot.store.db import Store
 from bot.store.models import AttemptStatus, Task, TaskAttempt, ToolCall
 from bot.store.types import utcnow
+from bot.tracing import attempt_span
 from bot.workers.roles import ROLES, FinishInput, Role, system_prompt, task_prompt, work_plan
 
 CONTEXT_FILE_CHARS = 20_000
@@ -134,12 +135,15 @@ class WorkerAttempt:
 
     async def run(self, plan: AttemptPlan) -> AttemptResult:
         role = ROLES[plan.task.role]
-        attempt_id = await self.store.run(lambda session: _open_attempt(session, plan))
-        worktree = await self.mirror.add_worktree(plan.run_id, plan.task.id, plan.base_sha)
-        try:
-            return await self._work(plan, role, attempt_id, worktree)
-        finally:
-            await worktree.remove()
+        with attempt_span(plan.run_id, plan.task.id, plan.task.role, plan.number) as span:
+            attempt_id = await self.store.run(lambda session: _open_attempt(session, plan))
+            if span is not None:
+                span.set_attribute("baton.attempt.id", attempt_id)
+            worktree = await self.mirror.add_worktree(plan.run_id, plan.task.id, plan.base_sha)
+            try:
+                return await self._work(plan, role, attempt_id, worktree)
+            finally:
+                await worktree.remove()
 
     async def _work(
         self, plan: AttemptPlan, role: Role, attempt_id: int, worktree: Worktree
