@@ -62,6 +62,26 @@ def yaml_in(body: str) -> Plan:
     return parse_plan_yaml(found.group(1))
 
 
+def test_the_pull_request_fills_the_repositorys_template_and_closes_the_issue(
+    world: World, engine: sa.Engine
+) -> None:
+    template = "## What changed\n\n<!-- describe it -->\n\n- [ ] I added tests\n"
+    commit_files(
+        world.github,
+        {"docs/PULL_REQUEST_TEMPLATE.md": template, "private.md": "NOT FOR THE BODY"},
+        # The first place GitHub looks holds a link: it is not followed, the next place is read.
+        symlinks={".github/pull_request_template.md": "../private.md"},
+    )
+    approved(world, engine, models_for(plan(task("T1", [], [FILES["T1"]]))))
+    wait_for_run(world, engine, "pr_open")
+
+    (pull,) = world.github.pulls(REPOSITORY)
+    body = pull["body"]
+    assert body.startswith(f"{template.strip()}\n\n---\n\nCloses #{ISSUE}.\n\n## Plan\n")
+    assert "NOT FOR THE BODY" not in body
+    assert "Tests on the branch: passed" in body
+
+
 def test_an_approved_plan_becomes_a_draft_pull_request(
     world: World, engine: sa.Engine, settings: Settings
 ) -> None:
@@ -87,7 +107,7 @@ def test_an_approved_plan_becomes_a_draft_pull_request(
     assert pull["draft"] is True
     assert pull["head"]["ref"] == BRANCH
     body = pull["body"]
-    assert body.startswith(f"Resolves #{ISSUE}.\n\n## Plan\n\nAdd a dial widget.\n\n```mermaid\n")
+    assert body.startswith(f"Closes #{ISSUE}.\n\n## Plan\n\nAdd a dial widget.\n\n```mermaid\n")
     assert '  T1["T1: Step T1"]\n' in body
     assert "  T2 --> T4\n  T3 --> T4\n" in body
     assert yaml_in(body).model_dump() == Plan.model_validate(FOUR_TASKS).model_dump()

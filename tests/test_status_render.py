@@ -150,7 +150,7 @@ def test_the_pull_request_shows_the_final_plan_table_cost_and_tests() -> None:
     body = pull_request(progress_of("integrated", "integrated", "skipped"))
 
     parts = [
-        "Resolves #12.\n\n## Plan\n\nAdd a dial widget. See #12.\n\n```mermaid\nflowchart TD\n",
+        "Closes #12.\n\n## Plan\n\nAdd a dial widget. See #12.\n\n```mermaid\nflowchart TD\n",
         "  class T1,T2 integrated\n  classDef skipped",
         "<details><summary>Plan as YAML (r1)</summary>\n\n```yaml\nsummary: ",
         "## Tasks\n\n| Task | Role | Model | Tokens | Cost | Attempts |\n",

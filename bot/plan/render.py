@@ -206,12 +206,17 @@ def render_pull_request(
     *,
     tests_passed: bool,
     test_output: str | None,
+    template: str | None = None,
 ) -> str:
-    """The draft pull request's body: the issue it resolves, the final plan (summary, graph and
-    YAML), the per-task table and cost, the static analysts' findings and the test results."""
+    """The draft pull request's body: the repository's pull request template when it has one,
+    then the issue it closes, the final plan (summary, graph and YAML), the per-task table and
+    cost, the static analysts' findings and the test results."""
     skipped = [task.key for task in progress.tasks if task.state == "skipped"]
+    # The template is the repository's own words for its pull requests, as GitHub would show it.
+    above = [template.strip(), "---"] if template and template.strip() else []
     sections: list[str | Droppable] = [
-        f"Resolves #{issue_number}.",
+        *above,
+        f"Closes #{issue_number}.",
         "## Plan",
         _paragraphs(progress.plan.summary),
         Droppable(mermaid(progress.plan, progress.states), 2),

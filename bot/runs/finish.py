@@ -4,8 +4,11 @@ finds the run) or its body brought up to date, and the check run says how the te
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlmodel import Session
 
+from bot.codebase.snapshot import committed_files
 from bot.executor import JobContext, check_fence
 from bot.github.repo import CheckConclusion
 from bot.llm.recording import run_spend
@@ -21,6 +24,13 @@ from bot.scheduler import all_in
 from bot.store.models import Run, RunState
 
 NOTHING_CHANGED = "no task changed a file, so there is nothing to propose"
+# Where GitHub looks for a single pull request template, in both spellings it accepts.
+TEMPLATE_PATHS = tuple(
+    f"{folder}{name}"
+    for folder in (".github/", "", "docs/")
+    for name in ("pull_request_template.md", "PULL_REQUEST_TEMPLATE.md")
+)
+TEMPLATE_BYTES = 16_000  # room left for Baton's own sections in GitHub's 65,536-character body
 
 
 async def finish_run(context: JobContext, run_id: str) -> None:
@@ -47,7 +57,8 @@ async def finish_run(context: JobContext, run_id: str) -> None:
 async def _propose(workspace: Workspace, head: str, tests: CommandResult | None) -> None:
     context, run, repo = workspace.context, workspace.run, workspace.repo
     passed = tests is not None and tests.exit_code == 0
-    body = await context.store.run(lambda session: _body(session, workspace, tests))
+    template = await pull_request_template(workspace.mirror.path, run.base_sha)
+    body = await context.store.run(lambda session: _body(session, workspace, tests, template))
     number = run.pull_request_number
     if number is None:
         default_branch = (await repo.repository()).default_branch
@@ -76,7 +87,9 @@ async def _propose(workspace: Workspace, head: str, tests: CommandResult | None)
     await workspace.let_go_of_pins()
 
 
-def _body(session: Session, workspace: Workspace, tests: CommandResult | None) -> str:
+def _body(
+    session: Session, workspace: Workspace, tests: CommandResult | None, template: str | None
+) -> str:
     run = workspace.run
     return render_pull_request(
         run.issue_number,
@@ -84,7 +97,17 @@ def _body(session: Session, workspace: Workspace, tests: CommandResult | None) -
         findings(session, run.id),
         tests_passed=tests is not None and tests.exit_code == 0,
         test_output=tests.output if tests is not None else None,
+        template=template,
     )
+
+
+async def pull_request_template(repository: Path, commit: str | None) -> str | None:
+    """The repository's pull request template at `commit`, as GitHub finds it: the first of its
+    usual places holding a regular text file of at most `TEMPLATE_BYTES` (never a link)."""
+    if commit is None:
+        return None
+    found = await committed_files(repository, commit, TEMPLATE_PATHS, TEMPLATE_BYTES)
+    return next((file.text for file in found if file.text and file.text.strip()), None)
 
 
 def _record(session: Session, run_id: str, **values: object) -> None:
