@@ -299,15 +299,19 @@ def review_tasks(comment_ids: list[int]) -> Callable[[RecordedCall], ModelReply]
 
 
 def submit_review(
-    world: World, pull_number: int, comments: list[str], comment_ids: list[int]
+    world: World,
+    pull_number: int,
+    comments: list[str],
+    comment_ids: list[int],
+    reviewer: str = "alice",
 ) -> None:
-    """Alice requests changes with one review comment per text on T1's file, whose ids go into
-    `comment_ids` before GitHub delivers the review (the review planner reads them). The
+    """`reviewer` requests changes with one review comment per text on T1's file, whose ids go
+    into `comment_ids` before GitHub delivers the review (the review planner reads them). The
     delivery is the double's own, so it names the pull request's head as it stands."""
     review = world.github.add_review(
         REPOSITORY,
         pull_number,
-        user="alice",
+        user=reviewer,
         state="CHANGES_REQUESTED",
         body="More widgets, please.",
         comments=[{"path": FILES["T1"], "line": 1, "body": text} for text in comments],

@@ -36,6 +36,13 @@ _PARTIAL = ".partial-"
 MirrorUpdate = Literal["cloned", "fetched"]
 
 
+@dataclass(frozen=True)
+class ChangedEntry:
+    path: str
+    mode: str  # git's: 100644, 100755, 120000 (a link), 160000 (a submodule)
+    object_id: str | None  # None: the path was deleted
+
+
 class PushRejected(GitError):
     """A push to a run branch did not happen because it would drop someone's commits.
 
@@ -218,6 +225,27 @@ class Mirror:
             if run.strip() == run_id and key.strip():
                 found.append((sha, key.strip()))
         return found
+
+    async def changed_entries(self, parent: str, sha: str) -> list[ChangedEntry]:
+        """What commit `sha` changed from `parent`, path by path (renames as a delete and an
+        add), with each new entry's mode and object; a deleted path has no object."""
+        check_sha("parent", parent)
+        check_sha("commit", sha)
+        args = ["diff-tree", "-r", "-z", "--no-renames", "--raw", parent, sha]
+        fields = (await self._runner.run(args, cwd=self.path)).stdout.split("\0")
+        entries = []
+        for header, path in zip(fields[0::2], fields[1::2], strict=False):
+            _, mode, _, object_id, status = header.lstrip(":").split(" ")
+            deleted = status == "D"
+            entries.append(ChangedEntry(path, mode, None if deleted else object_id))
+        return entries
+
+    async def commit_fields(self, sha: str) -> tuple[str, str]:
+        """Commit `sha`'s tree sha and whole message."""
+        check_sha("commit", sha)
+        shown = await self._runner.run(["show", "-s", "--format=%T%x00%B", sha], cwd=self.path)
+        tree, _, message = shown.stdout.partition("\0")
+        return tree, message
 
     async def resolve(self, revision: str) -> str:
         """The commit sha `revision` (a branch, tag or sha) names in the mirror."""

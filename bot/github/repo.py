@@ -7,7 +7,7 @@ the code never depends on githubkit's generated models.
 from __future__ import annotations
 
 import base64
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
 
@@ -39,6 +39,20 @@ class NotFound(GitHubError):
 
 class AlreadyExists(GitHubError):
     """GitHub refused to make something that is there already (422 `already_exists`)."""
+
+
+class BranchMoved(GitHubError):
+    """GitHub refused to move a branch: it exists when it should not, or has moved on."""
+
+
+@dataclass(frozen=True)
+class TreeChange:
+    """One path of a new tree: its git mode and object (`kind` blob or commit), or gone."""
+
+    path: str
+    mode: str
+    kind: str
+    sha: str | None
 
 
 def status_marker(run_id: str) -> str:
@@ -412,6 +426,77 @@ class RepoClient:
             self._rest.issues.async_update_comment(self.owner, self.name, comment_id, body=body),
         )
         return edited.id
+
+    async def create_blob(self, data: bytes) -> str:
+        """A file's bytes stored in the repository (Git Data API); its blob sha."""
+        content = base64.b64encode(data).decode()
+        made = await self._call(
+            f"a blob in {self.full_name}",
+            self._rest.git.async_create_blob(
+                self.owner, self.name, data={"content": content, "encoding": "base64"}
+            ),
+        )
+        return made.sha
+
+    async def create_tree(self, base_tree: str, changes: Sequence[TreeChange]) -> str:
+        """`base_tree` with each change's path set to its blob (or removed); the tree's sha."""
+        entries = [
+            {"path": change.path, "mode": change.mode, "type": change.kind, "sha": change.sha}
+            for change in changes
+        ]
+        made = await self._call(
+            f"a tree in {self.full_name}",
+            self._rest.git.async_create_tree(
+                self.owner, self.name, data=cast(Any, {"base_tree": base_tree, "tree": entries})
+            ),
+        )
+        return made.sha
+
+    async def create_commit(self, message: str, tree: str, parents: Sequence[str]) -> str:
+        """A commit GitHub makes and signs as the App (no author given: it shows Verified)."""
+        made = await self._call(
+            f"a commit in {self.full_name}",
+            self._rest.git.async_create_commit(
+                self.owner,
+                self.name,
+                data={"message": message, "tree": tree, "parents": list(parents)},
+            ),
+        )
+        return made.sha
+
+    async def move_branch(self, branch: str, sha: str, *, exists: bool) -> None:
+        """Create `branch` at `sha`, or move it forward to `sha`; never backward or sideways.
+        BranchMoved when GitHub refuses: the branch is not where the caller thought."""
+        what = f"branch {branch} of {self.full_name}"
+        if exists:
+            call = self._rest.git.async_update_ref(
+                self.owner, self.name, f"heads/{branch}", data={"sha": sha, "force": False}
+            )
+        else:
+            call = self._rest.git.async_create_ref(
+                self.owner, self.name, data={"ref": f"refs/heads/{branch}", "sha": sha}
+            )
+        try:
+            await call
+        except RequestFailed as error:
+            if error.response.status_code == 422:
+                raise BranchMoved(f"GitHub did not move {what}: {_message(error)}") from None
+            raise _error(error, what) from None
+        except RequestError as error:
+            raise _error(error, what) from None
+
+    async def user_id(self, login: str) -> int:
+        """The numeric id of the account `login` (for its noreply address)."""
+        what = f"user {login}"
+        try:
+            response = await self._rest.users.async_get_by_username(login)
+        except RequestError as error:
+            raise _error(error, what) from None
+        # Only the id is read: the rest of a user's fields differ between GitHub versions.
+        found = response.json().get("id")
+        if not isinstance(found, int):
+            raise GitHubError(f"GitHub gave no id for {what}")
+        return found
 
     async def _send(self, what: str, call: Awaitable[Response[Any, Any]]) -> None:
         """A githubkit call whose answer Baton does not read, so no field of it (which GitHub

@@ -11,7 +11,7 @@ kind of work, for at most an hour.
 |---------------------------------------------------|----------------------|
 | repository, collaborator permission               | metadata: read       |
 | `.github/baton.yml`, git fetch and clone          | contents: read       |
-| git push (run branch)                             | contents: write      |
+| commits on the run branch (Git Data API)          | contents: write      |
 | issue, its comments; comment, edit, react         | issues: read / write |
 | find and create the trigger label                 | issues: read / write |
 | pull requests, reviews, review comments           | pull_requests: read  |

@@ -1,8 +1,10 @@
-"""The `integrate_task` step: an accepted task's commit onto the run branch, pushed with a lease.
+"""The `integrate_task` step: an accepted task's commit onto the run branch, made by GitHub
+through its Git Data API (so it shows Verified) and the branch moved forward only.
 One integration per run at a time (the job's lock), in the order tasks were accepted.
 
-A person's push to the branch is kept: the commit goes on top of it, and if it does not apply
-there the task goes back to its worker with the hunks. A commit pushed by a process that died
+A person's push to the branch is kept: the commit goes on top of it (again, when they push
+while it is being published), and if it does not apply there the task goes back to its worker
+with the hunks. A commit pushed by a process that died
 before recording it is found on the branch by its trailer and adopted, never pushed twice.
 """
 
@@ -15,15 +17,17 @@ from sqlmodel import Session, col, select
 
 from bot.executor import JobContext, check_fence
 from bot.git import ApplyConflict, GitError, PushRejected
-from bot.github.repo import GitHubError
+from bot.github.repo import BranchMoved, GitHubError
 from bot.planning import load_run
 from bot.runs import lifecycle, record_event
 from bot.runs.advance import WORKING, adopt_pushed, record_integration
 from bot.runs.progress import task_row
+from bot.runs.publish import publish
 from bot.runs.workspace import Workspace, open_workspace
 from bot.store.models import CommitBundle, Run, Task, TaskAttempt, TaskState
 
 log = logging.getLogger(__name__)
+MOVES_FOLLOWED = 3  # a branch moved by people this often in one integration stops the task
 
 
 async def integrate_task(context: JobContext, run_id: str, task_key: str) -> None:
@@ -42,13 +46,26 @@ async def integrate_task(context: JobContext, run_id: str, task_key: str) -> Non
         return
     workspace = await open_workspace(context, run_id, fetch=True)
     try:
-        await _integrate(workspace, task, commit)
+        await _integrate_on_latest(workspace, task, commit)
     except ApplyConflict as conflict:
         feedback = f"Your change conflicts with the run branch now:\n{conflict.hunks}"
         await _move(context, task, TaskState.running, "conflicts with the branch", feedback)
     except (GitError, GitHubError) as error:
         log.warning("task %s could not be integrated: %s", task.key, error)
         await _move(context, task, TaskState.failed, str(error))
+
+
+async def _integrate_on_latest(workspace: Workspace, task: Task, commit: str) -> None:
+    """`_integrate`, again on top of the branch as it is now when a person pushed meanwhile."""
+    for tries in range(1, MOVES_FOLLOWED + 1):
+        try:
+            await _integrate(workspace, task, commit)
+            return
+        except BranchMoved:
+            if tries == MOVES_FOLLOWED:
+                raise
+            log.info("the branch of run %s moved while integrating; again", workspace.run.id)
+            workspace = await open_workspace(workspace.context, workspace.run.id, fetch=True)
 
 
 async def _integrate(workspace: Workspace, task: Task, commit: str) -> None:
@@ -66,14 +83,13 @@ async def _integrate(workspace: Workspace, task: Task, commit: str) -> None:
         new_head = await worktree.apply_commit(commit)
     finally:
         await worktree.remove()
-    # Checked just before the push: a process that lost this job to another pushes nothing.
+    # Checked just before publishing: a process that lost this job to another pushes nothing.
     await context.store.run(check_fence)
     try:
-        await mirror.push(workspace.branch, new_head, expected=remote)
-    except PushRejected:
-        await mirror.update()
-        raise
-    await context.store.run(lambda session: _integrated(session, run.id, task.key, new_head))
+        published = await publish(workspace, task, new_head, workspace.head, remote is not None)
+    finally:
+        await mirror.update()  # the published commit, or whatever moved the branch instead
+    await context.store.run(lambda session: _integrated(session, run.id, task.key, published))
     await workspace.let_go_of_pins(task.key)
 
 

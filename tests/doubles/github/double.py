@@ -15,6 +15,7 @@ import httpx
 
 from tests.doubles.git_http import GitHttpBackend, init_bare_repository
 from tests.doubles.github.git_data import _branch_sha
+from tests.doubles.github.git_writes import RefUpdate, keep_ref_log, ref_updates
 from tests.doubles.github.issues import _new_comment
 from tests.doubles.github.pulls import _close_pull, _new_reply
 from tests.doubles.github.server import _RestApi, _Server, _Views
@@ -156,6 +157,7 @@ class GitHubDouble(_Server, _Deliveries):
                 )
             path = self.root / owner / f"{name}.git"
             init_bare_repository(path, files or {"README.md": f"# {name}\n"}, default_branch)
+            keep_ref_log(path)
             repo = _Repository(
                 id=repository_id or self._state.new_id(),
                 owner=owner,
@@ -394,6 +396,21 @@ class GitHubDouble(_Server, _Deliveries):
         with self._lock:
             repo = self._state.repository(full_name)
             return [self._views.label(repo, label.name) for label in repo.labels.values()]
+
+    def user(self, login: str) -> dict[str, Any]:
+        """The account as `GET /users/{login}` shows it."""
+        with self._lock:
+            return self._views.user(login)
+
+    def ref_updates(self, full_name: str, branch: str) -> list[RefUpdate]:
+        """Every update of `branch` since the repository was added, by the API or a push."""
+        with self._lock:
+            return ref_updates(self._state.repository(full_name).path, branch)
+
+    def commit(self, full_name: str, sha: str) -> dict[str, Any]:
+        """The commit as `GET /repos/{owner}/{repo}/commits/{sha}` shows it."""
+        with self._lock:
+            return self._views.commit(self._state.repository(full_name), sha)
 
     def branch_sha(self, full_name: str, branch: str) -> str | None:
         with self._lock:

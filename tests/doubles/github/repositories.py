@@ -14,6 +14,7 @@ from tests.doubles.github.git_data import (
     _tree_entries,
     _TreeEntry,
 )
+from tests.doubles.github.git_writes import verification
 from tests.doubles.github.rest import _Answer, _Call, _handles, _json_answer, _not_found, _page
 from tests.doubles.github.state import FOLDED_PERMISSION, ROLES, _node_id, _Repository, _State
 
@@ -149,13 +150,7 @@ class _RepositoryViews(_AccountViews):
                 "message": details.message,
                 "comment_count": 0,
                 "tree": {"sha": details.tree, "url": f"{api}/git/trees/{details.tree}"},
-                "verification": {
-                    "verified": False,
-                    "reason": "unsigned",
-                    "signature": None,
-                    "payload": None,
-                    "verified_at": None,
-                },
+                "verification": verification(details.sha in repo.verified_commits),
             },
             "author": None,
             "committer": None,
@@ -289,6 +284,10 @@ class _RepositoryRoutes:
     def _listing(self, repo: _Repository, commit: str, directory: str, ref: str) -> _Answer:
         entries = _tree_entries(repo.path, commit, directory)
         return _json_answer(200, [self.views.content_item(repo, entry, ref) for entry in entries])
+
+    @_handles("GET", "/users/{username}", needs="metadata:read")
+    def get_user(self, call: _Call) -> _Answer:
+        return _json_answer(200, self.views.user(call.params["username"]))
 
     @_handles(
         "GET",

@@ -18,6 +18,7 @@ from starlette.types import Message, Receive, Scope, Send
 from tests.doubles.git_http import GitHttpBackend, GitRefusal
 from tests.doubles.github.app import _AppRoutes, _credential, _jwt_problem
 from tests.doubles.github.checks import _CheckRoutes, _CheckViews
+from tests.doubles.github.git_writes import _GitWriteRoutes, _GitWriteViews
 from tests.doubles.github.issues import _IssueRoutes
 from tests.doubles.github.manifest import _ManifestPages, _ManifestRoutes
 from tests.doubles.github.oauth import _OAuthPages, _UserRoutes
@@ -52,7 +53,7 @@ from tests.doubles.github.state import (
 _GIT_PATH = re.compile(r"/[^/]+/[^/]+/(?:info/refs|git-upload-pack|git-receive-pack)")
 
 
-class _Views(_CheckViews):
+class _Views(_CheckViews, _GitWriteViews):
     """Renders state records as the REST API's JSON bodies."""
 
 
@@ -64,6 +65,7 @@ class _RestApi(
     _CheckRoutes,
     _PullRoutes,
     _UserRoutes,
+    _GitWriteRoutes,
 ):
     """The REST routes the double serves, each a small handler over the state."""
 

@@ -271,6 +271,7 @@ class _Repository:
     review_comments: dict[int, _ReviewComment] = field(default_factory=dict)
     roles: dict[str, str] = field(default_factory=dict)
     labels: dict[str, _Label] = field(default_factory=dict)  # by lowercased name
+    verified_commits: set[str] = field(default_factory=set)  # made and signed by GitHub
 
     @property
     def full_name(self) -> str:
