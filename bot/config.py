@@ -144,6 +144,8 @@ class RepoConfig(_Section):
     lint_command: str | None = None
     branch_prefix: Annotated[str, AfterValidator(_usable_branch_prefix)] = "baton/"
     review_rounds: Annotated[int, Field(ge=1, le=10)] = 3
+    # Times a failing CI on the pull request becomes fix tasks before a person takes over.
+    ci_fix_rounds: Annotated[int, Field(ge=0, le=10)] = 2
     prices: dict[ModelName, PriceConfig] = {}
     # Who works an approved plan: its tasks' workers, one agent, or one agent for a chain.
     mode: Literal["orchestrated", "single", "auto"] = "orchestrated"

@@ -119,6 +119,27 @@ class PullRequestClosed(_Tolerant):
     sender: Account
 
 
+class AppRef(_Tolerant):
+    id: GitHubId | None = None
+    slug: str | None = None
+
+
+class CheckSuiteRef(_Tolerant):
+    id: GitHubId
+    head_sha: str
+    head_branch: str | None = None
+    conclusion: str | None = None
+    app: AppRef | None = None
+
+
+class CheckSuiteCompleted(_Tolerant):
+    action: str
+    installation: InstallationRef
+    repository: RepositoryRef
+    check_suite: CheckSuiteRef
+    sender: Account
+
+
 class InstallationEvent(_Tolerant):
     action: str
     installation: InstallationFull
@@ -215,6 +236,7 @@ _ROUTES: dict[str, tuple[str | None, str, type[_Tolerant]]] = {
     "issue_comment": ("created", "handle_issue_comment", IssueCommentCreated),
     "pull_request_review": ("submitted", "handle_review", PullRequestReviewSubmitted),
     "pull_request": ("closed", "handle_pull_request_closed", PullRequestClosed),
+    "check_suite": ("completed", "handle_check_suite", CheckSuiteCompleted),
     "installation": (None, "sync_installation", InstallationEvent),
     "installation_repositories": (
         None,
@@ -228,7 +250,7 @@ _PARTIAL = {model: _partial(model) for _, _, model in _ROUTES.values()}
 
 # Events that report what happened rather than ask Baton for anything: acted on whoever caused
 # them (a merge queue's bot merging a pull request still ends its run).
-_FACTS = frozenset({"pull_request"})
+_FACTS = frozenset({"pull_request", "check_suite"})
 
 
 def decide(event: str, body: bytes) -> Decision:

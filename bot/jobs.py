@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from sqlmodel import Session
 
 from bot import (
+    ci,
     installations,
     labels,
     planning,
@@ -18,6 +19,7 @@ from bot import (
     steering,
 )
 from bot.events import (
+    CheckSuiteCompleted,
     InstallationEvent,
     InstallationRepositoriesEvent,
     IssueCommentCreated,
@@ -106,6 +108,15 @@ async def handle_pull_request_closed(context: JobContext, delivery_id: int) -> N
     await pull_requests.pull_request_closed(context, event, delivery_id)
 
 
+async def handle_check_suite(context: JobContext, delivery_id: int) -> None:
+    """`check_suite.completed`: a CI's failure on a run's pull request is run again, fixed
+    by new tasks, or handed to a person."""
+    event = await context.store.run(
+        lambda session: load_event(session, delivery_id, CheckSuiteCompleted)
+    )
+    await ci.check_suite_completed(context, event)
+
+
 async def sync_installation(context: JobContext, delivery_id: int) -> None:
     """`installation.*`: keep the installations table current; a new installation's
     repositories get the trigger label."""
@@ -145,6 +156,7 @@ JOBS: dict[str, JobFunction] = {
     "handle_issue_comment": handle_issue_comment,
     "handle_review": handle_review,
     "handle_pull_request_closed": handle_pull_request_closed,
+    "handle_check_suite": handle_check_suite,
     "sync_installation": sync_installation,
     "sync_installation_repositories": sync_installation_repositories,
     labels.LABEL_JOB: labels.create_trigger_label,

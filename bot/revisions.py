@@ -106,7 +106,7 @@ def _review_key(review_id: int) -> str:
 
 async def _plan_review(context: JobContext, run: Run, review: Review) -> Plan:
     config = RepoConfig.model_validate(run.config)
-    first = await context.store.run(lambda session: _next_number(session, run.id))
+    first = await context.store.run(lambda session: next_task_number(session, run.id))
     mirror = await updated_mirror(context, run, READ_REVIEW)
     head = run.head_sha or run.base_sha or ""
     worktree = await mirror.add_worktree(run.id, "review-plan", head)
@@ -148,7 +148,7 @@ def _checks(
     def problems(plan: Plan) -> list[str]:
         found = list(check_plan(plan, files, rules).errors)
         for task in plan.tasks:
-            number = _number(task.id)
+            number = task_number(task.id)
             if number is not None and number < first:
                 found.append(f"{task.id}: new tasks are numbered from T{first} on")
         answered = {comment for task in plan.tasks for comment in task.addresses}
@@ -161,17 +161,17 @@ def _checks(
     return problems
 
 
-def _number(task_id: str) -> int | None:
+def task_number(task_id: str) -> int | None:
     matched = re.fullmatch(r"T(\d+)", task_id)
     return int(matched.group(1)) if matched else None
 
 
-def _next_number(session: Session, run_id: str) -> int:
+def next_task_number(session: Session, run_id: str) -> int:
     """One past the highest task number of the run's tasks and of every revision's plan."""
     keys = list(session.exec(select(Task.key).where(Task.run_id == run_id)).all())
     for revision in session.exec(select(PlanRevision).where(PlanRevision.run_id == run_id)):
         keys += [task.id for task in Plan.model_validate(revision.plan).tasks]
-    numbers = [number for key in keys if (number := _number(key)) is not None]
+    numbers = [number for key in keys if (number := task_number(key)) is not None]
     return max(numbers, default=0) + 1
 
 
@@ -235,12 +235,12 @@ async def _approve(context: JobContext, run_id: str, plan: Plan, review: Review)
         assert revision is not None
         add_task_rows(session, run_id, revision, RepoConfig.model_validate(run.config), existing)
         session.flush()
-        _carry_on(session, run)
+        carry_on(session, run)
 
     await context.store.run(approve)
 
 
-def _carry_on(session: Session, run: Run) -> None:
+def carry_on(session: Session, run: Run) -> None:
     """The review's tasks run now, whatever step the run is at: a run at work picks them up,
     one that waits for people starts revising."""
     state = RunState(run.state)

@@ -73,8 +73,8 @@ KILLS = [
     Kill("attempt: a review is under way", call=asked("reviewer")),
     Kill("attempt, then integrate: T1 is accepted", stored=task_in("T1", *UNDER_WAY[2:])),
     Kill(
-        "integrate: a push moved the branch, not yet recorded",
-        answered("POST", ".*/git-receive-pack", 200),
+        "integrate: the branch is made at T1's commit, not yet recorded",
+        answered("POST", f"/repos/{REPOSITORY}/git/refs", 201),
     ),
     Kill("attempt: a later worker is at work", call=asked("worker", but="T1")),
     Kill("integrate, then finish: T4 is integrated", stored=task_in("T4", "integrated")),

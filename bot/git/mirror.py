@@ -240,6 +240,17 @@ class Mirror:
             entries.append(ChangedEntry(path, mode, None if deleted else object_id))
         return entries
 
+    async def changed_paths(self, base: str, head: str) -> list[str]:
+        """The paths that differ between two commits."""
+        check_sha("base", base)
+        check_sha("head", head)
+        args = ["diff", "--name-only", "-z", "--no-renames", base, head]
+        return [
+            path
+            for path in (await self._runner.run(args, cwd=self.path)).stdout.split("\0")
+            if path
+        ]
+
     async def commit_fields(self, sha: str) -> tuple[str, str]:
         """Commit `sha`'s tree sha and whole message."""
         check_sha("commit", sha)

@@ -45,6 +45,31 @@ class BranchMoved(GitHubError):
     """GitHub refused to move a branch: it exists when it should not, or has moved on."""
 
 
+ACTIONS_APP = "github-actions"  # the app slug of GitHub Actions: its check runs are jobs
+
+
+@dataclass(frozen=True)
+class Annotation:
+    path: str
+    line: int | None
+    message: str
+
+
+@dataclass(frozen=True)
+class CheckRunResult:
+    """A check run as another app (a CI) left it; for GitHub Actions `id` is the job's id."""
+
+    id: int
+    name: str
+    app: str  # its app's slug
+    app_id: int | None
+    status: str
+    conclusion: str | None
+    title: str
+    summary: str
+    text: str
+
+
 @dataclass(frozen=True)
 class TreeChange:
     """One path of a new tree: its git mode and object (`kind` blob or commit), or gone."""
@@ -498,6 +523,53 @@ class RepoClient:
             raise GitHubError(f"GitHub gave no id for {what}")
         return found
 
+    async def check_runs(self, head_sha: str) -> list[CheckRunResult]:
+        """The newest check run of each name on a commit, from every app."""
+        what = f"check runs of {self.full_name}@{head_sha}"
+        call = self._rest.checks.async_list_for_ref(
+            self.owner, self.name, head_sha, per_page=PER_PAGE
+        )
+        return [_check_run(item) for item in (await self._raw(what, call)).get("check_runs", [])]
+
+    async def annotations(self, check_run_id: int) -> list[Annotation]:
+        what = f"annotations of check run {check_run_id} in {self.full_name}"
+        call = self._rest.checks.async_list_annotations(
+            self.owner, self.name, check_run_id, per_page=PER_PAGE
+        )
+        found = await self._raw(what, call)
+        return [_annotation(item) for item in found if isinstance(item, dict)]
+
+    async def job_log(self, job_id: int) -> str:
+        """An Actions job's log (GitHub redirects to it; the client follows)."""
+        what = f"the log of Actions job {job_id} in {self.full_name}"
+        call = self._rest.actions.async_download_job_logs_for_workflow_run(
+            self.owner, self.name, job_id
+        )
+        try:
+            response = await call
+        except RequestError as error:
+            raise _error(error, what) from None
+        return response.text
+
+    async def run_again(self, check: CheckRunResult) -> None:
+        """Re-run a failed Actions job, or ask another app for its check run again."""
+        what = f"check run {check.id} ({check.name}) in {self.full_name}"
+        if check.app == ACTIONS_APP:
+            call = self._rest.actions.async_re_run_job_for_workflow_run(
+                self.owner, self.name, check.id
+            )
+        else:
+            call = self._rest.checks.async_rerequest_run(self.owner, self.name, check.id)
+        await self._send(what, call)
+
+    async def _raw(self, what: str, call: Awaitable[Response[Any, Any]]) -> Any:
+        """A call's JSON as sent, for answers of which Baton reads a few fields (other apps'
+        check runs differ from Baton's own, and between GitHub versions)."""
+        try:
+            return (await call).json()
+        except RequestError as error:
+            raise _error(error, what) from None
+
     async def _send(self, what: str, call: Awaitable[Response[Any, Any]]) -> None:
         """A githubkit call whose answer Baton does not read, so no field of it (which GitHub
         Enterprise Server versions differ in) can fail to parse; GitHubError as `_call`."""
@@ -556,6 +628,31 @@ def _already_exists(error: RequestFailed) -> bool:
         return any(problem.get("code") == "already_exists" for problem in problems)
     except (ValueError, AttributeError):
         return False
+
+
+def _check_run(item: Any) -> CheckRunResult:
+    app = item.get("app") or {}
+    output = item.get("output") or {}
+    return CheckRunResult(
+        id=int(item["id"]),
+        name=str(item.get("name") or ""),
+        app=str(app.get("slug") or ""),
+        app_id=app.get("id") if isinstance(app.get("id"), int) else None,
+        status=str(item.get("status") or ""),
+        conclusion=item.get("conclusion"),
+        title=str(output.get("title") or ""),
+        summary=str(output.get("summary") or ""),
+        text=str(output.get("text") or ""),
+    )
+
+
+def _annotation(item: Any) -> Annotation:
+    line = item.get("start_line")
+    return Annotation(
+        str(item.get("path") or ""),
+        line if isinstance(line, int) else None,
+        str(item.get("message") or ""),
+    )
 
 
 def _label_name(label: Any) -> str:

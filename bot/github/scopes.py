@@ -17,6 +17,8 @@ kind of work, for at most an hour.
 | pull requests, reviews, review comments           | pull_requests: read  |
 | open the draft PR, edit its body, reply in thread | pull_requests: write |
 | find, create and update the `baton` check run     | checks: write        |
+| other apps' check runs and their annotations      | checks: read         |
+| Actions job logs; re-run a failed job             | actions: write       |
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Permissions:
     issues: Access | None = None
     pull_requests: Access | None = None
     checks: Access | None = None
+    actions: Access | None = None
     metadata: Access = "read"
 
     def as_request(self) -> dict[str, str]:
@@ -59,6 +62,10 @@ READ_REVIEW = Permissions(contents="read", pull_requests="read")
 # Executing a plan, first or after a review: push the run branch, open and update the draft pull
 # request and reply in its review threads, keep the status comment and the check run current.
 EXECUTE = Permissions(contents="write", issues="write", pull_requests="write", checks="write")
+# A failing CI on the pull request: read the checks, their annotations and Actions logs, re-run
+# a job that failed for no reason of the run's, and hand over on the pull request when fixes
+# did not help. The fix tasks that follow run with EXECUTE.
+FIX_CI = Permissions(contents="read", issues="write", checks="read", actions="write")
 
 
 @dataclass(frozen=True)

@@ -74,9 +74,13 @@ def _heading(session: Session, run: Run) -> str:
         return _needs_person(session, run.id)
     if run.state == RunState.pr_open:
         tests = "the tests pass" if run.tests_passed else "the tests fail on the branch"
-        return f"**Draft pull request** {pull} is open. Every task was accepted; {tests}."
+        opened = f"**Draft pull request** {pull} is open. Every task was accepted; {tests}."
+        handed = _ci_handed_over(session, run.id)
+        return f"{opened}\n\n{markdown_text(handed)}" if handed else opened
     if run.state == RunState.revising:
-        return f"**Executing** the review's tasks; the draft pull request is {pull}."
+        newest = approved_revisions(session, run.id)[-1:]
+        whose = "that fix the failing CI" if newest and newest[0].source == "ci" else "the review's"
+        return f"**Executing** {whose} tasks; the draft pull request is {pull}."
     if run.state == RunState.cancelled:
         return f"**Cancelled**: {reason}." if reason else "**Cancelled**."
     if run.state in (RunState.done, RunState.closed):
@@ -87,6 +91,20 @@ def _heading(session: Session, run: Run) -> str:
     first = approved[0]
     by = markdown_text(first.approved_by or "")
     return f"**Executing** plan r{first.number}, approved by @{by}."
+
+
+def _ci_handed_over(session: Session, run_id: str) -> str | None:
+    """What Baton said handing a failing CI over, unless fix tasks came after it."""
+    query = (
+        select(TimelineEvent)
+        .where(
+            TimelineEvent.run_id == run_id,
+            col(TimelineEvent.kind).in_(["ci.handed_over", "plan.from_ci"]),
+        )
+        .order_by(col(TimelineEvent.id).desc())
+    )
+    newest = session.exec(query).first()
+    return newest.message if newest is not None and newest.kind == "ci.handed_over" else None
 
 
 def _needs_person(session: Session, run_id: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from tests.doubles.github.ci import _CiViews
 from tests.doubles.github.git_data import _commit_sha
 from tests.doubles.github.pulls import _PullViews
 from tests.doubles.github.rest import (
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from tests.doubles.github.server import _Views
 
 
-class _CheckViews(_PullViews):
+class _CheckViews(_PullViews, _CiViews):
     """Check runs."""
 
     def check_run(self, repo: _Repository, run: _CheckRun) -> dict[str, Any]:
@@ -60,7 +61,7 @@ class _CheckViews(_PullViews):
             },
             "name": run.name,
             "check_suite": {"id": run.suite_id},
-            "app": self.app(),
+            "app": self.app_of(run),
             "pull_requests": [
                 self.pull_minimal(repo, pull)
                 for pull in repo.pulls.values()

@@ -14,6 +14,7 @@ from typing import Any, Self
 import httpx
 
 from tests.doubles.git_http import GitHttpBackend, init_bare_repository
+from tests.doubles.github.ci import _CiDeliveries
 from tests.doubles.github.git_data import _branch_sha
 from tests.doubles.github.git_writes import RefUpdate, keep_ref_log, ref_updates
 from tests.doubles.github.issues import _new_comment
@@ -38,7 +39,7 @@ from tests.doubles.github.webhooks import _Deliveries
 from tests.support import serve
 
 
-class GitHubDouble(_Server, _Deliveries):
+class GitHubDouble(_Server, _Deliveries, _CiDeliveries):
     """GitHub on loopback for tests; `with GitHubDouble(tmp_path) as github:` serves it.
 
     REST lives under `api_url` (`url` + "/api/v3"), web pages and git under `url`. State is

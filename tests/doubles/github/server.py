@@ -18,6 +18,7 @@ from starlette.types import Message, Receive, Scope, Send
 from tests.doubles.git_http import GitHttpBackend, GitRefusal
 from tests.doubles.github.app import _AppRoutes, _credential, _jwt_problem
 from tests.doubles.github.checks import _CheckRoutes, _CheckViews
+from tests.doubles.github.ci import _CiRoutes
 from tests.doubles.github.git_writes import _GitWriteRoutes, _GitWriteViews
 from tests.doubles.github.issues import _IssueRoutes
 from tests.doubles.github.manifest import _ManifestPages, _ManifestRoutes
@@ -66,6 +67,7 @@ class _RestApi(
     _PullRoutes,
     _UserRoutes,
     _GitWriteRoutes,
+    _CiRoutes,
 ):
     """The REST routes the double serves, each a small handler over the state."""
 

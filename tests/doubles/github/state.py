@@ -44,6 +44,7 @@ CHECK_CONCLUSIONS = (
 )
 REVIEW_STATES = ("APPROVED", "CHANGES_REQUESTED", "COMMENTED")
 APP_PERMISSIONS = {
+    "actions": "write",
     "checks": "write",
     "contents": "write",
     "issues": "write",
@@ -58,7 +59,15 @@ NOT_IN_INSTALLATION = (
     "There is at least one repository that does not exist or is not accessible to the parent "
     "installation."
 )
-APP_EVENTS = ["issues", "issue_comment", "pull_request_review", "pull_request_review_comment"]
+APP_EVENTS = [
+    "issues",
+    "issue_comment",
+    "pull_request_review",
+    "pull_request_review_comment",
+    "check_suite",
+    "check_run",
+    "workflow_run",
+]
 SECONDARY_RATE_LIMIT = (
     "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
 )
@@ -224,6 +233,10 @@ class _CheckRun:
     output: dict[str, Any]
     details_url: str | None
     external_id: str
+    app: str = ""  # the slug of the app that made it; "" for the double's own App (Baton)
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+    log: str = ""  # an Actions job's log
+    reruns: int = 0
 
 
 @dataclass
