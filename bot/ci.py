@@ -44,7 +44,7 @@ from bot.planning import (
     repo_client,
     updated_mirror,
 )
-from bot.revisions import carry_on, next_task_number, task_number
+from bot.revisions import carry_on, next_task_number, plan_approver, task_number
 from bot.runs import lifecycle
 from bot.store.models import PlanRevision, Run, RunState, Task, TimelineEvent
 from bot.store.types import utcnow
@@ -305,7 +305,7 @@ def _approve(
     if run is None or not run.active or run.state != RunState.pr_open:
         return
     latest = newest_revision(session, run_id)
-    approver = _plan_approver(session, run_id)
+    approver = plan_approver(session, run_id)
     number = (latest.number if latest else 0) + 1
     session.add(
         PlanRevision(
@@ -329,15 +329,6 @@ def _approve(
     add_task_rows(session, run_id, revision, RepoConfig.model_validate(run.config), existing)
     session.flush()
     carry_on(session, run)
-
-
-def _plan_approver(session: Session, run_id: str) -> str | None:
-    query = (
-        select(PlanRevision.approved_by)
-        .where(PlanRevision.run_id == run_id, col(PlanRevision.approved_by).is_not(None))
-        .order_by(col(PlanRevision.number))
-    )
-    return session.exec(query).first()
 
 
 async def _hand_over(

@@ -146,6 +146,8 @@ class RepoConfig(_Section):
     review_rounds: Annotated[int, Field(ge=1, le=10)] = 3
     # Times a failing CI on the pull request becomes fix tasks before a person takes over.
     ci_fix_rounds: Annotated[int, Field(ge=0, le=10)] = 2
+    # Times Baton merges a conflicting default branch into the run branch before a person does.
+    merge_rounds: Annotated[int, Field(ge=0, le=10)] = 2
     prices: dict[ModelName, PriceConfig] = {}
     # Who works an approved plan: its tasks' workers, one agent, or one agent for a chain.
     mode: Literal["orchestrated", "single", "auto"] = "orchestrated"

@@ -140,6 +140,19 @@ class CheckSuiteCompleted(_Tolerant):
     sender: Account
 
 
+class PushedRepository(RepositoryRef):
+    default_branch: str | None = None
+
+
+class PushEvent(_Tolerant):
+    ref: str
+    after: str
+    deleted: bool = False
+    installation: InstallationRef
+    repository: PushedRepository
+    sender: Account
+
+
 class InstallationEvent(_Tolerant):
     action: str
     installation: InstallationFull
@@ -237,6 +250,7 @@ _ROUTES: dict[str, tuple[str | None, str, type[_Tolerant]]] = {
     "pull_request_review": ("submitted", "handle_review", PullRequestReviewSubmitted),
     "pull_request": ("closed", "handle_pull_request_closed", PullRequestClosed),
     "check_suite": ("completed", "handle_check_suite", CheckSuiteCompleted),
+    "push": (None, "handle_push", PushEvent),
     "installation": (None, "sync_installation", InstallationEvent),
     "installation_repositories": (
         None,
@@ -250,7 +264,7 @@ _PARTIAL = {model: _partial(model) for _, _, model in _ROUTES.values()}
 
 # Events that report what happened rather than ask Baton for anything: acted on whoever caused
 # them (a merge queue's bot merging a pull request still ends its run).
-_FACTS = frozenset({"pull_request", "check_suite"})
+_FACTS = frozenset({"pull_request", "check_suite", "push"})
 
 
 def decide(event: str, body: bytes) -> Decision:

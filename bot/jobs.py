@@ -12,6 +12,7 @@ from bot import (
     ci,
     installations,
     labels,
+    merges,
     planning,
     retention,
     revisions,
@@ -26,6 +27,7 @@ from bot.events import (
     IssueLabeled,
     PullRequestClosed,
     PullRequestReviewSubmitted,
+    PushEvent,
 )
 from bot.executor import JobContext, JobFunction
 from bot.logs import log_context
@@ -117,6 +119,12 @@ async def handle_check_suite(context: JobContext, delivery_id: int) -> None:
     await ci.check_suite_completed(context, event)
 
 
+async def handle_push(context: JobContext, delivery_id: int) -> None:
+    """`push`: when it moved the default branch, open runs that now conflict get a merge."""
+    event = await context.store.run(lambda session: load_event(session, delivery_id, PushEvent))
+    await merges.default_branch_pushed(context, event)
+
+
 async def sync_installation(context: JobContext, delivery_id: int) -> None:
     """`installation.*`: keep the installations table current; a new installation's
     repositories get the trigger label."""
@@ -157,6 +165,7 @@ JOBS: dict[str, JobFunction] = {
     "handle_review": handle_review,
     "handle_pull_request_closed": handle_pull_request_closed,
     "handle_check_suite": handle_check_suite,
+    "handle_push": handle_push,
     "sync_installation": sync_installation,
     "sync_installation_repositories": sync_installation_repositories,
     labels.LABEL_JOB: labels.create_trigger_label,

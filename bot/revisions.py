@@ -240,6 +240,16 @@ async def _approve(context: JobContext, run_id: str, plan: Plan, review: Review)
     await context.store.run(approve)
 
 
+def plan_approver(session: Session, run_id: str) -> str | None:
+    """Who approved the run's first approved plan revision: what later revisions stand on."""
+    query = (
+        select(PlanRevision.approved_by)
+        .where(PlanRevision.run_id == run_id, col(PlanRevision.approved_by).is_not(None))
+        .order_by(col(PlanRevision.number))
+    )
+    return session.exec(query).first()
+
+
 def carry_on(session: Session, run: Run) -> None:
     """The review's tasks run now, whatever step the run is at: a run at work picks them up,
     one that waits for people starts revising."""

@@ -14,8 +14,8 @@ from bot.llm.pricing import Price
 
 KNOWN_TOP_KEYS = (
     "label, models, max_parallel, max_tasks, budget, protected_paths, setup_command, "
-    "test_command, lint_command, branch_prefix, review_rounds, ci_fix_rounds, prices, mode, "
-    "baseline_share"
+    "test_command, lint_command, branch_prefix, review_rounds, ci_fix_rounds, merge_rounds, "
+    "prices, mode, baseline_share"
 )
 KNOWN_MODEL_KEYS = "orchestrator, implementer, test_writer, refactorer, static_analyst"
 

@@ -251,12 +251,26 @@ class Mirror:
             if path
         ]
 
-    async def commit_fields(self, sha: str) -> tuple[str, str]:
-        """Commit `sha`'s tree sha and whole message."""
+    async def commit_fields(self, sha: str) -> tuple[str, list[str], str]:
+        """Commit `sha`'s tree sha, parents and whole message."""
         check_sha("commit", sha)
-        shown = await self._runner.run(["show", "-s", "--format=%T%x00%B", sha], cwd=self.path)
-        tree, _, message = shown.stdout.partition("\0")
-        return tree, message
+        layout = "--format=%T%x00%P%x00%B"
+        shown = await self._runner.run(["show", "-s", layout, sha], cwd=self.path)
+        tree, parents, message = shown.stdout.split("\0", 2)
+        return tree, parents.split(), message
+
+    async def conflicting_paths(self, ours: str, theirs: str) -> list[str]:
+        """The files a merge of `theirs` into `ours` would leave conflicted; none when it
+        merges cleanly (git 2.38's merge-tree: no worktree, nothing written but objects)."""
+        check_sha("ours", ours)
+        check_sha("theirs", theirs)
+        args = ["merge-tree", "--write-tree", "--name-only", "--no-messages", ours, theirs]
+        merged = await self._runner.run(args, cwd=self.path, check=False)
+        if merged.returncode == 0:
+            return []
+        if merged.returncode != 1:
+            raise GitError(merged.stderr.strip(), command=shlex.join(["git", *args]))
+        return list(dict.fromkeys(line for line in merged.stdout.splitlines()[1:] if line))
 
     async def resolve(self, revision: str) -> str:
         """The commit sha `revision` (a branch, tag or sha) names in the mirror."""

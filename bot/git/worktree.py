@@ -16,6 +16,7 @@ from bot.sandbox import tree
 logger = logging.getLogger(__name__)
 # Ids become path components and trailer values: no separators, no leading dot or dash.
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_FULL_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 # Where a task's newest commit is kept reachable until it is on the run branch.
 PIN_PREFIX = "refs/baton"
 # Diffs a worker's change decides the size of are read at most this far.
@@ -205,6 +206,54 @@ class Worktree:
         )
         await self._runner.run(["cherry-pick", "--abort"], cwd=self.path, check=False)
         raise ApplyConflict(sha, conflict or picked.stderr)
+
+    async def conflicts_with(self, theirs: str, max_bytes: int = MAX_DIFF_BYTES) -> str:
+        """The conflicting hunks, with git's markers, of merging `theirs` into HEAD; HEAD and
+        the files are left as they were."""
+        await self._merge_no_commit(theirs)
+        try:
+            diff, more = await self._runner.run_capped(["diff"], cwd=self.path, max_bytes=max_bytes)
+        finally:
+            await self._runner.run(["merge", "--abort"], cwd=self.path, check=False)
+        return diff + (f"\n[... the conflicts go on past {max_bytes} bytes ...]" if more else "")
+
+    async def merge_resolved(
+        self, theirs: str, resolved: str, message: str, identity: Identity = Identity()
+    ) -> str:
+        """A merge commit of HEAD and `theirs`, each conflicted file taken as commit `resolved`
+        has it; the new sha. ApplyConflict, HEAD as it was, when a conflict is left."""
+        await self._merge_no_commit(theirs)
+        conflicted = await self._unmerged()
+        if conflicted:
+            await self._runner.run(["checkout", resolved, "--", *conflicted], cwd=self.path)
+            await self._runner.run(["add", "--", *conflicted], cwd=self.path)
+        if await self._unmerged():
+            await self._runner.run(["merge", "--abort"], cwd=self.path, check=False)
+            raise ApplyConflict(resolved, "the resolution leaves files unmerged")
+        await self._runner.run(
+            ["commit", "--quiet", "--no-verify", "--cleanup=whitespace", "--file=-"],
+            cwd=self.path,
+            environment=identity.environment(),
+            stdin=message.encode(),
+        )
+        return await self.head()
+
+    async def _merge_no_commit(self, theirs: str) -> None:
+        if not _FULL_SHA.fullmatch(theirs):  # never an option or a name git would resolve
+            raise ValueError(f"{theirs!r} is not a full commit sha")
+        # Exit 1 is a merge with conflicts, which is what the caller looks at next.
+        await self._runner.run(
+            ["merge", "--no-commit", "--no-ff", "--no-verify", theirs],
+            cwd=self.path,
+            environment=Identity().environment(),
+            check=False,
+        )
+
+    async def _unmerged(self) -> list[str]:
+        listed = await self._runner.run(
+            ["diff", "--name-only", "--diff-filter=U", "-z"], cwd=self.path
+        )
+        return [path for path in listed.stdout.split("\0") if path]
 
     async def diff_from(self, base: str, max_bytes: int = MAX_DIFF_BYTES) -> str:
         """The change from `base` to HEAD, as a unified diff: its first `max_bytes` and a line

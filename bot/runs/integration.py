@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 from bot.executor import JobContext, check_fence
 from bot.git import ApplyConflict, GitError, PushRejected
 from bot.github.repo import BranchMoved, GitHubError
+from bot.merges import merged_in
 from bot.planning import load_run
 from bot.runs import lifecycle, record_event
 from bot.runs.advance import WORKING, adopt_pushed, record_integration
@@ -78,15 +79,20 @@ async def _integrate(workspace: Workspace, task: Task, commit: str) -> None:
     await _follow_pushes(workspace)
     await _have_commit(workspace, task, commit)
     remote = await mirror.branch_head(workspace.branch)
+    theirs = await context.store.run(lambda session: merged_in(session, task))
     worktree = await mirror.add_worktree(run.id, "integration", workspace.head)
     try:
-        new_head = await worktree.apply_commit(commit)
+        if theirs is None:
+            new_head = await worktree.apply_commit(commit)
+        else:  # the task resolved a merge of the default branch: the merge commit is made here
+            _, _, message = await mirror.commit_fields(commit)
+            new_head = await worktree.merge_resolved(theirs, commit, message)
     finally:
         await worktree.remove()
     # Checked just before publishing: a process that lost this job to another pushes nothing.
     await context.store.run(check_fence)
     try:
-        published = await publish(workspace, task, new_head, workspace.head, remote is not None)
+        published = await publish(workspace, task, new_head, remote is not None)
     finally:
         await mirror.update()  # the published commit, or whatever moved the branch instead
     await context.store.run(lambda session: _integrated(session, run.id, task.key, published))

@@ -238,7 +238,10 @@ def move_task(
             raise IllegalMove(f"a task may not go from {state} to {new}")
     check_fence(session)
     values: dict[str, Any] = {"state": new, "updated_at": utcnow()}
-    if new in (T.running, T.pending):
+    # What the next attempt is told is set as a task goes (back) to work; a pending task keeps
+    # what it was given on the way to pending (a merge task's conflicts) when it starts.
+    starts = new == T.running and set(olds) == {T.pending}
+    if new in (T.running, T.pending) and not (starts and feedback is None):
         values["feedback"] = feedback
     changed = session.connection().execute(
         sa.update(TASKS)

@@ -29,13 +29,15 @@ from bot.store.models import PlanRevision, Task
 KINDS = {"100644": "blob", "100755": "blob", "120000": "blob", "160000": "commit"}
 
 
-async def publish(workspace: Workspace, task: Task, made: str, parent: str, exists: bool) -> str:
-    """Commit `made` (a child of `parent` in the mirror) made again by GitHub on `parent`, and
-    the branch moved to it; its sha. BranchMoved when the branch is no longer at `parent`."""
+async def publish(workspace: Workspace, task: Task, made: str, exists: bool) -> str:
+    """Commit `made` of the mirror (a task's, on the branch's head; or a merge of the default
+    branch into it) made again by GitHub on the same parents, and the branch moved to it; its
+    sha. BranchMoved when the branch is no longer at the first parent."""
     mirror, repo = workspace.mirror, workspace.repo
+    tree, parents, message = await mirror.commit_fields(made)
+    parent = parents[0]
     changes = await mirror.changed_entries(parent, made)
-    tree, message = await mirror.commit_fields(made)
-    parent_tree, _ = await mirror.commit_fields(parent)
+    parent_tree, _, _ = await mirror.commit_fields(parent)
     uploaded = await _uploaded(repo, mirror.path, changes)
     made_tree = await repo.create_tree(parent_tree, uploaded)
     if made_tree != tree:  # git trees are named by their content: the same files, the same sha
@@ -44,7 +46,7 @@ async def publish(workspace: Workspace, task: Task, made: str, parent: str, exis
             command="POST /git/trees",
         )
     people = await _co_authors(workspace, task)
-    sha = await repo.create_commit(with_trailers(message, people), made_tree, [parent])
+    sha = await repo.create_commit(with_trailers(message, people), made_tree, parents)
     await repo.move_branch(workspace.branch, sha, exists=exists)
     return sha
 

@@ -79,8 +79,9 @@ def _heading(session: Session, run: Run) -> str:
         return f"{opened}\n\n{markdown_text(handed)}" if handed else opened
     if run.state == RunState.revising:
         newest = approved_revisions(session, run.id)[-1:]
-        whose = "that fix the failing CI" if newest and newest[0].source == "ci" else "the review's"
-        return f"**Executing** {whose} tasks; the draft pull request is {pull}."
+        source = newest[0].source if newest else ""
+        whose = _REVISION_TASKS.get(source, "the review's tasks")
+        return f"**Executing** {whose}; the draft pull request is {pull}."
     if run.state == RunState.cancelled:
         return f"**Cancelled**: {reason}." if reason else "**Cancelled**."
     if run.state in (RunState.done, RunState.closed):
@@ -91,6 +92,12 @@ def _heading(session: Session, run: Run) -> str:
     first = approved[0]
     by = markdown_text(first.approved_by or "")
     return f"**Executing** plan r{first.number}, approved by @{by}."
+
+
+_REVISION_TASKS = {
+    "ci": "tasks that fix the failing CI",
+    "merge": "the merge of the default branch",
+}
 
 
 def _ci_handed_over(session: Session, run_id: str) -> str | None:

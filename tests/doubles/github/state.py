@@ -67,6 +67,7 @@ APP_EVENTS = [
     "check_suite",
     "check_run",
     "workflow_run",
+    "push",
 ]
 SECONDARY_RATE_LIMIT = (
     "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."

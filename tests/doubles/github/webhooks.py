@@ -94,6 +94,34 @@ class _Deliveries:
         body = self.review_payload(full_name, review_id)
         return self.send_webhook(target_url, "pull_request_review", body, delivery_id)
 
+    def push_payload(
+        self, full_name: str, branch: str, before: str, after: str, pusher: str = "alice"
+    ) -> dict[str, Any]:
+        """The `push` delivery for `branch` moving from `before` to `after`."""
+        with self._lock:
+            repo = self._state.repository(full_name)
+            html = f"{self._views.web}/{full_name}"
+            return {
+                "ref": f"refs/heads/{branch}",
+                "before": before,
+                "after": after,
+                "created": False,
+                "deleted": False,
+                "forced": False,
+                "base_ref": None,
+                "compare": f"{html}/compare/{before[:12]}...{after[:12]}",
+                "commits": [],
+                "head_commit": None,
+                "pusher": {"name": pusher, "email": f"{pusher}@example.com"},
+                **self._delivered_to(repo, pusher),
+            }
+
+    def send_push(
+        self, target_url: str, full_name: str, branch: str, before: str, after: str
+    ) -> httpx.Response:
+        body = self.push_payload(full_name, branch, before, after)
+        return self.send_webhook(target_url, "push", body)
+
     def _pull(self, repo: _Repository, number: int) -> _Pull:
         pull = repo.pulls.get(number)
         if pull is None:
