@@ -15,40 +15,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
 from bot import runs
-from bot.codebase.context import planner_context
-from bot.codebase.tools import read_only_tools
 from bot.config import RepoConfig
 from bot.events import CheckSuiteCompleted
 from bot.executor import JobContext
 from bot.github.repo import ACTIONS_APP, Annotation, CheckRunResult, GitHubError, RepoClient
 from bot.github.scopes import FIX_CI, READ_REVIEW
 from bot.github.untrusted import UntrustedFence, prepare_untrusted
-from bot.llm.agent import Agent, AgentFailed, Finisher, Limits
+from bot.llm.agent import AgentFailed
 from bot.llm.budget import BudgetExceeded
 from bot.llm.types import ModelFailed
 from bot.plan.render import plan_yaml
 from bot.plan.schema import Plan
-from bot.plan.validate import PlanRules, check_plan
 from bot.planning import (
     PLANNER_SYSTEM,
     load_run,
     newest_revision,
-    plan_rules,
-    planner_model,
     repo_client,
     updated_mirror,
 )
-from bot.revisions import carry_on, next_task_number, plan_approver, task_number
+from bot.revisions import Added, add_revision, added_so_far, plan_approver, plan_new_tasks
 from bot.runs import lifecycle
-from bot.store.models import PlanRevision, Run, RunState, Task, TimelineEvent
-from bot.store.types import utcnow
-from bot.task_rows import add_task_rows
+from bot.store.models import Run, RunState, TimelineEvent
 
 log = logging.getLogger(__name__)
 
@@ -210,11 +203,7 @@ async def _fix_or_hand_over(
 
 def _fix_rounds(session: Session, run_id: str, head: str) -> tuple[int, bool]:
     """How many fix revisions the run had, and whether one answers the failure at `head`."""
-    query = select(PlanRevision).where(
-        PlanRevision.run_id == run_id, PlanRevision.source == CI_SOURCE
-    )
-    revisions = list(session.exec(query))
-    return len(revisions), any(revision.feedback == _ci_key(head) for revision in revisions)
+    return added_so_far(session, run_id, CI_SOURCE, _ci_key(head))
 
 
 def _ci_key(head: str) -> str:
@@ -222,40 +211,9 @@ def _ci_key(head: str) -> str:
 
 
 async def _plan_fix(context: JobContext, run: Run, failures: Sequence[Failure]) -> Plan:
-    config = RepoConfig.model_validate(run.config)
-    first = await context.store.run(lambda session: next_task_number(session, run.id))
-    mirror = await updated_mirror(context, run, READ_REVIEW)
-    head = run.head_sha or run.base_sha or ""
-    worktree = await mirror.add_worktree(run.id, "ci-plan", head)
-    try:
-        files = await mirror.files_at(head)
-        overview = await asyncio.to_thread(planner_context, worktree.path)
-        checks = _checks(files, plan_rules(config), first)
-        agent = Agent(
-            await planner_model(context, run, config),
-            CI_PLANNER.format(max_tasks=config.max_tasks, first=f"T{first}"),
-            read_only_tools(worktree.path),
-            [Finisher("submit_plan", "Submit the new tasks.", Plan, checks)],
-            context=[UntrustedFence().wrap("repository-overview", overview)],
-            limits=Limits(max_turns=30),
-        )
-        previous = await context.store.run(lambda session: _previous_plan(session, run.id))
-        finished = await agent.run(await asyncio.to_thread(ci_prompt, previous, failures))
-    finally:
-        await worktree.remove()
-    return Plan.model_validate(finished.value.model_dump())
-
-
-def _checks(files: list[str], rules: PlanRules, first: int) -> Callable[[Plan], Sequence[str]]:
-    def problems(plan: Plan) -> list[str]:
-        found = list(check_plan(plan, files, rules).errors)
-        for task in plan.tasks:
-            number = task_number(task.id)
-            if number is not None and number < first:
-                found.append(f"{task.id}: new tasks are numbered from T{first} on")
-        return found
-
-    return problems
+    previous = await context.store.run(lambda session: _previous_plan(session, run.id))
+    prompt = await asyncio.to_thread(ci_prompt, previous, failures)
+    return await plan_new_tasks(context, run, CI_PLANNER, prompt)
 
 
 def _previous_plan(session: Session, run_id: str) -> str:
@@ -302,33 +260,11 @@ def _approve(
 ) -> None:
     """The fix tasks as the next revision, standing on the plan's approval, started at once."""
     run = session.get(Run, run_id)
-    if run is None or not run.active or run.state != RunState.pr_open:
+    if run is None or run.state != RunState.pr_open:
         return
-    latest = newest_revision(session, run_id)
-    approver = plan_approver(session, run_id)
-    number = (latest.number if latest else 0) + 1
-    session.add(
-        PlanRevision(
-            run_id=run_id,
-            number=number,
-            source=CI_SOURCE,
-            summary=plan.summary,
-            plan=plan.model_dump(),
-            feedback=_ci_key(head),
-            approved_by=approver,
-            approved_at=utcnow(),
-            created_at=utcnow(),
-        )
-    )
+    added = Added(CI_SOURCE, _ci_key(head), plan_approver(session, run_id), "plan.from_ci")
     names = ", ".join(failure.check.name for failure in failures)
-    runs.record_event(session, run_id, "plan.from_ci", f"r{number} to fix {names}")
-    session.flush()
-    existing = {t.key: t for t in session.exec(select(Task).where(Task.run_id == run_id))}
-    revision = newest_revision(session, run_id)
-    assert revision is not None
-    add_task_rows(session, run_id, revision, RepoConfig.model_validate(run.config), existing)
-    session.flush()
-    carry_on(session, run)
+    add_revision(session, run_id, plan, added, f"to fix {names}")
 
 
 async def _hand_over(

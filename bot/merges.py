@@ -21,12 +21,10 @@ from bot.events import PushEvent
 from bot.executor import JobContext
 from bot.github.scopes import FIX_CI, READ_REVIEW
 from bot.plan.schema import Plan, PlanTask
-from bot.planning import load_run, newest_revision, repo_client, updated_mirror
-from bot.revisions import carry_on, next_task_number, plan_approver
+from bot.planning import load_run, repo_client, updated_mirror
+from bot.revisions import Added, add_revision, added_so_far, next_task_number, plan_approver
 from bot.runs import lifecycle
 from bot.store.models import PlanRevision, Run, RunState, Task
-from bot.store.types import utcnow
-from bot.task_rows import add_task_rows
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +104,7 @@ class Merge:
 
 
 def _merges(session: Session, run_id: str, theirs: str) -> tuple[int, bool]:
-    query = select(PlanRevision).where(
-        PlanRevision.run_id == run_id, PlanRevision.source == MERGE_SOURCE
-    )
-    revisions = list(session.exec(query))
-    return len(revisions), any(revision.feedback == _merge_key(theirs) for revision in revisions)
+    return added_so_far(session, run_id, MERGE_SOURCE, _merge_key(theirs))
 
 
 def _merge_key(theirs: str) -> str:
@@ -127,34 +121,14 @@ def merged_in(session: Session, task: Task) -> str | None:
 
 def _approve(session: Session, run_id: str, merge: Merge) -> None:
     run = session.get(Run, run_id)
-    if run is None or not run.active or run.state != RunState.pr_open:
+    if run is None or run.state != RunState.pr_open:
         return
     key = f"T{next_task_number(session, run_id)}"
-    latest = newest_revision(session, run_id)
-    number = (latest.number if latest else 0) + 1
-    plan = merge.plan(key)
-    session.add(
-        PlanRevision(
-            run_id=run_id,
-            number=number,
-            source=MERGE_SOURCE,
-            summary=plan.summary,
-            plan=plan.model_dump(),
-            feedback=_merge_key(merge.theirs),
-            approved_by=plan_approver(session, run_id),
-            approved_at=utcnow(),
-            created_at=utcnow(),
-        )
-    )
-    runs.record_event(session, run_id, "plan.from_merge", f"r{number}: {key} merges {merge.branch}")
-    session.flush()
-    existing = {t.key: t for t in session.exec(select(Task).where(Task.run_id == run_id))}
-    revision = newest_revision(session, run_id)
-    assert revision is not None
-    add_task_rows(session, run_id, revision, RepoConfig.model_validate(run.config), existing)
-    existing[key].feedback = merge.feedback
-    session.flush()
-    carry_on(session, run)
+    approver = plan_approver(session, run_id)
+    added = Added(MERGE_SOURCE, _merge_key(merge.theirs), approver, "plan.from_merge")
+    tasks = add_revision(session, run_id, merge.plan(key), added, f"{key} merges {merge.branch}")
+    if tasks is not None:
+        tasks[key].feedback = merge.feedback  # what its first attempt is told: the conflicts
 
 
 async def _hand_over(context: JobContext, run: Run, default: str, rounds: int) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
@@ -105,52 +106,68 @@ def _review_key(review_id: int) -> str:
 
 
 async def _plan_review(context: JobContext, run: Run, review: Review) -> Plan:
+    prompt = await _review_prompt(context, run.id, review)
+    return await plan_new_tasks(context, run, REVIEW_PLANNER, prompt, _answers_every(review))
+
+
+async def plan_new_tasks(
+    context: JobContext,
+    run: Run,
+    system: str,
+    prompt: str,
+    more_checks: Callable[[Plan], Sequence[str]] = lambda plan: (),
+) -> Plan:
+    """New tasks for a run whose plan is done, planned by the orchestrator at the branch's head
+    with the planner's tools; `system` is formatted with `max_tasks` and `first`, the first
+    new task's id. The plan's checks, new numbers and `more_checks` must hold."""
     config = RepoConfig.model_validate(run.config)
     first = await context.store.run(lambda session: next_task_number(session, run.id))
     mirror = await updated_mirror(context, run, READ_REVIEW)
     head = run.head_sha or run.base_sha or ""
-    worktree = await mirror.add_worktree(run.id, "review-plan", head)
+    worktree = await mirror.add_worktree(run.id, "added-plan", head)
     try:
-        files = await mirror.files_at(head)
-        rules = plan_rules(config)
-        checks = _checks(files, rules, first, review)
+        checks = _new_tasks_checked(await mirror.files_at(head), plan_rules(config), first)
+        overview = await asyncio.to_thread(planner_context, worktree.path)
         agent = Agent(
             await planner_model(context, run, config),
-            REVIEW_PLANNER.format(max_tasks=config.max_tasks, first=f"T{first}"),
+            system.format(max_tasks=config.max_tasks, first=f"T{first}"),
             read_only_tools(worktree.path),
             [
                 Finisher(
                     "submit_plan",
                     "Submit the new tasks.",
                     Plan,
-                    checks,
+                    lambda plan: [*checks(plan), *more_checks(plan)],
                 )
             ],
-            context=[
-                UntrustedFence().wrap(
-                    "repository-overview",
-                    await asyncio.to_thread(planner_context, worktree.path),
-                )
-            ],
+            context=[UntrustedFence().wrap("repository-overview", overview)],
             limits=Limits(max_turns=30),
         )
-        finished = await agent.run(await _review_prompt(context, run.id, review))
+        finished = await agent.run(prompt)
     finally:
         await worktree.remove()
     return Plan.model_validate(finished.value.model_dump())
 
 
-def _checks(
-    files: list[str], rules: PlanRules, first: int, review: Review
-) -> Callable[[Plan], Sequence[str]]:
-    wanted = {comment.id for comment in review.comments}
-
+def _new_tasks_checked(
+    files: list[str], rules: PlanRules, first: int
+) -> Callable[[Plan], list[str]]:
     def problems(plan: Plan) -> list[str]:
         found = list(check_plan(plan, files, rules).errors)
         for task in plan.tasks:
             number = task_number(task.id)
             if number is not None and number < first:
                 found.append(f"{task.id}: new tasks are numbered from T{first} on")
+        return found
+
+    return problems
+
+
+def _answers_every(review: Review) -> Callable[[Plan], Sequence[str]]:
+    wanted = {comment.id for comment in review.comments}
+
+    def problems(plan: Plan) -> list[str]:
+        found = []
         answered = {comment for task in plan.tasks for comment in task.addresses}
         for missing in sorted(wanted - answered):
             found.append(f"review comment {missing} is addressed by no task (`addresses`)")
@@ -209,35 +226,62 @@ def review_planner_prompt(previous: str, review: Review) -> str:
 
 async def _approve(context: JobContext, run_id: str, plan: Plan, review: Review) -> None:
     def approve(session: Session) -> None:
-        latest = newest_revision(session, run_id)
-        number = (latest.number if latest else 0) + 1
-        session.add(
-            PlanRevision(
-                run_id=run_id,
-                number=number,
-                source="review",
-                summary=plan.summary,
-                plan=plan.model_dump(),
-                feedback=_review_key(review.id),
-                approved_by=review.author,
-                approved_at=utcnow(),
-                created_at=utcnow(),
-            )
-        )
-        run = session.get(Run, run_id)
-        if run is None or not run.active:
-            return
-        message = f"r{number} from the review by @{review.author}"
-        runs.record_event(session, run_id, "plan.from_review", message)
-        session.flush()
-        existing = {t.key: t for t in session.exec(select(Task).where(Task.run_id == run_id))}
-        revision = newest_revision(session, run_id)
-        assert revision is not None
-        add_task_rows(session, run_id, revision, RepoConfig.model_validate(run.config), existing)
-        session.flush()
-        carry_on(session, run)
+        added = Added("review", _review_key(review.id), review.author, "plan.from_review")
+        add_revision(session, run_id, plan, added, f"from the review by @{review.author}")
 
     await context.store.run(approve)
+
+
+@dataclass(frozen=True)
+class Added:
+    """Where an added revision comes from: its source, its key (no second one for the same
+    cause), who approved it, and the kind of its timeline event."""
+
+    source: str
+    key: str
+    approved_by: str | None
+    event: str
+
+
+def add_revision(
+    session: Session, run_id: str, plan: Plan, added: Added, why: str
+) -> dict[str, Task] | None:
+    """`plan` as the run's next, approved revision, its tasks made and started at once; the
+    run's tasks by key, or None when the run has ended."""
+    latest = newest_revision(session, run_id)
+    number = (latest.number if latest else 0) + 1
+    session.add(
+        PlanRevision(
+            run_id=run_id,
+            number=number,
+            source=added.source,
+            summary=plan.summary,
+            plan=plan.model_dump(),
+            feedback=added.key,
+            approved_by=added.approved_by,
+            approved_at=utcnow(),
+            created_at=utcnow(),
+        )
+    )
+    run = session.get(Run, run_id)
+    if run is None or not run.active:
+        return None
+    runs.record_event(session, run_id, added.event, f"r{number} {why}")
+    session.flush()
+    existing = {t.key: t for t in session.exec(select(Task).where(Task.run_id == run_id))}
+    revision = newest_revision(session, run_id)
+    assert revision is not None
+    add_task_rows(session, run_id, revision, RepoConfig.model_validate(run.config), existing)
+    session.flush()
+    carry_on(session, run)
+    return existing
+
+
+def added_so_far(session: Session, run_id: str, source: str, key: str) -> tuple[int, bool]:
+    """How many revisions from `source` the run has, and whether one has the key `key`."""
+    query = select(PlanRevision).where(PlanRevision.run_id == run_id, PlanRevision.source == source)
+    revisions = list(session.exec(query))
+    return len(revisions), any(revision.feedback == key for revision in revisions)
 
 
 def plan_approver(session: Session, run_id: str) -> str | None:
