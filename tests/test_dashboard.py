@@ -13,15 +13,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from playwright.sync_api import Page, expect
-from pydantic import SecretStr
 from sqlmodel import Session
 
 from bot.settings import Settings
 from bot.store.models import PlanRevision, RunState, Task, TimelineEvent
 from tests.browser import screenshot
 from tests.doubles.models import ModelReply, RecordedCall
-from tests.support import FAST, serve
-from tests.test_runs_api import PEM, TOKEN, a_run, seed_run_a, seed_runs
+from tests.test_runs_api import TOKEN, a_run, guarded_baton, seed_run_a, seed_runs
 from tests.world import (
     FOUR_TASKS,
     approved,
@@ -32,7 +30,6 @@ from tests.world import (
     world_of,
 )
 from webhooks.access import OperatorAccess
-from webhooks.app import create_app
 
 EXTERNAL_URL = re.compile(r"""(?:src|href|action)\s*=\s*["']?(?:https?:)?//""", re.IGNORECASE)
 
@@ -44,14 +41,7 @@ def operator() -> OperatorAccess:
 
 @pytest.fixture
 def dashboard(settings: Settings, operator: OperatorAccess) -> Iterator[str]:
-    configured = settings.model_copy(
-        update={
-            "github_app_id": 42,
-            "github_private_key": SecretStr(PEM),
-            "dashboard_token": SecretStr(TOKEN),
-        }
-    )
-    with serve(create_app(configured, FAST, operator=operator)) as url:
+    with guarded_baton(settings, operator) as url:
         yield url
 
 

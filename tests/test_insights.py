@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from pydantic import SecretStr
 from sqlmodel import Session, select
 
 from bot.insights import PeriodError, Scope, period_scope, read_insights
@@ -29,15 +28,12 @@ from bot.store.models import (
     TaskAttempt,
     TimelineEvent,
 )
-from tests.support import FAST, serve
-from webhooks.app import create_app
+from tests.test_runs_api import TOKEN, guarded_baton
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 WEEK_AGO = NOW - timedelta(days=7)
 WIDGETS, OTHER = "octo-org/widgets", "octo-org/other"
 REPOSITORY_IDS = {WIDGETS: 712345678, OTHER: 712345679}
-TOKEN = "let-me-see"
-PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAK\n-----END RSA PRIVATE KEY-----\n"
 PASSED, FAILED = {"passed": True, "exit_code": 0}, {"passed": False, "exit_code": 1}
 
 
@@ -393,14 +389,7 @@ def test_a_period_is_read_from_dates_times_and_ages() -> None:
 
 @pytest.fixture
 def guarded_url(settings: Settings) -> Iterator[str]:
-    configured = settings.model_copy(
-        update={
-            "github_app_id": 42,
-            "github_private_key": SecretStr(PEM),
-            "dashboard_token": SecretStr(TOKEN),
-        }
-    )
-    with serve(create_app(configured, FAST)) as url:
+    with guarded_baton(settings) as url:
         yield url
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -279,8 +280,8 @@ def operator() -> OperatorAccess:
     return OperatorAccess(setup_mode=False)
 
 
-@pytest.fixture
-def guarded_url(settings: Settings, operator: OperatorAccess) -> Iterator[str]:
+@contextmanager
+def guarded_baton(settings: Settings, operator: OperatorAccess | None = None) -> Iterator[str]:
     """A configured Baton with a dashboard token, whose sign-in link `operator` holds."""
     configured = settings.model_copy(
         update={
@@ -290,6 +291,12 @@ def guarded_url(settings: Settings, operator: OperatorAccess) -> Iterator[str]:
         }
     )
     with serve(create_app(configured, FAST, operator=operator)) as url:
+        yield url
+
+
+@pytest.fixture
+def guarded_url(settings: Settings, operator: OperatorAccess) -> Iterator[str]:
+    with guarded_baton(settings, operator) as url:
         yield url
 
 
