@@ -298,6 +298,9 @@ def _decide(event: str, body: bytes) -> Decision:
     if missing is not None:
         reason = f"{event} payload lacks what Baton reads: {missing}: Field required"
         return Decision(action, None, reason, None, **_who_and_where(parsed))
+    if event == "push" and not _moves_default_branch(parsed):
+        reason = "Baton acts only on pushes that move a repository's default branch"
+        return Decision(action, None, reason, None, **_who_and_where(parsed))
     sender = getattr(parsed, "sender", None)
     if isinstance(sender, Account) and sender.type == "Bot" and event not in _FACTS:
         # Baton's own comments and pushes come back as events; no bot may steer a run either.
@@ -307,6 +310,18 @@ def _decide(event: str, body: bytes) -> Decision:
     # none missing, the partial model's fields and dump are the job's model's.
     fields = parsed.model_dump_json().encode()
     return Decision(action, job, None, fields, **_who_and_where(parsed))
+
+
+def _moves_default_branch(push: BaseModel) -> bool:
+    """Whether a push (its fields read tolerantly) moved its repository's default branch."""
+    repository = getattr(push, "repository", None)
+    default = getattr(repository, "default_branch", None)
+    deleted = bool(getattr(push, "deleted", False))
+    return (
+        not deleted
+        and default is not None
+        and getattr(push, "ref", None) == f"refs/heads/{default}"
+    )
 
 
 def _required(model: type[_Tolerant], name: str) -> bool:

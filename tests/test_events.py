@@ -31,6 +31,7 @@ ACTED_ON = {
         "installation_repositories",
         "installation_repositories.removed",
     ): "sync_installation_repositories",
+    ("push", "push"): "handle_push",
 }
 
 
@@ -47,7 +48,6 @@ def test_real_payloads_of_acted_on_events_route_to_their_job(event: str, name: s
     ("event", "name"),
     [
         ("issues", "issues.opened"),
-        ("push", "push"),
         ("ping", "ping"),
         ("pull_request_review_comment", "pull_request_review_comment.created"),
     ],
@@ -102,6 +102,19 @@ def test_added_fields_are_ignored() -> None:
     assert decide("issues", _body(body)).job == "start_run"
 
 
+@pytest.mark.parametrize(
+    "change",
+    [{"ref": "refs/heads/feature"}, {"deleted": True}, {"ref": "refs/tags/v1"}],
+    ids=["another-branch", "deleted", "a-tag"],
+)
+def test_a_push_that_does_not_move_the_default_branch_is_ignored(change: dict[str, Any]) -> None:
+    decision = decide("push", _body({**payload("push"), **change}))
+
+    assert decision.job is None
+    assert decision.reason == "Baton acts only on pushes that move a repository's default branch"
+    assert decision.repository == payload("push")["repository"]["full_name"]
+
+
 def test_who_and_where_are_read_tolerantly() -> None:
     odd = decide("push", b'{"installation": "x", "repository": [], "sender": {"login": null}}')
     real = decide("issues", _body(payload("issues.labeled")))
@@ -147,7 +160,7 @@ def test_each_field_a_job_needs_is_named_when_missing(event: str, name: str) -> 
 
         assert decision.job is None
         assert decision.reason == f"{event} payload lacks what Baton reads: {field}: Field required"
-        assert decision.action == body["action"]
+        assert decision.action == body.get("action")  # a push has none
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from bot.store.types import utcnow
 from tests.support import payload
 
 LABELED = decide("issues", json.dumps(payload("issues.labeled")).encode())
-PUSH = decide("push", json.dumps(payload("push")).encode())
+PING = decide("ping", json.dumps(payload("ping")).encode())
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_a_batch_mixing_new_repeated_and_ignored_deliveries(store: Store) -> Non
         [
             labeled("a"),
             labeled("seen"),
-            NewDelivery(delivery_id="p", event="push", decision=PUSH),
+            NewDelivery(delivery_id="p", event="ping", decision=PING),
             labeled("a"),
             labeled("b"),
         ],
@@ -74,7 +74,7 @@ def test_a_batch_mixing_new_repeated_and_ignored_deliveries(store: Store) -> Non
 
 
 def test_the_database_adds_each_queued_delivery_s_job(store: Store) -> None:
-    write(store, [labeled("d-1"), NewDelivery(delivery_id="p", event="push", decision=PUSH)])
+    write(store, [labeled("d-1"), NewDelivery(delivery_id="p", event="ping", decision=PING)])
 
     with store.engine.connect() as connection:
         delivery = connection.execute(

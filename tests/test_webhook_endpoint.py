@@ -88,7 +88,6 @@ async def test_copies_arriving_concurrently_are_queued_exactly_once(
 @pytest.mark.parametrize(
     ("event", "name"),
     [
-        ("push", "push"),
         ("ping", "ping"),
         ("issues", "issues.opened"),
         ("pull_request_review_comment", "pull_request_review_comment.created"),
@@ -132,8 +131,8 @@ def test_acted_on_event_with_an_unexpected_shape_is_ignored_not_an_error(
 def test_ignored_delivery_sent_again_is_a_duplicate(
     client: httpx.Client, engine: sa.Engine
 ) -> None:
-    body = json.dumps(payload("push")).encode()
-    headers = delivery_headers("push", "d-push", body)
+    body = json.dumps(payload("ping")).encode()
+    headers = delivery_headers("ping", "d-ping", body)
     assert post(client, body, headers).json() == {"status": "ignored"}
 
     response = post(client, body, headers)
