@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from sqlmodel import Session, col, select
 
 from bot import runs
-from bot.codebase.context import planner_context
 from bot.codebase.tools import read_only_tools
 from bot.config import RepoConfig
 from bot.events import CheckSuiteCompleted
@@ -40,6 +39,7 @@ from bot.planning import (
     load_run,
     newest_revision,
     plan_rules,
+    planner_documents,
     planner_model,
     repo_client,
     updated_mirror,
@@ -229,14 +229,13 @@ async def _plan_fix(context: JobContext, run: Run, failures: Sequence[Failure]) 
     worktree = await mirror.add_worktree(run.id, "ci-plan", head)
     try:
         files = await mirror.files_at(head)
-        overview = await asyncio.to_thread(planner_context, worktree.path)
         checks = _checks(files, plan_rules(config), first)
         agent = Agent(
             await planner_model(context, run, config),
             CI_PLANNER.format(max_tasks=config.max_tasks, first=f"T{first}"),
             read_only_tools(worktree.path),
             [Finisher("submit_plan", "Submit the new tasks.", Plan, checks)],
-            context=[UntrustedFence().wrap("repository-overview", overview)],
+            context=await planner_documents(worktree),
             limits=Limits(max_turns=30),
         )
         previous = await context.store.run(lambda session: _previous_plan(session, run.id))

@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from sqlmodel import Session, col, select
 
 from bot import runs
-from bot.codebase.context import planner_context
 from bot.codebase.tools import read_only_tools
 from bot.config import RepoConfig
 from bot.events import PullRequestRef, PullRequestReviewSubmitted
@@ -31,6 +30,7 @@ from bot.planning import (
     load_run,
     newest_revision,
     plan_rules,
+    planner_documents,
     planner_model,
     repo_client,
     updated_mirror,
@@ -126,12 +126,7 @@ async def _plan_review(context: JobContext, run: Run, review: Review) -> Plan:
                     checks,
                 )
             ],
-            context=[
-                UntrustedFence().wrap(
-                    "repository-overview",
-                    await asyncio.to_thread(planner_context, worktree.path),
-                )
-            ],
+            context=await planner_documents(worktree),
             limits=Limits(max_turns=30),
         )
         finished = await agent.run(await _review_prompt(context, run.id, review))
