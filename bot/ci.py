@@ -235,7 +235,8 @@ async def _plan_fix(context: JobContext, run: Run, failures: Sequence[Failure]) 
             CI_PLANNER.format(max_tasks=config.max_tasks, first=f"T{first}"),
             read_only_tools(worktree.path),
             [Finisher("submit_plan", "Submit the new tasks.", Plan, checks)],
-            context=await planner_documents(worktree),
+            # The instructions as the default branch had them, not as a worker left them.
+            context=await planner_documents(worktree, run.base_sha or head),
             limits=Limits(max_turns=30),
         )
         previous = await context.store.run(lambda session: _previous_plan(session, run.id))

@@ -205,7 +205,7 @@ async def _plan(context: JobContext, run: Run, repo: RepoClient, config: RepoCon
                     max_rejections=PLAN_REPAIR_ROUNDS,
                 )
             ],
-            context=await planner_documents(worktree),
+            context=await planner_documents(worktree, base),
             limits=Limits(max_turns=30),
         )
         prompt = await asyncio.to_thread(planner_prompt, issue, feedback, previous)
@@ -217,14 +217,14 @@ async def _plan(context: JobContext, run: Run, repo: RepoClient, config: RepoCon
     return Planned(plan, check_shown_plan(plan, files, rules))
 
 
-async def planner_documents(worktree: Worktree) -> list[str]:
+async def planner_documents(worktree: Worktree, instructions_commit: str) -> list[str]:
     """What a planner reads before it asks anything, each part fenced as repository content:
-    the overview of the worktree's commit, then the root's instructions for agents, named as
-    such and never as the request."""
+    the overview of the worktree's commit, then the root's instructions for agents at
+    `instructions_commit` (one no worker wrote), named as such and never as the request."""
     fence = UntrustedFence()
     overview = await asyncio.to_thread(planner_context, worktree.path)
     instructions = await asyncio.to_thread(
-        read_instructions, worktree.mirror_path, worktree.base_sha
+        read_instructions, worktree.mirror_path, instructions_commit
     )
     documents = [fence.wrap("repository-overview", overview)]
     shown = instructions_text(instructions, fence)

@@ -126,7 +126,8 @@ async def _plan_review(context: JobContext, run: Run, review: Review) -> Plan:
                     checks,
                 )
             ],
-            context=await planner_documents(worktree),
+            # The instructions as the default branch had them, not as a worker left them.
+            context=await planner_documents(worktree, run.base_sha or head),
             limits=Limits(max_turns=30),
         )
         finished = await agent.run(await _review_prompt(context, run.id, review))

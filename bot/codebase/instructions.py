@@ -11,7 +11,7 @@ of one prompt share one cap on their size: a file over its share is cut, with a 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from bot.codebase.paths import PathRefused, clean_relative
@@ -34,7 +34,7 @@ INSTRUCTIONS_INTRO = (
 def read_instructions(
     repository: Path,
     commit: str,
-    write_set: Iterable[str] = (),
+    write_set: Sequence[str] = (),
     *,
     root_files: Sequence[str] = ROOT_FILES,
     max_bytes: int = INSTRUCTIONS_BYTES,
@@ -42,11 +42,15 @@ def read_instructions(
     """The instruction files shown to a task writing `write_set` at `commit`: the root's (tried
     in the order of `root_files`), then each write-set file's nearest folder's, by folder path.
     Their texts together hold at most about `max_bytes` bytes. Blocking: git is a child process."""
-    folders = _write_set_folders(write_set)
+    above = [_folders_above(path) for path in write_set]
+    folders = {folder for chain in above for folder in chain}
     wanted = [*root_files] + [f"{folder}/{name}" for folder in folders for name in FOLDER_FILES]
     found = {entry.path: entry for entry in tree_entries(repository, commit, wanted)}
+    governing = {folder for folder in folders if _holds_instructions(found, folder)}
+    # The first folder up from each file that has instructions of its own: the nearest.
+    nearest = {ruled[0] for chain in above if (ruled := [f for f in chain if f in governing])}
     chosen = _chosen(found, root_files)
-    for folder in sorted(_nearest_folders(found, folders, write_set)):
+    for folder in sorted(nearest):
         chosen += _chosen(found, [f"{folder}/{name}" for name in FOLDER_FILES])
     return _shown(repository, chosen, max_bytes)
 
@@ -60,34 +64,14 @@ def instructions_text(files: Sequence[CommittedFile], fence: UntrustedFence) -> 
     return "\n".join([INSTRUCTIONS_INTRO, *fenced])
 
 
-def _write_set_folders(write_set: Iterable[str]) -> set[str]:
-    """Every folder, the root aside, above a plain relative path of `write_set`."""
-    folders: set[str] = set()
-    for path in write_set:
-        try:
-            parents = PurePosixPath(clean_relative(path)).parents
-        except PathRefused:
-            continue  # no such file can exist, so no folder governs it
-        folders.update(str(parent) for parent in parents if str(parent) != ".")
-    return folders
-
-
-def _nearest_folders(
-    found: dict[str, TreeEntry], folders: set[str], write_set: Iterable[str]
-) -> set[str]:
-    """For each write-set file, the deepest folder above it holding an instruction file."""
-    governing = {folder for folder in folders if _holds_instructions(found, folder)}
-    nearest: set[str] = set()
-    for path in write_set:
-        try:
-            parents = PurePosixPath(clean_relative(path)).parents
-        except PathRefused:
-            continue
-        above = (str(parent) for parent in parents if str(parent) in governing)
-        first = next(above, None)
-        if first is not None:
-            nearest.add(first)
-    return nearest
+def _folders_above(path: str) -> list[str]:
+    """The folders above `path`, nearest first and the root left out; none for a path that is
+    not a plain relative one (no such file can exist, so no folder governs it)."""
+    try:
+        parents = PurePosixPath(clean_relative(path)).parents
+    except PathRefused:
+        return []
+    return [str(parent) for parent in parents if str(parent) != "."]
 
 
 def _holds_instructions(found: dict[str, TreeEntry], folder: str) -> bool:

@@ -236,7 +236,7 @@ class Blobs:
             raise GitFailed(
                 f"`git cat-file` answered {header!r} for blob {object_id} of {size} bytes"
             )
-        kept = stdout.read(min(limit, size))
+        kept = stdout.read(min(max(limit, 0), size))
         skipped = _read_past(stdout, size - len(kept) + 1)  # the rest and the closing newline
         if len(kept) + skipped != size + 1:
             raise GitFailed(f"`git cat-file` stopped while reading blob {object_id}")
