@@ -15,10 +15,11 @@ from sqlmodel import Session, col, select
 
 from bot import runs
 from bot.codebase.context import planner_context, tracked_files
+from bot.codebase.instructions import instructions_text, read_instructions
 from bot.codebase.tools import read_only_tools
 from bot.config import RepoConfig
 from bot.executor import JobContext
-from bot.git import Mirror
+from bot.git import Mirror, Worktree
 from bot.github.repo import IssueThread, RepoClient
 from bot.github.scopes import PLAN, Permissions, TokenScope
 from bot.github.untrusted import UNTRUSTED_RULE, UntrustedFence, prepare_untrusted
@@ -188,7 +189,6 @@ async def _plan(context: JobContext, run: Run, repo: RepoClient, config: RepoCon
     worktree = await mirror.add_worktree(run.id, "plan", base)
     try:
         files = await asyncio.to_thread(tracked_files, worktree.path)
-        context_text = await asyncio.to_thread(planner_context, worktree.path)
         issue = await repo.issue(run.issue_number)
         rules = plan_rules(config)
         feedback, previous = await _revision_inputs(context, run.id)
@@ -205,7 +205,7 @@ async def _plan(context: JobContext, run: Run, repo: RepoClient, config: RepoCon
                     max_rejections=PLAN_REPAIR_ROUNDS,
                 )
             ],
-            context=[UntrustedFence().wrap("repository-overview", context_text)],
+            context=await planner_documents(worktree, base),
             limits=Limits(max_turns=30),
         )
         prompt = await asyncio.to_thread(planner_prompt, issue, feedback, previous)
@@ -215,6 +215,20 @@ async def _plan(context: JobContext, run: Run, repo: RepoClient, config: RepoCon
     plan = Plan.model_validate(finished.value.model_dump())
     await _record_base(context, run.id, base)
     return Planned(plan, check_shown_plan(plan, files, rules))
+
+
+async def planner_documents(worktree: Worktree, instructions_commit: str) -> list[str]:
+    """What a planner reads before it asks anything, each part fenced as repository content:
+    the overview of the worktree's commit, then the root's instructions for agents at
+    `instructions_commit` (one no worker wrote), named as such and never as the request."""
+    fence = UntrustedFence()
+    overview = await asyncio.to_thread(planner_context, worktree.path)
+    instructions = await asyncio.to_thread(
+        read_instructions, worktree.mirror_path, instructions_commit
+    )
+    documents = [fence.wrap("repository-overview", overview)]
+    shown = instructions_text(instructions, fence)
+    return [*documents, shown] if shown else documents
 
 
 def check_shown_plan(plan: Plan, files: Collection[str], rules: PlanRules) -> PlanCheck:

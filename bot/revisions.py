@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from sqlmodel import Session, col, select
 
 from bot import runs
-from bot.codebase.context import planner_context
 from bot.codebase.tools import read_only_tools
 from bot.config import RepoConfig
 from bot.events import PullRequestRef, PullRequestReviewSubmitted
@@ -32,6 +31,7 @@ from bot.planning import (
     load_run,
     newest_revision,
     plan_rules,
+    planner_documents,
     planner_model,
     repo_client,
     updated_mirror,
@@ -127,7 +127,6 @@ async def plan_new_tasks(
     worktree = await mirror.add_worktree(run.id, "added-plan", head)
     try:
         checks = _new_tasks_checked(await mirror.files_at(head), plan_rules(config), first)
-        overview = await asyncio.to_thread(planner_context, worktree.path)
         agent = Agent(
             await planner_model(context, run, config),
             system.format(max_tasks=config.max_tasks, first=f"T{first}"),
@@ -140,7 +139,8 @@ async def plan_new_tasks(
                     lambda plan: [*checks(plan), *more_checks(plan)],
                 )
             ],
-            context=[UntrustedFence().wrap("repository-overview", overview)],
+            # The instructions as the default branch had them, not as a worker left them.
+            context=await planner_documents(worktree, run.base_sha or head),
             limits=Limits(max_turns=30),
         )
         finished = await agent.run(prompt)

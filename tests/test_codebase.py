@@ -407,7 +407,8 @@ def test_the_context_of_5000_files_stays_within_its_budget(
     assert '<document path="README.md">\n# Big project' in text
     assert "read_file('README.md') shows the rest]\n</document>" in text
     assert '<document path="docs/CONTRIBUTING.rst">\nHow to contribute\n</document>' in text
-    assert '<document path="AGENTS.md">\nAgents: run make test.\n</document>' in text
+    # The planner gets the instructions for agents apart, named as such (bot.codebase.instructions).
+    assert '<document path="AGENTS.md">' not in text
     assert 'path="pkg0/README.md"' not in text
 
 

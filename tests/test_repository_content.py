@@ -13,7 +13,6 @@ import asyncio
 import errno
 import json
 import os
-import re
 import stat
 import sys
 import threading
@@ -27,17 +26,16 @@ import pytest
 from bot.codebase import planner_context, read_committed, read_only_tools
 from bot.codebase.edits import WriteSet, edit_tools
 from bot.codebase.files import grep
+from bot.codebase.instructions import read_instructions
 from bot.codebase.workcopy import CHUNK_BYTES, Lines, opened
 from bot.git import Mirror
 from bot.plan.schema import PlanTask
 from bot.store.db import Store
-from bot.workers.attempt import AttemptPlan, RepoCommands
+from bot.workers.attempt import RepoCommands
 from tests.doubles.fixtures import WIDGETS_FILES, commit_files
 from tests.doubles.github import GitHubDouble
-from tests.doubles.models import ModelDouble, ModelReply
 from tests.support import call, committed_repository, git, refused, worktree
-from tests.workers_by_hand import RUN_ID, TESTS, add_task, worker
-from tests.workers_by_hand import call as scripted
+from tests.workers_by_hand import RUN_ID, TESTS, fenced, first_prompt
 
 FAKE_SECRET = "BATON_WEBHOOK_SECRET=fake-webhook-secret-7c1e9d"
 PROMPT_ANSWERED = 60.0  # generous: a tool that hangs fails the test instead of the session
@@ -116,34 +114,6 @@ def reading_task(context_files: list[str]) -> PlanTask:
     )
 
 
-async def first_prompt(
-    store: Store,
-    mirror: Mirror,
-    task: PlanTask,
-    commands: RepoCommands = TESTS,
-) -> tuple[str, bytes]:
-    """The first user message a worker attempt at `task` sends its model, and every request's
-    bytes; the scripted model finishes at once."""
-    await mirror.update()
-    task_row = add_task(store, task)
-    base = await mirror.resolve("main")
-    script = [ModelReply("- Nothing to do", [scripted("finish", summary="x", confidence=0.5)])]
-    with ModelDouble(script) as models:
-        attempt = worker(store, mirror, models, task_row, commands)
-        result = await attempt.run(AttemptPlan(RUN_ID, task_row, task, 1, base))
-    assert result.status == "succeeded", result.error
-    prompt: str = models.calls[0].json["messages"][0]["content"][0]["text"]
-    return prompt, b"".join(recorded.body for recorded in models.calls)
-
-
-def fenced(prompt: str, kind: str, attributes: str = "") -> str:
-    """The text the prompt gives inside its untrusted fence of `kind` (and `attributes`)."""
-    labels = f'kind="{kind}"' + (f" {attributes}" if attributes else "")
-    found = re.search(rf"<(untrusted-[0-9a-f]+) {re.escape(labels)}>\n(.*?)\n</\1>", prompt, re.S)
-    assert found is not None, f"no {labels} fence in the prompt"
-    return found[2]
-
-
 @pytest.mark.parametrize("target", ["dotenv", "/proc/self/environ"])
 async def test_a_symlinked_agents_md_is_shown_as_a_link_and_its_target_never_read(
     store: Store, mirror: Mirror, github: GitHubDouble, dotenv: Path, target: str
@@ -167,9 +137,12 @@ async def test_convention_files_after_a_link_are_still_read(
         symlinks={"AGENTS.md": str(dotenv)},
     )
     prompt, requests = await first_prompt(store, mirror, reading_task([]))
-    conventions = fenced(prompt, "conventions")
-    assert conventions.startswith(f"`AGENTS.md` is a symbolic link to `{dotenv}`")
-    assert "Run the tests before you push." in conventions
+    assert fenced(prompt, "repository-instructions", 'path="AGENTS.md"') == (
+        f"`AGENTS.md` is a symbolic link to `{dotenv}`; its target is not read"
+    )
+    assert fenced(prompt, "repository-instructions", 'path="CONTRIBUTING.md"') == (
+        "Run the tests before you push.\n"
+    )
     assert b"fake-webhook-secret" not in requests
 
 
@@ -238,9 +211,13 @@ def test_a_symlinked_contributing_md_reaches_the_planner_as_a_link(
         f'<document path="CONTRIBUTING.md">\n`CONTRIBUTING.md` is a symbolic link to `{dotenv}`; '
         "its target is not read\n</document>"
     ) in text
-    assert "`AGENTS.md` is a symbolic link to `/proc/self/environ`" in text
     assert "`docs/README.md` is a symbolic link to `../app.py`" in text
     assert "app.py: function main:1" in text
+    # The instructions for agents reach the planner apart from the overview, and as a link too.
+    (instructions,) = read_instructions(checkout, "HEAD")
+    assert instructions.shown == (
+        "`AGENTS.md` is a symbolic link to `/proc/self/environ`; its target is not read"
+    )
 
 
 async def test_the_planner_context_reads_the_commit_not_the_working_tree(tmp_path: Path) -> None:
@@ -265,12 +242,17 @@ def test_a_submodule_is_listed_but_never_read(tmp_path: Path) -> None:
     origin = committed_repository(tmp_path / "origin", {"README.md": "# Parent\n"})
     sha = git("rev-parse", "HEAD", cwd=origin)
     git("update-index", "--add", "--cacheinfo", f"160000,{sha},AGENTS.md", cwd=origin)
-    git("commit", "-q", "-m", "A submodule", cwd=origin)
+    git("update-index", "--add", "--cacheinfo", f"160000,{sha},CONTRIBUTING.md", cwd=origin)
+    git("commit", "-q", "-m", "Submodules", cwd=origin)
 
     text = planner_context(origin)
+    (instructions,) = read_instructions(origin, "HEAD")
 
-    assert f"`AGENTS.md` is a submodule (commit {sha[:12]}); its files are not read" in text
-    assert "./: AGENTS.md, README.md" in text
+    assert f"`CONTRIBUTING.md` is a submodule (commit {sha[:12]}); its files are not read" in text
+    assert "./: AGENTS.md, CONTRIBUTING.md, README.md" in text
+    assert instructions.shown == (
+        f"`AGENTS.md` is a submodule (commit {sha[:12]}); its files are not read"
+    )
 
 
 # The read tools on the working copy.

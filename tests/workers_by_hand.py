@@ -5,6 +5,7 @@ double through the real Anthropic SDK. A pytest plugin (see conftest.py) for the
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
@@ -28,10 +29,10 @@ from bot.plan.schema import PlanTask
 from bot.settings import Settings
 from bot.store.db import Store
 from bot.store.models import PlanRevision, Run, Task
-from bot.workers.attempt import RepoCommands, WorkerAttempt
+from bot.workers.attempt import AttemptPlan, RepoCommands, WorkerAttempt
 from tests.doubles.fixtures import INSTALLATION_ID, REPOSITORY, as_app
 from tests.doubles.github import GitHubDouble
-from tests.doubles.models import ModelDouble, ScriptedToolCall
+from tests.doubles.models import ModelDouble, ModelReply, ScriptedToolCall
 from tests.support import REPOSITORY_TESTS
 
 RUN_ID = "run0123456789abc"
@@ -107,3 +108,34 @@ def worker(
 
 def github_app(github: GitHubDouble) -> GitHubApp:
     return GitHubApp(as_app(Settings(_env_file=None), github), GitHubTuning(write_interval=0.0))  # type: ignore[call-arg]
+
+
+async def first_prompt(
+    store: Store,
+    mirror: Mirror,
+    task: PlanTask,
+    commands: RepoCommands = TESTS,
+    *,
+    run_base_sha: str | None = None,
+) -> tuple[str, bytes]:
+    """The first user message a worker attempt at `task` (on `main`, in a run that began at
+    `run_base_sha`) sends its model, and every request's bytes; the model finishes at once."""
+    await mirror.update()
+    task_row = add_task(store, task)
+    base = await mirror.resolve("main")
+    script = [ModelReply("- Nothing to do", [call("finish", summary="x", confidence=0.5)])]
+    with ModelDouble(script) as models:
+        attempt = worker(store, mirror, models, task_row, commands)
+        plan = AttemptPlan(RUN_ID, task_row, task, 1, base, run_base_sha=run_base_sha)
+        result = await attempt.run(plan)
+    assert result.status == "succeeded", result.error
+    prompt: str = models.calls[0].json["messages"][0]["content"][0]["text"]
+    return prompt, b"".join(recorded.body for recorded in models.calls)
+
+
+def fenced(prompt: str, kind: str, attributes: str = "") -> str:
+    """The text the prompt gives inside its untrusted fence of `kind` (and `attributes`)."""
+    labels = f'kind="{kind}"' + (f" {attributes}" if attributes else "")
+    found = re.search(rf"<(untrusted-[0-9a-f]+) {re.escape(labels)}>\n(.*?)\n</\1>", prompt, re.S)
+    assert found is not None, f"no {labels} fence in the prompt"
+    return found[2]

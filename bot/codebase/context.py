@@ -1,7 +1,8 @@
 """What the planner is told about a repository before it asks anything: a bounded, stable text.
 
 Three parts, each with its share of the budget: the tracked files by folder, the top-level
-symbols of the most important source files, and the README, CONTRIBUTING and AGENTS documents.
+symbols of the most important source files, and the README and CONTRIBUTING documents (the
+instructions for agents come apart, named as such: `bot.codebase.instructions`).
 Everything is read as git objects at one commit, never from the working tree: a symbolic link is
 shown as a link with its target text and a submodule as a commit, neither followed. The text
 depends only on the commit, so every call for one commit gives the same bytes, which keeps the
@@ -31,7 +32,7 @@ MAX_SYMBOLS_PER_FILE = 30
 # Files listed per folder, tried in turn at each depth until the tree fits; None lists them all.
 _NAMES_PER_FOLDER: tuple[int | None, ...] = (None, 40, 12, 4)
 
-_DOCUMENT_KINDS = ("readme", "contributing", "agents")
+_DOCUMENT_KINDS = ("readme", "contributing")
 _DOCUMENT_FOLDERS = ("", ".github", "docs")
 _VENDORED_FOLDERS = frozenset(
     {
@@ -67,8 +68,8 @@ def planner_context(
 ) -> str:
     """The planner's view of commit `revision` of the repository or checkout at `root`, at most
     `budget_chars` characters long and the same for the same commit: its files by folder,
-    top-level symbols per file (most important first) and the project's README, CONTRIBUTING
-    and AGENTS documents. Blocking (git runs as a child process): call it in a thread."""
+    top-level symbols per file (most important first) and the project's README and CONTRIBUTING
+    documents. Blocking (git runs as a child process): call it in a thread."""
     files = tree_entries(root, revision)
     budget = max(budget_chars, 0)
     with Blobs(root) as blobs:
@@ -251,7 +252,7 @@ def _symbol_line(blobs: Blobs, file: TreeEntry) -> str | None:
 
 
 def _documents_section(blobs: Blobs, files: Sequence[TreeEntry], limit: int) -> str:
-    """README, CONTRIBUTING and AGENTS documents; a link or submodule in a document's place is
+    """README and CONTRIBUTING documents; a link or submodule in a document's place is
     shown as what it is, so the planner knows why its text is missing."""
     ranked = [(_document_rank(file.path), file.path, file) for file in files]
     documents = [file for rank, _, file in sorted(r for r in ranked if r[0] is not None)]
@@ -269,7 +270,7 @@ def _documents_section(blobs: Blobs, files: Sequence[TreeEntry], limit: int) -> 
 
 
 def _document_rank(path: str) -> tuple[int, int] | None:
-    """(kind, folder) positions for a README, CONTRIBUTING or AGENTS file, else None."""
+    """(kind, folder) positions for a README or CONTRIBUTING file, else None."""
     pure = PurePosixPath(path)
     stem = pure.name.split(".", 1)[0].casefold()
     folder = _folder_key(pure.parent)

@@ -27,6 +27,7 @@ SUBMODULE_MODE = "160000"
 FOLDER_MODE = "040000"  # listed when a path names a folder; not a file
 # A link's target is a path; anything longer is not one a system would follow anyway.
 MAX_LINK_TARGET_BYTES = 4096
+SKIP_PIECE_BYTES = 1 << 16  # what is held at once of a blob's part that is not kept
 
 
 @dataclass(frozen=True)
@@ -124,10 +125,15 @@ async def committed_files(
     return await asyncio.to_thread(read_committed, repository, commit, paths, max_bytes)
 
 
-def show_entry(entry: TreeEntry, blobs: Blobs, max_bytes: int) -> CommittedFile:
+def show_entry(
+    entry: TreeEntry, blobs: Blobs, max_bytes: int, *, cut: bool = False
+) -> CommittedFile:
     """The entry as shown. Only a regular file of at most `max_bytes` bytes, or a link's target
-    text of at most `MAX_LINK_TARGET_BYTES`, is read; anything else is described from the entry."""
+    text of at most `MAX_LINK_TARGET_BYTES`, is read; anything else is described from the entry.
+    With `cut`, a larger regular file is shown as its first `max_bytes` bytes and a note."""
     path, size = entry.path, entry.size or 0
+    if cut and entry.regular and size > max_bytes:
+        return _cut_file(entry, blobs, max_bytes)
     if entry.link:
         if size > MAX_LINK_TARGET_BYTES:
             note = f"`{path}` is a symbolic link with a {size}-byte target; its target is not read"
@@ -146,6 +152,17 @@ def show_entry(entry: TreeEntry, blobs: Blobs, max_bytes: int) -> CommittedFile:
     if looks_binary(data):
         return CommittedFile(path, None, f"`{path}` is a binary file; it is not shown")
     return CommittedFile(path, data.decode("utf-8", errors="replace"))
+
+
+def _cut_file(entry: TreeEntry, blobs: Blobs, max_bytes: int) -> CommittedFile:
+    path, size = entry.path, entry.size or 0
+    data = blobs.read_head(entry.object_id, size, max_bytes)
+    if looks_binary(data):
+        return CommittedFile(path, None, f"`{path}` is a binary file; it is not shown")
+    # A character the cut split in two is dropped, not shown as a replacement mark.
+    text = data.decode("utf-8", errors="replace").removesuffix("\ufffd")
+    note = f"[... `{path}` is {size} bytes; only its first {max_bytes} are shown here]"
+    return CommittedFile(path, f"{text}\n{note}")
 
 
 def describe_link(path: str, target: str) -> str:
@@ -200,6 +217,11 @@ class Blobs:
 
     def read(self, object_id: str, size: int) -> bytes:
         """The `size` bytes of blob `object_id`; `GitFailed` when git says otherwise."""
+        return self.read_head(object_id, size, size)
+
+    def read_head(self, object_id: str, size: int, limit: int) -> bytes:
+        """The first `limit` of the `size` bytes of blob `object_id`; the rest is read past in
+        bounded pieces, never held. `GitFailed` when git says otherwise."""
         if self._process is None:
             raise RuntimeError("Blobs is used as a context manager")
         stdin = cast(IO[bytes], self._process.stdin)
@@ -214,10 +236,22 @@ class Blobs:
             raise GitFailed(
                 f"`git cat-file` answered {header!r} for blob {object_id} of {size} bytes"
             )
-        data = stdout.read(size + 1)  # the blob and its closing newline
-        if len(data) != size + 1:
+        kept = stdout.read(min(max(limit, 0), size))
+        skipped = _read_past(stdout, size - len(kept) + 1)  # the rest and the closing newline
+        if len(kept) + skipped != size + 1:
             raise GitFailed(f"`git cat-file` stopped while reading blob {object_id}")
-        return data[:size]
+        return kept
+
+
+def _read_past(stream: IO[bytes], count: int) -> int:
+    """Reads and drops up to `count` bytes of `stream`; how many there were."""
+    done = 0
+    while done < count:
+        piece = stream.read(min(count - done, SKIP_PIECE_BYTES))
+        if not piece:
+            break
+        done += len(piece)
+    return done
 
 
 def _entry(record: str) -> TreeEntry | None:

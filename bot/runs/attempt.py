@@ -69,6 +69,7 @@ async def _attempt(context: JobContext, run_id: str, task: Task) -> None:
             task.feedback,
             # The run's base commit holds no worker's change: only there may setup reach out.
             setup_network=workspace.head == workspace.run.base_sha,
+            run_base_sha=workspace.run.base_sha,
         )
     )
     stopped = _stopped(result)

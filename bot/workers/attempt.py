@@ -7,6 +7,7 @@ attempt's status, plan, commit, diff stat and test result.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -20,7 +21,8 @@ from sqlmodel import Session
 
 from bot.attempts import AttemptStopped, end_attempt, within_budget
 from bot.codebase.edits import WriteSet, edit_tools
-from bot.codebase.snapshot import committed_files
+from bot.codebase.instructions import ROOT_FILES, read_instructions
+from bot.codebase.snapshot import CommittedFile, committed_files
 from bot.codebase.tools import read_only_tools
 from bot.executor import check_fence
 from bot.git import Commit
@@ -41,7 +43,8 @@ from bot.workers.roles import ROLES, FinishInput, Role, system_prompt, task_prom
 
 CONTEXT_FILE_CHARS = 20_000
 OUTCOME_CHARS = 2_000
-CONVENTION_FILES = ("AGENTS.md", "CONTRIBUTING.md", "CONTRIBUTING.rst", "docs/CONTRIBUTING.md")
+# At the root, a contributing guide stands in for instructions for agents when there are none.
+CONVENTION_FILES = (*ROOT_FILES, "CONTRIBUTING.md", "CONTRIBUTING.rst", "docs/CONTRIBUTING.md")
 OPEN_PRS_SHOWN = 100  # enough to see what else is under way; the rest are counted
 
 
@@ -67,6 +70,9 @@ class AttemptPlan:
     # Only a worktree at the run's base commit (no worker's change in it) may reach the network,
     # and only for the setup command.
     setup_network: bool = False
+    # The run's base commit: the repository's instructions are read there, where no worker
+    # wrote them; None reads them at `base_sha`.
+    run_base_sha: str | None = None
 
 
 @dataclass
@@ -170,7 +176,7 @@ class WorkerAttempt:
         prompt = task_prompt(
             plan.task,
             await _context_files(worktree, plan.task),
-            await _conventions(worktree),
+            await _conventions(worktree, plan),
             plan.feedback,
         )
         try:
@@ -477,16 +483,14 @@ async def _context_files(worktree: Worktree, task: PlanTask) -> dict[str, str]:
     return {file.path: file.shown for file in found}
 
 
-async def _conventions(worktree: Worktree) -> str:
-    """The first convention file with text at the attempt's base, after a note for each one
-    met before it that stands there as something else (a link, a submodule, a large file)."""
-    found = await committed_files(
-        worktree.mirror_path, worktree.base_sha, CONVENTION_FILES, CONTEXT_FILE_CHARS
+async def _conventions(worktree: Worktree, plan: AttemptPlan) -> list[CommittedFile]:
+    """The repository's instructions at the run's base commit: the root's (the first of
+    `CONVENTION_FILES` that is a file, after a note for each link or submodule met before it)
+    and the nearest folder's above each file of the task's write set."""
+    return await asyncio.to_thread(
+        read_instructions,
+        worktree.mirror_path,
+        plan.run_base_sha or worktree.base_sha,
+        plan.task.files,
+        root_files=CONVENTION_FILES,
     )
-    shown: list[str] = []
-    for file in found:
-        if file.shown:
-            shown.append(file.shown)
-        if file.text:
-            break
-    return "\n\n".join(shown)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
+from bot.codebase.instructions import instructions_text
+from bot.codebase.snapshot import CommittedFile
 from bot.github.untrusted import UNTRUSTED_RULE, UntrustedFence
 from bot.plan.schema import PlanTask
 
@@ -82,12 +84,13 @@ def system_prompt(role: Role) -> str:
 def task_prompt(
     task: PlanTask,
     context_files: Mapping[str, str],
-    conventions: str,
+    instructions: Sequence[CommittedFile],
     feedback: str | None = None,
 ) -> str:
     """The task as a person approved it, its acceptance line and write set; then, fenced as
-    untrusted text, its context files, the repository's conventions and the reviewer's feedback
-    (the reviewer read the worker's output, so its words may carry what that output said)."""
+    untrusted text, its context files, the repository's instructions (named as such, never as
+    the request) and the reviewer's feedback (the reviewer read the worker's output, so its
+    words may carry what that output said)."""
     fence = UntrustedFence()
     parts = [
         f"Task {task.id}: {task.title}",
@@ -98,8 +101,8 @@ def task_prompt(
     parts += [
         fence.wrap("context-file", content, path=path) for path, content in context_files.items()
     ]
-    if conventions:
-        parts.append(fence.wrap("conventions", conventions))
+    if instructions:
+        parts.append(instructions_text(instructions, fence))
     if feedback:
         parts += [
             "The reviewer sent your previous attempt back:",
