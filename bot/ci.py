@@ -30,7 +30,7 @@ from bot.github.untrusted import UntrustedFence, prepare_untrusted
 from bot.llm.agent import AgentFailed
 from bot.llm.budget import BudgetExceeded
 from bot.llm.types import ModelFailed
-from bot.plan.render import plan_yaml
+from bot.plan.render import markdown_text, plan_yaml
 from bot.plan.schema import Plan
 from bot.planning import (
     PLANNER_SYSTEM,
@@ -276,13 +276,14 @@ async def _hand_over(
 ) -> None:
     """A comment on the pull request, once per run, and a line in the status comment."""
     number = run.pull_request_number
-    names = ", ".join(f"`{failure.check.name}`" for failure in failures)
-    body = hand_over_text(names, rounds)
+    names = [failure.check.name for failure in failures]  # another app's words: made inert
     if number is not None:
+        body = hand_over_text(", ".join(map(markdown_text, names)), rounds)
         await repo.reply_once(number, f"ci-hand-over:{run.id}", body)
+    said = hand_over_text(", ".join(names), rounds)  # the status comment makes it inert
 
     def record(session: Session) -> None:
-        runs.record_event(session, run.id, HANDED_OVER, body, data={"rounds": rounds})
+        runs.record_event(session, run.id, HANDED_OVER, said, data={"rounds": rounds})
         lifecycle.show(session, run.id)
 
     await context.store.run(record)

@@ -20,6 +20,7 @@ from bot.config import RepoConfig
 from bot.events import PushEvent
 from bot.executor import JobContext
 from bot.github.scopes import FIX_CI, READ_REVIEW
+from bot.plan.render import markdown_text
 from bot.plan.schema import Plan, PlanTask
 from bot.planning import load_run, repo_client, updated_mirror
 from bot.revisions import Added, add_revision, added_so_far, next_task_number, plan_approver
@@ -111,6 +112,13 @@ def _merge_key(theirs: str) -> str:
     return f"merge {theirs}"
 
 
+def hand_over_text(branch: str, rounds: int) -> str:
+    return (
+        f"{branch} moved on and conflicts with this branch again. Baton merged it in "
+        f"{rounds} time(s), the most merge_rounds allows, and stops here: over to a person."
+    )
+
+
 def merged_in(session: Session, task: Task) -> str | None:
     """The default branch's commit a merge task brings in; None for any other task."""
     revision = session.get(PlanRevision, task.revision_id)
@@ -132,16 +140,14 @@ def _approve(session: Session, run_id: str, merge: Merge) -> None:
 
 
 async def _hand_over(context: JobContext, run: Run, default: str, rounds: int) -> None:
-    body = (
-        f"`{default}` moved on and conflicts with this branch again. Baton merged it in "
-        f"{rounds} time(s), the most `merge_rounds` allows, and stops here: over to a person."
-    )
     if run.pull_request_number is not None:
         repo = repo_client(context, run, FIX_CI)
+        body = hand_over_text(markdown_text(default), rounds)
         await repo.reply_once(run.pull_request_number, f"merge-hand-over:{run.id}", body)
+    said = hand_over_text(default, rounds)  # the status comment makes it inert
 
     def record(session: Session) -> None:
-        runs.record_event(session, run.id, HANDED_OVER, body, data={"rounds": rounds})
+        runs.record_event(session, run.id, HANDED_OVER, said, data={"rounds": rounds})
         lifecycle.show(session, run.id)
 
     await context.store.run(record)

@@ -157,7 +157,7 @@ def test_a_ci_that_keeps_failing_is_handed_to_a_person_after_its_rounds(
         return [c["body"] for c in comments if "CI still fails" in c["body"]]
 
     wait_for(lambda: len(hand_overs()) == 1, timeout=60)
-    assert "`tests`" in hand_overs()[0]
+    assert "CI still fails on this branch: tests." in hand_overs()[0]
     assert "1 round(s) of fix tasks" in hand_overs()[0]
     wait_for(lambda: "CI still fails" in world.status(), timeout=30)
     assert ci_revisions(engine) == [f"ci {first}"]

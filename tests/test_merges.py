@@ -130,5 +130,7 @@ def test_past_merge_rounds_a_conflict_is_handed_to_a_person(
         return [c["body"] for c in comments if "conflicts with this branch" in c["body"]]
 
     wait_for(lambda: len(hand_overs()) == 1, timeout=60)
+    assert "\nmain moved on and conflicts with this branch again." in hand_overs()[0]
+    wait_for(lambda: "conflicts with this branch again" in world.status(), timeout=30)
     assert merge_revisions(engine) == []
     assert head(engine) == before

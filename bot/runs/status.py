@@ -75,8 +75,8 @@ def _heading(session: Session, run: Run) -> str:
     if run.state == RunState.pr_open:
         tests = "the tests pass" if run.tests_passed else "the tests fail on the branch"
         opened = f"**Draft pull request** {pull} is open. Every task was accepted; {tests}."
-        handed = _ci_handed_over(session, run.id)
-        return f"{opened}\n\n{markdown_text(handed)}" if handed else opened
+        handed = [markdown_text(said) for said in _handed_over(session, run.id)]
+        return "\n\n".join([opened, *handed])
     if run.state == RunState.revising:
         newest = approved_revisions(session, run.id)[-1:]
         source = newest[0].source if newest else ""
@@ -100,18 +100,23 @@ _REVISION_TASKS = {
 }
 
 
-def _ci_handed_over(session: Session, run_id: str) -> str | None:
-    """What Baton said handing a failing CI over, unless fix tasks came after it."""
-    query = (
-        select(TimelineEvent)
-        .where(
-            TimelineEvent.run_id == run_id,
-            col(TimelineEvent.kind).in_(["ci.handed_over", "plan.from_ci"]),
+# What Baton says handing a failing CI or a conflict over, and what undoes it: new tasks.
+_HANDED_OVER = {"ci.handed_over": "plan.from_ci", "merge.handed_over": "plan.from_merge"}
+
+
+def _handed_over(session: Session, run_id: str) -> list[str]:
+    """What Baton said handing work over to a person, unless new tasks of the kind came after."""
+    said = []
+    for handed, undone in _HANDED_OVER.items():
+        query = (
+            select(TimelineEvent)
+            .where(TimelineEvent.run_id == run_id, col(TimelineEvent.kind).in_([handed, undone]))
+            .order_by(col(TimelineEvent.id).desc())
         )
-        .order_by(col(TimelineEvent.id).desc())
-    )
-    newest = session.exec(query).first()
-    return newest.message if newest is not None and newest.kind == "ci.handed_over" else None
+        newest = session.exec(query).first()
+        if newest is not None and newest.kind == handed:
+            said.append(newest.message)
+    return said
 
 
 def _needs_person(session: Session, run_id: str) -> str:
