@@ -84,6 +84,9 @@ class ReadableFormatter(JsonFormatter):
         return f"{line}\n{error}" if error else line
 
 
+MODEL_SDKS = ("anthropic", "openai")
+
+
 def configure_logging(level: str = "INFO", readable: bool | None = None) -> None:
     """Send every logger (ours, uvicorn's, alembic's) to stderr: readable lines when stderr is a
     terminal (or `readable`), JSON lines otherwise."""
@@ -99,3 +102,6 @@ def configure_logging(level: str = "INFO", readable: bool | None = None) -> None
         logging.getLogger(name).propagate = True
     # Alembic narrates every schema check (readiness probes make many); keep its warnings only.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # The model SDKs' debug lines hold whole prompts, with whatever a worker wrote (a secret too).
+    for name in MODEL_SDKS:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot.logs import JsonFormatter, log_context
+from bot.logs import MODEL_SDKS, JsonFormatter, configure_logging, log_context
 
 
 @pytest.fixture
@@ -55,3 +55,20 @@ def test_exceptions_are_one_json_line(lines: io.StringIO) -> None:
 
     [record] = records(lines)
     assert "ValueError: plan T4 depends on T9" in str(record["error"])
+
+
+def test_debug_logging_leaves_out_the_model_sdks_prompts() -> None:
+    root = logging.getLogger()
+    touched = [root, *(logging.getLogger(name) for name in (*MODEL_SDKS, "alembic"))]
+    saved = [(logger, logger.handlers[:], logger.level) for logger in touched]
+    try:
+        configure_logging("DEBUG", readable=False)
+
+        assert logging.getLogger("bot.runs.attempt").isEnabledFor(logging.DEBUG)
+        for name in MODEL_SDKS:
+            assert not logging.getLogger(f"{name}._base_client").isEnabledFor(logging.DEBUG)
+            assert logging.getLogger(f"{name}._base_client").isEnabledFor(logging.INFO)
+    finally:
+        for logger, handlers, level in saved:
+            logger.handlers[:] = handlers
+            logger.setLevel(level)

@@ -251,6 +251,23 @@ class Mirror:
             if path
         ]
 
+    async def added_text(self, base: str, head: str, max_bytes: int) -> str:
+        """The change from `base` to `head` as a unified diff with no context lines, binary files
+        shown as text; GitError when it is longer than `max_bytes` (a check that cannot see all
+        of a change must not pass it)."""
+        check_sha("base", base)
+        check_sha("head", head)
+        args = ["diff", "--text", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames"]
+        args += ["-U0", base, head]
+        diff, more = await self._runner.run_capped(args, cwd=self.path, max_bytes=max_bytes)
+        command = shlex.join(["git", *args])
+        if more:
+            raise GitError(f"the change is over {max_bytes} bytes to check", command=command)
+        # A capped run does not say how git ended: an empty answer must match an empty change.
+        if not diff and await self.changed_paths(base, head):
+            raise GitError(f"git showed no change from {base} to {head}", command=command)
+        return diff
+
     async def commit_fields(self, sha: str) -> tuple[str, list[str], str]:
         """Commit `sha`'s tree sha, parents and whole message."""
         check_sha("commit", sha)

@@ -7,6 +7,7 @@ stopped. A failure of Baton's own (GitHub, git, a model, a budget) stops the tas
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from sqlmodel import Session, col, select
@@ -19,13 +20,16 @@ from bot.github.repo import GitHubError
 from bot.llm.agent import AgentFailed
 from bot.llm.budget import BudgetExceeded
 from bot.llm.types import ModelFailed
+from bot.merges import merged_in
 from bot.planning import load_run
 from bot.review import ReviewVerdict, review
 from bot.runs import lifecycle
 from bot.runs.advance import WORKING
 from bot.runs.progress import task_row
+from bot.runs.secret_check import secrets_added
 from bot.runs.workspace import Workspace, open_workspace, sandbox_limits
 from bot.sandbox import SandboxUnavailable
+from bot.secrets import ScanFailed, SecretFinding, describe_findings, find_in_lines, lines_of
 from bot.store.models import AttemptStatus, CommitBundle, Task, TaskAttempt, TaskState
 from bot.workers.attempt import AttemptPlan, AttemptResult, WorkerAttempt, describe_task
 from bot.workers.roles import FinishInput
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 # A worker this unsure of its own work goes to a person instead of the reviewer.
 CONFIDENCE_FLOOR = 0.5
 UNDER_WAY = (TaskState.running, TaskState.reviewing)
+SECRETS = "the secret check"
 
 
 async def attempt_task(context: JobContext, run_id: str, task_key: str) -> None:
@@ -51,7 +56,14 @@ async def attempt_task(context: JobContext, run_id: str, task_key: str) -> None:
         await _attempt(context, run_id, task)
     except BudgetExceeded as exceeded:
         await _stop(context, task, TaskState.escalated, f"budget: {exceeded}", notice=True)
-    except (GitError, GitHubError, AgentFailed, ModelFailed, SandboxUnavailable) as error:
+    except (
+        GitError,
+        GitHubError,
+        AgentFailed,
+        ModelFailed,
+        SandboxUnavailable,
+        ScanFailed,
+    ) as error:  # a change the secret check could not read is stopped, never reviewed
         log.warning("task %s stopped: %s", task.key, error)
         await _stop(context, task, TaskState.failed, str(error))
 
@@ -79,11 +91,32 @@ async def _attempt(context: JobContext, run_id: str, task: Task) -> None:
         return
     assert result.finish is not None
     await _move(context, task, TaskState.reviewing, "", old=TaskState.running)
+    # Checked before the review: a secret must not reach the reviewer's prompt either.
+    findings = await _secrets_in(workspace, task, result, result.finish)
+    if findings:
+        secret = ReviewVerdict(verdict="revise", feedback=describe_findings(findings))
+        await context.store.run(
+            lambda session: _verdict(session, workspace, task, result, secret, None, SECRETS)
+        )
+        return
     verdict = await _review(workspace, task, result, result.finish)
     bundle = await _bundled(workspace, task, result, verdict)
     await context.store.run(
         lambda session: _verdict(session, workspace, task, result, verdict, bundle)
     )
+
+
+async def _secrets_in(
+    workspace: Workspace, task: Task, result: AttemptResult, finish: FinishInput
+) -> list[SecretFinding]:
+    """Secrets in the attempt's commit (its added lines and message) or in what it said."""
+    said = [*lines_of("(summary)", finish.summary), *lines_of("(notes)", finish.notes or "")]
+    findings = await asyncio.to_thread(find_in_lines, said)
+    if result.commit_sha is not None:
+        theirs = await workspace.context.store.run(lambda session: merged_in(session, task))
+        mirror, base = workspace.mirror, workspace.head
+        findings += await secrets_added(mirror, base, result.commit_sha, theirs)
+    return findings
 
 
 async def _bundled(
@@ -119,6 +152,7 @@ def _verdict(
     result: AttemptResult,
     verdict: ReviewVerdict,
     bundle: CommitBundle | None,
+    sent_back_by: str = "the review",
 ) -> None:
     """Record the review and move the task as it says, in one transaction."""
     check_fence(session)
@@ -132,7 +166,7 @@ def _verdict(
         lifecycle.move_task(
             session, run_id, key, TaskState.reviewing, TaskState.escalated, verdict.feedback
         )
-    elif verdict.verdict == "revise" and _round(session, attempt) < rounds:
+    elif verdict.verdict == "revise" and review_round(session, attempt) < rounds:
         attempt.status = AttemptStatus.retried
         lifecycle.move_task(
             session,
@@ -140,7 +174,7 @@ def _verdict(
             key,
             TaskState.reviewing,
             TaskState.running,
-            "sent back by the review",
+            f"sent back by {sent_back_by}",
             feedback=verdict.feedback,
         )
     elif verdict.verdict == "revise":
@@ -155,7 +189,7 @@ def _verdict(
         )
 
 
-def _round(session: Session, attempt: TaskAttempt) -> int:
+def review_round(session: Session, attempt: TaskAttempt) -> int:
     """Which round of review this attempt is: one more than the attempts just before it that
     the review sent back (a `/retry` or an accepted attempt starts the count again)."""
     earlier = session.exec(

@@ -22,10 +22,13 @@ from bot.merges import merged_in
 from bot.planning import load_run
 from bot.runs import lifecycle, record_event
 from bot.runs.advance import WORKING, adopt_pushed, record_integration
+from bot.runs.attempt import review_round
 from bot.runs.progress import task_row
 from bot.runs.publish import publish
+from bot.runs.secret_check import SecretsFound, check_no_secrets
 from bot.runs.workspace import Workspace, open_workspace
-from bot.store.models import CommitBundle, Run, Task, TaskAttempt, TaskState
+from bot.secrets import ScanFailed, SecretFinding, describe_findings
+from bot.store.models import AttemptStatus, CommitBundle, Run, Task, TaskAttempt, TaskState
 
 log = logging.getLogger(__name__)
 MOVES_FOLLOWED = 3  # a branch moved by people this often in one integration stops the task
@@ -51,7 +54,10 @@ async def integrate_task(context: JobContext, run_id: str, task_key: str) -> Non
     except ApplyConflict as conflict:
         feedback = f"Your change conflicts with the run branch now:\n{conflict.hunks}"
         await _move(context, task, TaskState.running, "conflicts with the branch", feedback)
-    except (GitError, GitHubError) as error:
+    except SecretsFound as caught:
+        findings, rounds = caught.findings, workspace.config.review_rounds
+        await context.store.run(lambda session: _sent_back(session, task, findings, rounds))
+    except (GitError, GitHubError, ScanFailed) as error:  # unchecked is never published
         log.warning("task %s could not be integrated: %s", task.key, error)
         await _move(context, task, TaskState.failed, str(error))
 
@@ -89,6 +95,8 @@ async def _integrate(workspace: Workspace, task: Task, commit: str) -> None:
             new_head = await worktree.merge_resolved(theirs, commit, message)
     finally:
         await worktree.remove()
+    # The last door to GitHub: what the branch gains is checked for secrets on the way out.
+    await check_no_secrets(mirror, workspace.head, new_head, theirs)
     # Checked just before publishing: a process that lost this job to another pushes nothing.
     await context.store.run(check_fence)
     try:
@@ -146,16 +154,45 @@ async def _follow_pushes(workspace: Workspace) -> None:
     run.head_sha = remote
 
 
+def _sent_back(session: Session, task: Task, findings: list[SecretFinding], rounds: int) -> None:
+    """The task goes back to its worker with where the secrets are, counted as a round of
+    review: past `rounds` it fails. Its commit's bundle is dropped, its secret with it."""
+    check_fence(session)
+    last = _last_attempt(session, task)
+    assert last is not None  # an accepted task was attempted
+    session.execute(
+        sa.delete(CommitBundle).where(
+            col(CommitBundle.task_key) == task.key, col(CommitBundle.run_id) == task.run_id
+        )
+    )
+    last.review_feedback = feedback = describe_findings(findings)
+    run_id, key = task.run_id, task.key
+    if review_round(session, last) < rounds:
+        last.status = AttemptStatus.retried
+        why = "sent back by the secret check"
+        lifecycle.move_task(
+            session, run_id, key, TaskState.accepted, TaskState.running, why, feedback=feedback
+        )
+        return
+    last.status = AttemptStatus.failed
+    why = f"not accepted after {rounds} rounds: secrets in the change"
+    lifecycle.move_task(session, run_id, key, TaskState.accepted, TaskState.failed, why)
+
+
+def _last_attempt(session: Session, task: Task) -> TaskAttempt | None:
+    return session.exec(
+        select(TaskAttempt)
+        .where(TaskAttempt.task_id == task.id)
+        .order_by(col(TaskAttempt.number).desc())
+    ).first()
+
+
 def _accepted(session: Session, run_id: str, key: str) -> tuple[Task, str | None] | None:
     """The accepted task and the commit of its accepted attempt; None when it is not accepted."""
     task = task_row(session, run_id, key)
     if task.state != TaskState.accepted:
         return None
-    last = session.exec(
-        select(TaskAttempt)
-        .where(TaskAttempt.task_id == task.id)
-        .order_by(col(TaskAttempt.number).desc())
-    ).first()
+    last = _last_attempt(session, task)
     session.expunge(task)
     return task, (last.commit_sha if last is not None else None)
 

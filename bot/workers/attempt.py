@@ -34,6 +34,7 @@ from bot.llm.agent import Agent, AgentFailed, Finished, Finisher, Limits, Tool, 
 from bot.llm.types import Model, ModelFailed, ToolSpec, Turn, TurnRequest
 from bot.plan.schema import PlanTask
 from bot.sandbox import CommandResult, Sandbox, SandboxLimits
+from bot.secrets import redact, redact_json
 from bot.setups import SetupOutputs
 from bot.store.db import Store
 from bot.store.models import AttemptStatus, Task, TaskAttempt, ToolCall
@@ -238,16 +239,17 @@ class WorkerAttempt:
             attempt = session.get(TaskAttempt, attempt_id)
             if attempt is None:
                 return
-            attempt.work_plan = work_plan(evidence.first_reply or "")
+            # What the worker said or its tests printed may hold a secret it wrote: kept redacted.
+            attempt.work_plan = work_plan(redact(evidence.first_reply or ""))
             attempt.model = evidence.model[:255]
-            attempt.tests = evidence.tests
+            attempt.tests = redact_json(evidence.tests)
             attempt.diff_stat = diff_stat or {}
             attempt.commit_sha = commit_sha
             if said is not None:
                 attempt.summary, attempt.confidence, attempt.notes = (
-                    said.summary,
+                    redact(said.summary),
                     said.confidence,
-                    said.notes,
+                    redact(said.notes) if said.notes is not None else None,
                 )
             end_attempt(session, attempt_id, status, error)
 
@@ -409,15 +411,19 @@ async def _store_call(
     outcome: str,
     started: float,
 ) -> None:
+    duration_ms = (time.perf_counter() - started) * 1000
+    # A worker may write or read a secret; the database keeps where, never what.
+    kept = await asyncio.to_thread(redact_json, dict(arguments))
+    said = await asyncio.to_thread(redact, outcome[:OUTCOME_CHARS])
     row = ToolCall(
         run_id=run_id,
         attempt_id=attempt_id,
         sequence=sequence,
         tool=tool.spec.name,
-        arguments=dict(arguments),
+        arguments=kept,
         ok=ok,
-        outcome=outcome[:OUTCOME_CHARS],
-        duration_ms=(time.perf_counter() - started) * 1000,
+        outcome=said,
+        duration_ms=duration_ms,
     )
     await store.run(lambda session: session.add(row))
 
