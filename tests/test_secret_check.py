@@ -1,6 +1,7 @@
 """No secret is ever pushed, end to end over HTTP: a worker that writes a cloud key into a file
 is sent back with where it is and what kind, never the key; nothing of it reaches GitHub, a
-later prompt, a log line or the database; the fixed attempt becomes the draft pull request."""
+later prompt, a log line or the database; the fixed attempt becomes the draft pull request.
+And the check itself on real git commits: what a change adds, its message, a merge's own lines."""
 
 from __future__ import annotations
 
@@ -8,13 +9,18 @@ import base64
 import json
 import logging
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from bot.git import GitError, Mirror, Mirrors
+from bot.runs.secret_check import secrets_added
+from bot.secrets import COMMIT_MESSAGE, SecretFinding
 from tests.doubles.fixtures import REPOSITORY
 from tests.doubles.models import ModelReply, RecordedCall
+from tests.support import git
 from tests.world import (
     ACCEPT,
     BRANCH,
@@ -149,3 +155,66 @@ def test_a_worker_that_keeps_writing_a_key_fails_after_its_review_rounds(
     assert [who(call)[0] for call in world.models.calls].count("reviewer") == 0
     assert not any(holds_a_secret(text) for text in sent_to_github(world))
     assert not any(holds_a_secret(text) for text in database_text(engine))
+
+
+async def no_token() -> str:
+    raise AssertionError("the check never reaches the network")
+
+
+def local_mirror(tmp_path: Path) -> Mirror:
+    """A mirror whose repository is made here by hand, commit by commit."""
+    mirror = Mirrors(tmp_path / "data", "https://github.invalid").mirror(REPOSITORY, no_token)
+    mirror.path.mkdir(parents=True)
+    git("init", "--quiet", "--initial-branch=main", cwd=mirror.path)
+    return mirror
+
+
+def committed(mirror: Mirror, files: dict[str, str], message: str = "A change") -> str:
+    for name, content in files.items():
+        (mirror.path / name).write_text(content)
+    git("add", "--all", cwd=mirror.path)
+    git("commit", "--quiet", "-m", message, cwd=mirror.path)
+    return git("rev-parse", "HEAD", cwd=mirror.path)
+
+
+async def test_the_check_counts_what_a_commit_adds_and_its_message(tmp_path: Path) -> None:
+    mirror = local_mirror(tmp_path)
+    base = committed(mirror, {"settings.py": f'OLD = "{KEY_ID}"\nA = 1\n'})
+    removed = committed(mirror, {"settings.py": "A = 1\n"})
+    added = committed(mirror, {"settings.py": f"A = 1\n{LEAKY}"}, f"Add keys\n\nKEY={KEY_ID}")
+
+    assert await secrets_added(mirror, base, removed) == []  # a key taken out is no finding
+    assert await secrets_added(mirror, removed, added) == [
+        SecretFinding("settings.py", 2, "AWS Access Key"),
+        SecretFinding("settings.py", 3, "AWS Access Key"),
+        SecretFinding(COMMIT_MESSAGE, 3, "AWS Access Key"),
+    ]
+
+
+async def test_a_merge_is_held_to_its_own_lines_not_the_default_branchs(tmp_path: Path) -> None:
+    mirror = local_mirror(tmp_path)
+    base = committed(mirror, {"app.py": "A = 1\n", "keys.py": "\n"})
+    # A person put a key on the default branch: it is on GitHub already.
+    theirs = committed(mirror, {"keys.py": f'LEGACY = "{KEY_ID}"\n'})
+    git("checkout", "--quiet", "-b", "run", base, cwd=mirror.path)
+    ours = committed(mirror, {"app.py": "A = 2\n"})
+    git("merge", "--quiet", "--no-commit", theirs, cwd=mirror.path)
+    resolved = committed(mirror, {"app.py": f"A = 2\n{LEAKY}"}, "Merge")
+
+    own = [
+        SecretFinding("app.py", 2, "AWS Access Key"),
+        SecretFinding("app.py", 3, "AWS Access Key"),
+    ]
+    assert await secrets_added(mirror, ours, resolved) == [
+        *own,
+        SecretFinding("keys.py", 1, "AWS Access Key"),
+    ]
+    assert await secrets_added(mirror, ours, resolved, theirs) == own
+
+
+async def test_a_change_the_check_cannot_read_is_not_passed(tmp_path: Path) -> None:
+    mirror = local_mirror(tmp_path)
+    base = committed(mirror, {"app.py": "A = 1\n"})
+
+    with pytest.raises(GitError):
+        await secrets_added(mirror, base, "0" * 40)
