@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from detect_secrets.core.scan import scan_line
+from detect_secrets.settings import transient_settings
 from unidiff.errors import UnidiffParseError
 from unidiff.patch import PatchSet
 
@@ -54,6 +57,7 @@ EVADABLE_FILTERS = (
     "detect_secrets.filters.heuristic.is_swagger_file",
     "detect_secrets.filters.heuristic.is_non_text_file",
 )
+SETTINGS = {"plugins_used": [{"name": name} for name in PLUGINS]}
 COMMIT_MESSAGE = "(commit message)"
 REDACTED = "[a line holding a secret ({kind}) was removed]"
 # A private key's body lines look like any base64; the whole block goes.
@@ -134,40 +138,25 @@ def redact(text: str) -> str:
     return "\n".join(lines)
 
 
-class _scanning:
-    """detect-secrets with Baton's plugins and filters, for the length of a `with` block; gives
-    a function from one line to the kinds of secret on it."""
-
-    def __enter__(self) -> _LineScanner:
-        _SETTINGS_LOCK.acquire()
+@contextmanager
+def _scanning() -> Iterator[Callable[[str], set[str]]]:
+    """detect-secrets with Baton's plugins and filters for the length of a `with` block: a
+    function from one line to the kinds of secret on it. ScanFailed when it cannot run."""
+    with _SETTINGS_LOCK, ExitStack() as stack:
         try:
-            from detect_secrets.settings import transient_settings
-
-            self._settings = transient_settings(
-                {"plugins_used": [{"name": name} for name in PLUGINS]}
-            )
-            self._settings.__enter__().disable_filters(*EVADABLE_FILTERS)
+            settings = stack.enter_context(transient_settings(SETTINGS))
+            settings.disable_filters(*EVADABLE_FILTERS)
         except Exception as error:
-            _SETTINGS_LOCK.release()
             raise ScanFailed(f"the secret scanner could not start: {error}") from error
-        return _LineScanner()
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self._settings.__exit__(None, None, None)
-        finally:
-            _SETTINGS_LOCK.release()
+        yield _kinds_on
 
 
-class _LineScanner:
-    def __call__(self, line: str) -> set[str]:
-        from detect_secrets.core.scan import scan_line
-
-        try:  # scan_line reads the filters afresh, so those disabled above stay off
-            return {secret.type for secret in scan_line(line)}
-        except Exception as error:  # a scanner that breaks on a line must not let it through
-            # Its type only: the error's text might quote the line.
-            raise ScanFailed(f"the secret scanner failed ({type(error).__name__})") from None
+def _kinds_on(line: str) -> set[str]:
+    try:  # scan_line reads the filters afresh, so those disabled stay off
+        return {secret.type for secret in scan_line(line)}
+    except Exception as error:  # a scanner that breaks on a line must not let it through
+        # Its type only: the error's text might quote the line.
+        raise ScanFailed(f"the secret scanner failed ({type(error).__name__})") from None
 
 
 def redact_json(value: Any) -> Any:
