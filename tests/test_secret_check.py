@@ -157,6 +157,32 @@ def test_a_worker_that_keeps_writing_a_key_fails_after_its_review_rounds(
     assert not any(holds_a_secret(text) for text in database_text(engine))
 
 
+def test_the_integration_stops_a_key_an_attempt_let_through(
+    world: World, engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last door: were the attempt's own check to miss a key, the integration's finds it
+    before GitHub gets a byte, and the task goes back to its worker as a round of review."""
+
+    async def missed(*args: object) -> list[SecretFinding]:
+        return []
+
+    monkeypatch.setattr("bot.runs.attempt.secrets_added", missed)
+    approved(world, engine, leaking_until_told)
+    wait_for_run(world, engine, "pr_open")
+
+    assert [(row.number, row.status, row.review_verdict) for row in attempts(engine)] == [
+        (1, "retried", "accept"),
+        (2, "succeeded", "accept"),
+    ]
+    assert branch_log(world.github) == ["T1: Step T1"]
+    told = [call for call in world.models.calls if TOLD in first_prompt(call)]
+    assert told
+    assert FOUND in first_prompt(told[0])
+    assert not any(holds_a_secret(text) for text in sent_to_github(world))
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM commit_bundles")).scalar() == 0
+
+
 async def no_token() -> str:
     raise AssertionError("the check never reaches the network")
 
