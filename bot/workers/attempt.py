@@ -44,6 +44,7 @@ from bot.workers.roles import ROLES, FinishInput, Role, system_prompt, task_prom
 
 CONTEXT_FILE_CHARS = 20_000
 OUTCOME_CHARS = 2_000
+LONG_LINE = 4_096  # read past the cut of a tool's outcome, for the secret check
 # At the root, a contributing guide stands in for instructions for agents when there are none.
 CONVENTION_FILES = (*ROOT_FILES, "CONTRIBUTING.md", "CONTRIBUTING.rst", "docs/CONTRIBUTING.md")
 OPEN_PRS_SHOWN = 100  # enough to see what else is under way; the rest are counted
@@ -414,7 +415,8 @@ async def _store_call(
     duration_ms = (time.perf_counter() - started) * 1000
     # A worker may write or read a secret; the database keeps where, never what.
     kept = await asyncio.to_thread(redact_json, dict(arguments))
-    said = await asyncio.to_thread(redact, outcome[:OUTCOME_CHARS])
+    # Cut after redacting, so a secret's line that crosses the cut is still seen whole.
+    said = (await asyncio.to_thread(redact, outcome[: OUTCOME_CHARS + LONG_LINE]))[:OUTCOME_CHARS]
     row = ToolCall(
         run_id=run_id,
         attempt_id=attempt_id,
