@@ -94,10 +94,11 @@ async def check_suite_completed(context: JobContext, event: CheckSuiteCompleted)
     if not failures:
         return
     flaky = await _looks_flaky(context, run, repo, failures)
+    if flaky:
+        # Recorded first: a job run twice re-runs a check at most once, as promised.
+        await context.store.run(lambda session: _ran_again(session, run.id, flaky))
     for failure in flaky:
         await repo.run_again(failure.check)
-    if flaky:
-        await context.store.run(lambda session: _ran_again(session, run.id, flaky))
     real = [failure for failure in failures if failure not in flaky]
     if real:
         await _fix_or_hand_over(context, run, repo, real)
