@@ -16,13 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from bot.codebase.snapshot import Blobs
 from bot.git import GitError
 from bot.git.mirror import ChangedEntry
 from bot.git.runner import clean_environment
 from bot.github.repo import GitHubError, RepoClient, TreeChange
+from bot.revisions import plan_approver
 from bot.runs.workspace import Workspace
 from bot.store.models import PlanRevision, Task
 
@@ -98,11 +99,7 @@ async def _co_authors(workspace: Workspace, task: Task) -> list[str]:
 
 def _askers(session: Session, task: Task) -> list[str]:
     """Who approved the run's first plan, then who approved the task's own revision."""
-    first = session.exec(
-        select(PlanRevision.approved_by)
-        .where(PlanRevision.run_id == task.run_id, col(PlanRevision.approved_by).is_not(None))
-        .order_by(col(PlanRevision.number))
-    ).first()
+    first = plan_approver(session, task.run_id)
     own = session.get(PlanRevision, task.revision_id) if task.revision_id else None
     logins = [login for login in (first, own.approved_by if own else None) if login]
     return list(dict.fromkeys(logins))
