@@ -26,9 +26,8 @@ from bot.store.types import utcnow
 from bot.store.writers import (
     AsyncBatchWriter,
     InThread,
-    PsycopgBatchWriter,
+    ProcessWriter,
     SqlAlchemyBatchWriter,
-    SqliteBatchWriter,
 )
 
 log = logging.getLogger(__name__)
@@ -154,23 +153,22 @@ def answers_for(deliveries: Sequence[NewDelivery], inserted: Sequence[str]) -> l
 
 def delivery_writer(store: Store) -> tuple[PreparedInsert, AsyncBatchWriter]:
     """The INSERT that records deliveries (a trigger adds the job of each that names one) and
-    the writer that runs it for this store's database."""
+    the writer that runs it for this store's database: a process of its own for SQLite's file
+    and PostgreSQL, through the engine on a thread for anything else."""
     deliveries: sa.Table = Delivery.__table__  # type: ignore[attr-defined]
     url = store.engine.url
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        insert = PreparedInsert(
-            deliveries, DELIVERY_COLUMNS, store.engine.dialect, conflict_column="delivery_id"
-        )
-        return insert, InThread(SqliteBatchWriter(url.database, insert, key_column="delivery_id"))
+    sqlite_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+    psycopg = url.get_backend_name() == "postgresql" and url.get_driver_name() == "psycopg"
     insert = PreparedInsert(
         deliveries,
         DELIVERY_COLUMNS,
         store.engine.dialect,
         conflict_column="delivery_id",
-        returning="delivery_id",
+        # SQLite's writer tells the inserted keys from the count of rows it wrote.
+        returning=None if sqlite_file else "delivery_id",
     )
-    if url.get_backend_name() == "postgresql" and url.get_driver_name() == "psycopg":
-        return insert, PsycopgBatchWriter(store.engine, insert)
+    if sqlite_file or psycopg:
+        return insert, ProcessWriter.for_store(store.engine, insert, key_column="delivery_id")
     return insert, InThread(SqlAlchemyBatchWriter(store.engine, insert))
 
 

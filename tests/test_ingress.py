@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -15,7 +19,8 @@ from bot.ingress import Answer, NewDelivery, answers_for, delivery_row, delivery
 from bot.store.db import Store
 from bot.store.prepared import MAX_ROWS_PER_STATEMENT
 from bot.store.types import utcnow
-from tests.support import payload
+from bot.store.writers import ProcessWriter, WriterFailed
+from tests.support import payload, wait_for
 
 LABELED = decide("issues", json.dumps(payload("issues.labeled")).encode())
 PING = decide("ping", json.dumps(payload("ping")).encode())
@@ -105,7 +110,7 @@ def test_a_value_longer_than_its_column_fails_the_batch_and_writes_nothing(store
     # PostgreSQL only: SQLite does not enforce column lengths.
     long_name = labeled("long")._replace(event="e" * 65)
 
-    with pytest.raises((sa.exc.DataError, psycopg.errors.StringDataRightTruncation)):
+    with pytest.raises(WriterFailed, match="StringDataRightTruncation: value too long"):
         write(store, [labeled("fine"), long_name])
 
     with store.engine.connect() as connection:
@@ -131,8 +136,107 @@ async def _connection_dies_between_batches(store: Store) -> None:
                     " AND state = 'idle' AND query LIKE 'INSERT INTO deliveries%'"
                 )
             )
-        with pytest.raises(psycopg.OperationalError):
+        with pytest.raises(WriterFailed, match="terminating connection"):
             await writer.write(rows[1:])
         assert await writer.write(rows[1:]) == ["y"]
     finally:
         await writer.close()
+
+
+def test_a_writer_process_that_died_is_replaced_and_a_batch_it_lost_fails(
+    store: Store,
+) -> None:
+    asyncio.run(_writer_process_dies(store))
+
+
+async def _writer_process_dies(store: Store) -> None:
+    insert, writer = delivery_writer(store)
+    assert isinstance(writer, ProcessWriter)
+    rows = [insert.values(delivery_row(labeled(key), utcnow())) for key in ("x", "y", "z")]
+    try:
+        assert await writer.write(rows[:1]) == ["x"]
+        # Dead between two batches: the next batch starts another process.
+        first = writer.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        await asyncio.to_thread(wait_for, lambda: writer.pid is None)
+        assert await writer.write(rows[1:2]) == ["y"]
+        # Dead with a batch sent and not read: that batch fails, the next one is written.
+        second = writer.pid
+        assert second not in (None, first)
+        os.kill(second, signal.SIGSTOP)
+        await asyncio.to_thread(wait_for, lambda: _state(second) == "T")
+        lost = asyncio.create_task(writer.write(rows[2:]))
+        os.kill(second, signal.SIGKILL)
+        with pytest.raises(WriterFailed, match="went away"):
+            await lost
+        assert await _count(store, "z") == 0
+        assert await writer.write(rows[2:]) == ["z"]
+    finally:
+        await writer.close()
+    assert writer.pid is None
+    with store.engine.connect() as connection:
+        keys = connection.execute(sa.text("SELECT delivery_id FROM deliveries")).scalars()
+        assert sorted(keys) == ["x", "y", "z"]
+
+
+async def _count(store: Store, key: str) -> int:
+    query = sa.text("SELECT count(*) FROM deliveries WHERE delivery_id = :key")
+    with store.engine.connect() as connection:
+        return int(connection.execute(query, {"key": key}).scalar_one())
+
+
+def _state(pid: int) -> str:
+    """The process's state letter (R, S, T, Z...), or "" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return ""
+
+
+def test_the_writer_process_shows_no_password_and_ends_with_its_server(
+    store: Store, database_url: str, tmp_path: Path
+) -> None:
+    # A server that records one delivery, prints its writer's id, then waits to be killed.
+    server = subprocess.Popen(
+        [sys.executable, "-c", _SERVER, database_url],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        writer_pid = int(server.stdout.readline())
+        command_line = Path(f"/proc/{writer_pid}/cmdline").read_bytes().split(b"\0")
+        assert command_line[1:] == [b"-I", writer_process_file().encode(), b""]
+        server.kill()  # no chance to close its writer
+        server.wait()
+        wait_for(lambda: _state(writer_pid) in ("", "Z"))
+    finally:
+        server.kill()
+        server.wait()
+    with store.engine.connect() as connection:
+        keys = connection.execute(sa.text("SELECT delivery_id FROM deliveries")).scalars()
+        assert list(keys) == ["from-server"]
+
+
+def writer_process_file() -> str:
+    from bot.store import writer_process
+
+    return writer_process.__file__
+
+
+_SERVER = """
+import asyncio, sys
+from bot.ingress import delivery_row, delivery_writer
+from bot.store.db import Store
+from bot.store.types import utcnow
+from tests.test_ingress import labeled
+
+async def main():
+    insert, writer = delivery_writer(Store(sys.argv[1]))
+    await writer.write([insert.values(delivery_row(labeled("from-server"), utcnow()))])
+    print(writer.pid, flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""

@@ -1,29 +1,25 @@
 """Writing batches of rows with one prepared INSERT: the write path of webhook ingress.
 
-Three ways, one answer (the key column of each row the unique constraint let in):
-- any database, through SQLAlchemy, with RETURNING, in one transaction, on a thread;
-- PostgreSQL, on an asynchronous psycopg connection of its own in autocommit mode: one round trip
-  a batch (the INSERT, what its triggers add and the commit), where the pool's checkout ping,
-  BEGIN, INSERT and COMMIT took four;
-- SQLite, on a connection of its own in autocommit mode, on a thread: the INSERT, what its
-  triggers add, the commit and the disk flush happen in one driver call, which releases the
-  interpreter lock once.
-  `benchmarks/ingress.py` showed why: every lock hand-back between this thread and the event
-  loop could wait out the interpreter's switch interval (5 ms), and the batches' latency, not
-  the CPU, bounded throughput.
+Two ways, one answer (the key column of each row the unique constraint let in):
+- SQLite's file and PostgreSQL (psycopg): in a process of its own (`writer_process` says why),
+  on a connection in autocommit mode, one statement a batch: the INSERT, what its triggers add,
+  the commit and the disk flush in one driver call. On PostgreSQL that is one round trip, where
+  the pool's checkout ping, BEGIN, INSERT and COMMIT took four;
+- any other database, through SQLAlchemy, with RETURNING, in one transaction, on a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from collections.abc import Sequence
+import pickle
+import sys
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-import psycopg
 from sqlalchemy.engine import Engine
 
+from bot.store import writer_process
 from bot.store.db import libpq_url
 from bot.store.prepared import MAX_ROWS_PER_STATEMENT, PreparedInsert
 
@@ -75,84 +71,129 @@ class InThread:
         self._thread.shutdown(wait=False)
 
 
-class PsycopgBatchWriter:
-    """One autocommit statement per batch, its values as arrays (one prepared statement for any
-    batch size), with RETURNING key, on an asynchronous connection of its own: no thread, so no
-    hand-off of each batch and its answer between threads. A connection that failed is dropped
-    and the next batch opens another."""
-
-    def __init__(self, engine: Engine, insert: PreparedInsert) -> None:
-        self._conninfo = libpq_url(engine.url)
-        self._insert = insert
-        self._connection: psycopg.AsyncConnection[Any] | None = None
-
-    async def write(self, rows: Sequence[list[Any]]) -> list[Any]:
-        connection = await self._connect()
-        try:
-            async with connection.cursor() as cursor:
-                sql, parameters = self._insert.array_sql(), self._insert.arrays(rows)
-                await cursor.execute(sql, parameters, prepare=True)
-                return [found[0] for found in await cursor.fetchall()]
-        except Exception:
-            await self.close()
-            raise
-
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        if self._connection is None or self._connection.closed:
-            self._connection = await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True
-            )
-        return self._connection
-
-    async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
+class WriterFailed(Exception):
+    """The writer process refused a batch (the database's error) or went away."""
 
 
-class SqliteBatchWriter:
-    """One autocommit statement per chunk of rows, on its own connection to the database file.
+class ProcessWriter:
+    """Batches written in a child process (`writer_process`), one at a time.
 
-    The INSERT has no RETURNING: if it wrote as many rows as it was given, every key is new;
-    otherwise the keys are read back among the rowids this statement just assigned, which are
-    consecutive up to the last one (SQLite holds the write lock for the whole statement).
+    The process starts with the first batch. When it cannot be reached, or a batch is abandoned
+    half way (its caller cancelled), it is stopped and the next batch starts another: a batch
+    either got its answer or is reported failed, never mixed up with the next one's.
     """
 
-    def __init__(self, path: str, insert: PreparedInsert, key_column: str) -> None:
-        self._insert = insert
-        self._key_column = key_column
-        self._key_index = insert.columns.index(key_column)
-        # A busy database (a job committing) is waited for inside SQLite, off the interpreter lock.
-        self._connection = sqlite3.connect(
-            path, isolation_level=None, check_same_thread=False, timeout=30
+    def __init__(self, target: writer_process.Target, batch_of: BatchOf) -> None:
+        self._target = target
+        self._batch_of = batch_of
+        self._process: asyncio.subprocess.Process | None = None
+        self._one_at_a_time = asyncio.Lock()
+
+    @classmethod
+    def for_store(cls, engine: Engine, insert: PreparedInsert, key_column: str) -> ProcessWriter:
+        """The writer of `insert` into the engine's database: SQLite's file or PostgreSQL."""
+        url = engine.url
+        if url.get_backend_name() == "postgresql":
+            target = writer_process.Target(
+                "postgresql", libpq_url(url), insert.table_name, key_column
+            )
+            return cls(target, lambda rows: (insert.array_sql(), insert.arrays(rows)))
+        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+            raise ValueError(f"no writer process for {url.render_as_string()}")
+        key_index = insert.columns.index(key_column)
+        target = writer_process.Target("sqlite", url.database, insert.table_name, key_column)
+        return cls(target, lambda rows: sqlite_chunks(insert, key_index, rows))
+
+    @property
+    def pid(self) -> int | None:
+        """The writer process's id while it runs."""
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
+
+    async def write(self, rows: Sequence[list[Any]]) -> list[Any]:
+        async with self._one_at_a_time:
+            process = await self._running()
+            try:
+                succeeded, value = await _exchange(process, self._batch_of(rows))
+            except BaseException:
+                await self._stop(process)
+                raise
+        if not succeeded:
+            raise WriterFailed(value)
+        return list(value)
+
+    async def _running(self) -> asyncio.subprocess.Process:
+        if self._process is not None and self._process.returncode is None:
+            return self._process
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",  # the standard library and the installed packages, nothing from the environment
+            writer_process.__file__,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
         )
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=FULL")
-        self._connection.execute("PRAGMA foreign_keys=ON")
+        try:
+            ready = await _exchange(process, tuple(self._target))
+            if ready != writer_process.READY:
+                raise WriterFailed(f"the writer process did not start: {ready!r}")
+        except BaseException:
+            await self._stop(process)
+            raise
+        self._process = process
+        return process
 
-    def write(self, rows: Sequence[list[Any]]) -> list[Any]:
-        inserted: list[Any] = []
-        for start in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
-            inserted.extend(self._write_chunk(rows[start : start + MAX_ROWS_PER_STATEMENT]))
-        return inserted
+    async def _stop(self, process: asyncio.subprocess.Process) -> None:
+        if self._process is process:
+            self._process = None
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
 
-    def _write_chunk(self, rows: Sequence[list[Any]]) -> list[Any]:
-        cursor = self._connection.execute(
-            self._insert.sql(len(rows)), self._insert.parameters(rows)
-        )
-        keys = [row[self._key_index] for row in rows]
-        if cursor.rowcount == len(rows):
-            return keys
-        return self._inserted_among(keys, cursor.lastrowid or 0, cursor.rowcount)
+    async def close(self) -> None:
+        """Let the process finish its batch and end (its stdin closes)."""
+        async with self._one_at_a_time:
+            process, self._process = self._process, None
+            if process is None:
+                return
+            assert process.stdin is not None
+            process.stdin.close()
+            try:
+                async with asyncio.timeout(10):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
 
-    def _inserted_among(self, keys: list[Any], last_rowid: int, count: int) -> list[Any]:
-        if count <= 0:
-            return []
-        # Table and column names come from the table definition, values are bound.
-        table, key, marks = self._insert.table_name, self._key_column, ", ".join("?" * len(keys))
-        query = f"SELECT {key} FROM {table} WHERE rowid > ? AND rowid <= ? AND {key} IN ({marks})"
-        found = self._connection.execute(query, [last_rowid - count, last_rowid, *keys])
-        return [row[0] for row in found]
 
-    def close(self) -> None:
-        self._connection.close()
+BatchOf = Callable[[Sequence[list[Any]]], Any]
+
+
+def sqlite_chunks(
+    insert: PreparedInsert, key_index: int, rows: Sequence[list[Any]]
+) -> writer_process.SqliteBatch:
+    """SQLite's batch: one statement per `MAX_ROWS_PER_STATEMENT` rows, with their keys."""
+    chunks: writer_process.SqliteBatch = []
+    for start in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
+        chunk = rows[start : start + MAX_ROWS_PER_STATEMENT]
+        keys = [row[key_index] for row in chunk]
+        # SQLAlchemy hands SQLite's blobs over as memoryviews, which do not pickle.
+        parameters = [
+            bytes(v) if isinstance(v, memoryview) else v for v in insert.parameters(chunk)
+        ]
+        chunks.append((insert.sql(len(chunk)), parameters, keys))
+    return chunks
+
+
+async def _exchange(process: asyncio.subprocess.Process, request: Any) -> Any:
+    """Send one frame to the writer process and read its answer; `WriterFailed` when it went
+    away."""
+    assert process.stdin is not None
+    assert process.stdout is not None
+    try:
+        process.stdin.write(writer_process.frame(request))
+        await process.stdin.drain()
+        header = await process.stdout.readexactly(writer_process.HEADER.size)
+        (size,) = writer_process.HEADER.unpack(header)
+        return pickle.loads(await process.stdout.readexactly(size))
+    except (asyncio.IncompleteReadError, ConnectionError) as error:
+        raise WriterFailed("the writer process went away") from error
