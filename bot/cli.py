@@ -86,7 +86,10 @@ def _bind(host: str, port: int) -> socket.socket:
             )
         _stop(f"BATON_HOST/BATON_PORT: cannot listen on {host}:{port} ({error.strerror})")
     listener.listen(2048)
-    listener.set_inheritable(True)
+    # Not inheritable (Python's default, stated because uvloop's subprocesses keep every
+    # inheritable descriptor): no child (the delivery writer, git, a sandboxed command) may
+    # accept Baton's connections or hold its port after it dies.
+    listener.set_inheritable(False)
     return listener
 
 

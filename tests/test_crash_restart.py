@@ -7,10 +7,12 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -171,3 +173,53 @@ async def test_with_workers_a_killed_server_loses_no_answered_delivery_and_each_
     # Each ran once: none was claimed twice, none failed (two new installations' rows at once).
     assert count_rows(engine, "jobs", f"{SYNC} AND attempts <> 1") == 0
     assert recorded_repositories(engine) == sorted(stored)
+
+
+def test_no_child_of_serve_holds_its_listening_socket(
+    start_server: Any, server_env: dict[str, str]
+) -> None:
+    # A child holding it (the delivery writer, git, a sandboxed command) could accept Baton's
+    # connections, and kept the port busy after Baton died.
+    server = start_server()
+    port = int(server_env["BATON_PORT"])
+    body = json.dumps(payload("ping")).encode()
+    answer = httpx.post(
+        f"http://127.0.0.1:{port}/api/github/webhooks",
+        content=body,
+        headers=delivery_headers("ping", "first", body),
+    )
+    assert answer.status_code == 202  # recorded: the writer process runs
+    children = _children(server.pid)
+    assert children, "serve started no child to write deliveries"
+    listener = f"socket:[{_listening_inode(port)}]"
+    for child in children:
+        held = {os.readlink(fd) for fd in Path(f"/proc/{child}/fd").iterdir()}
+        assert listener not in held, f"child {child} holds the listening socket"
+
+    server.kill()
+    server.wait()
+    with socket.socket() as again:
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))  # free at once, whatever its children do meanwhile
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _listening_inode(port: int) -> str:
+    """The inode of the socket listening on 127.0.0.1:port, from the kernel's table."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        if local == f"0100007F:{port:04X}" and state == "0A":
+            return inode
+    raise AssertionError(f"nothing listens on port {port}")
