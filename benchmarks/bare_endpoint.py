@@ -1,8 +1,9 @@
 """A bare FastAPI webhook endpoint: the floor that Baton's ingress is measured against.
 
 It does the least any GitHub App must do per delivery: read the raw body, verify
-`X-Hub-Signature-256` and answer `202 {"status": "queued"}` (`401` when the signature is wrong).
-Nothing is parsed or stored. It runs under uvicorn with the same settings as `baton serve`.
+`X-Hub-Signature-256` and answer an empty `202` (`401` when the signature is wrong), as the
+reference endpoint of `../shared/bench/ingress-wrk.sh` does. Nothing is parsed or stored. It
+runs under uvicorn with the same settings as `baton serve`.
 
     BENCH_WEBHOOK_SECRET=... python benchmarks/bare_endpoint.py --port 8001
 
@@ -15,8 +16,7 @@ import argparse
 import os
 
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request, Response
 from githubkit.webhooks import verify
 
 SECRET_ENV = "BENCH_WEBHOOK_SECRET"
@@ -28,12 +28,12 @@ def create_app(secret: str) -> FastAPI:
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.post(WEBHOOK_PATH)
-    async def receive_delivery(request: Request) -> JSONResponse:
+    async def receive_delivery(request: Request) -> Response:
         body = await request.body()
         signature = request.headers.get("x-hub-signature-256", "")
         if not signature or not verify(secret, body, signature):
-            return JSONResponse({"detail": "bad signature"}, status_code=401)
-        return JSONResponse({"status": "queued"}, status_code=202)
+            return Response(status_code=401)
+        return Response(status_code=202)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
